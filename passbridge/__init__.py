@@ -1,0 +1,3 @@
+"""passbridge: phones as door credentials, decided by one auditable core."""
+
+__version__ = "0.1.0"
