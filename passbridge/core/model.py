@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
+from datetime import date as Date  # the field ``DoorException.date`` shadows ``date``
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
@@ -144,7 +145,7 @@ class DoorException:
     end: int
     state: DoorState
     repeat: Repeat = Repeat.NONE
-    until: date | None = None
+    until: Date | None = None
 
     @property
     def overnight(self) -> bool:
