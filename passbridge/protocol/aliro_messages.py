@@ -1,0 +1,274 @@
+"""The Aliro NFC messages: one encoder and one strict parser per message.
+
+Reader and phone share these so that a change of layout cannot make the two
+roles disagree silently. Parsers raise MalformedTLV / MalformedAPDU / ValueError;
+the roles decide what that means for the transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from passbridge.protocol import tlv
+from passbridge.protocol.aliro_crypto import AID, load_public_key
+from passbridge.protocol.apdu import CommandAPDU
+from passbridge.protocol.tlv import Field, MalformedTLV
+
+CLA_ISO = 0x00
+CLA_PROPRIETARY = 0x80
+INS_SELECT = 0xA4
+INS_AUTH0 = 0x80
+INS_AUTH1 = 0x81
+INS_EXCHANGE = 0xC9
+INS_CONTROL_FLOW = 0x3C
+
+TAG_FCI = 0x6F
+TAG_AID = 0x84
+TAG_PROPRIETARY = 0xA5
+TAG_TYPE = 0x80
+TAG_VERSIONS = 0x5C
+TAG_COMMAND_PARAMETERS = 0x41
+TAG_POLICY = 0x42
+TAG_READER_EPHEMERAL = 0x87
+TAG_TRANSACTION_ID = 0x4C
+TAG_READER_ID = 0x4D
+TAG_ENDPOINT_EPHEMERAL = 0x86
+TAG_CRYPTOGRAM = 0x9D
+TAG_SIGNATURE = 0x9E
+TAG_CREDENTIAL_PUBLIC_KEY = 0x5A
+TAG_KEY_SLOT = 0x4E
+TAG_SIGNALING = 0x5E
+TAG_CREDENTIAL_TIMESTAMP = 0x91
+TAG_REVOCATION_TIMESTAMP = 0x92
+TAG_MAILBOX = 0x4B
+TAG_READER_STATUS = 0x97
+
+READER_STATUS_GRANTED = bytes.fromhex("0100")
+READER_STATUS_DENIED = bytes.fromhex("0000")
+
+# ---------------------------------------------------------------- SELECT
+
+
+def select_command() -> bytes:
+    return CommandAPDU(CLA_ISO, INS_SELECT, 0x04, 0x00, AID, 0x00).encode()
+
+
+def select_response_data(versions: tuple[bytes, ...] = (bytes.fromhex("0100"),),
+                         applet_type: bytes = bytes(2)) -> bytes:
+    proprietary = tlv.encode_all(((TAG_TYPE, applet_type), (TAG_VERSIONS, b"".join(versions))))
+    return tlv.encode(TAG_FCI, tlv.encode(TAG_AID, AID) + tlv.encode(TAG_PROPRIETARY, proprietary))
+
+
+@dataclass(frozen=True)
+class SelectAnswer:
+    versions: tuple[bytes, ...]
+    a5_raw: bytes  # exact A5 TLV, an input to every salt
+
+
+def parse_select_response(data: bytes) -> SelectAnswer:
+    outer = tlv.parse(data, (Field(TAG_FCI),))
+    inner_bytes = outer[TAG_FCI]
+    inner = tlv.parse(inner_bytes, (Field(TAG_AID, (len(AID),)), Field(TAG_PROPRIETARY)))
+    if inner[TAG_AID] != AID:
+        raise MalformedTLV("SELECT answer names another application")
+    # Newer phones may append fields (extended length info, BLE data) inside A5;
+    # they are hashed into every salt, so accepting them cannot be abused.
+    prop = tlv.parse(inner[TAG_PROPRIETARY],
+                     (Field(TAG_TYPE, (2,)), Field(TAG_VERSIONS, max_length=32)),
+                     allow_unknown_tail=True)
+    raw_versions = prop[TAG_VERSIONS]
+    if not raw_versions or len(raw_versions) % 2:
+        raise MalformedTLV("supported versions must be a non-empty list of 2-byte values")
+    versions = tuple(raw_versions[i : i + 2] for i in range(0, len(raw_versions), 2))
+    return SelectAnswer(versions, tlv.raw_field(inner_bytes, TAG_PROPRIETARY))
+
+
+# ---------------------------------------------------------------- AUTH0
+
+
+@dataclass(frozen=True)
+class Auth0Command:
+    command_parameters: int
+    authentication_policy: int
+    version: bytes
+    reader_ephemeral_public_key: bytes
+    transaction_id: bytes
+    reader_id: bytes
+
+    def encode(self) -> bytes:
+        data = tlv.encode_all((
+            (TAG_COMMAND_PARAMETERS, bytes([self.command_parameters])),
+            (TAG_POLICY, bytes([self.authentication_policy])),
+            (TAG_VERSIONS, self.version),
+            (TAG_READER_EPHEMERAL, self.reader_ephemeral_public_key),
+            (TAG_TRANSACTION_ID, self.transaction_id),
+            (TAG_READER_ID, self.reader_id),
+        ))
+        return CommandAPDU(CLA_PROPRIETARY, INS_AUTH0, 0, 0, data, 0x00).encode()
+
+
+_AUTH0_SCHEMA = (
+    Field(TAG_COMMAND_PARAMETERS, (1,)),
+    Field(TAG_POLICY, (1,)),
+    Field(TAG_VERSIONS, (2,)),
+    Field(TAG_READER_EPHEMERAL, (65,)),
+    Field(TAG_TRANSACTION_ID, (16,)),
+    Field(TAG_READER_ID, (32,)),
+)
+
+
+def parse_auth0_command(data: bytes) -> Auth0Command:
+    f = tlv.parse(data, _AUTH0_SCHEMA)
+    params = f[TAG_COMMAND_PARAMETERS][0]
+    if params not in (0x00, 0x01):
+        raise MalformedTLV(f"unknown command parameters {params:02X}")
+    load_public_key(f[TAG_READER_EPHEMERAL])  # ValueError if not a point on P-256
+    return Auth0Command(params, f[TAG_POLICY][0], f[TAG_VERSIONS],
+                        f[TAG_READER_EPHEMERAL], f[TAG_TRANSACTION_ID], f[TAG_READER_ID])
+
+
+@dataclass(frozen=True)
+class Auth0Response:
+    endpoint_ephemeral_public_key: bytes
+    cryptogram: bytes | None
+
+    def encode(self) -> bytes:
+        fields = [(TAG_ENDPOINT_EPHEMERAL, self.endpoint_ephemeral_public_key)]
+        if self.cryptogram is not None:
+            fields.append((TAG_CRYPTOGRAM, self.cryptogram))
+        return tlv.encode_all(fields)
+
+
+def parse_auth0_response(data: bytes) -> Auth0Response:
+    f = tlv.parse(data, (Field(TAG_ENDPOINT_EPHEMERAL, (65,)),
+                         Field(TAG_CRYPTOGRAM, (64,), required=False)))
+    load_public_key(f[TAG_ENDPOINT_EPHEMERAL])
+    return Auth0Response(f[TAG_ENDPOINT_EPHEMERAL], f.get(TAG_CRYPTOGRAM))
+
+
+# ---------------------------------------------------------------- cryptogram
+
+
+@dataclass(frozen=True)
+class CryptogramContent:
+    signaling_bitmap: bytes
+    credential_signed_timestamp: bytes
+    revocation_signed_timestamp: bytes
+
+    def encode(self) -> bytes:
+        return tlv.encode_all((
+            (TAG_SIGNALING, self.signaling_bitmap),
+            (TAG_CREDENTIAL_TIMESTAMP, self.credential_signed_timestamp),
+            (TAG_REVOCATION_TIMESTAMP, self.revocation_signed_timestamp),
+        ))
+
+
+def parse_cryptogram_content(plaintext: bytes) -> CryptogramContent:
+    f = tlv.parse(plaintext, (Field(TAG_SIGNALING, (2,)),
+                              Field(TAG_CREDENTIAL_TIMESTAMP, (20,)),
+                              Field(TAG_REVOCATION_TIMESTAMP, (20,))))
+    return CryptogramContent(f[TAG_SIGNALING], f[TAG_CREDENTIAL_TIMESTAMP],
+                             f[TAG_REVOCATION_TIMESTAMP])
+
+
+# ---------------------------------------------------------------- AUTH1
+
+AUTH1_RETURN_KEY_SLOT = 0x00
+AUTH1_RETURN_PUBLIC_KEY = 0x01
+
+
+@dataclass(frozen=True)
+class Auth1Command:
+    return_public_key: bool
+    reader_signature: bytes
+
+    def encode(self) -> bytes:
+        data = tlv.encode_all((
+            (TAG_COMMAND_PARAMETERS,
+             bytes([AUTH1_RETURN_PUBLIC_KEY if self.return_public_key
+                    else AUTH1_RETURN_KEY_SLOT])),
+            (TAG_SIGNATURE, self.reader_signature),
+        ))
+        return CommandAPDU(CLA_PROPRIETARY, INS_AUTH1, 0, 0, data, 0x00).encode()
+
+
+def parse_auth1_command(data: bytes) -> Auth1Command:
+    f = tlv.parse(data, (Field(TAG_COMMAND_PARAMETERS, (1,)), Field(TAG_SIGNATURE, (64,))))
+    flag = f[TAG_COMMAND_PARAMETERS][0]
+    if flag not in (AUTH1_RETURN_KEY_SLOT, AUTH1_RETURN_PUBLIC_KEY):
+        raise MalformedTLV(f"unknown AUTH1 parameters {flag:02X}")
+    return Auth1Command(flag == AUTH1_RETURN_PUBLIC_KEY, f[TAG_SIGNATURE])
+
+
+@dataclass(frozen=True)
+class Auth1Answer:
+    """The decrypted AUTH1 response."""
+
+    credential_public_key: bytes | None
+    key_slot: bytes | None
+    endpoint_signature: bytes
+    signaling_bitmap: bytes
+    credential_signed_timestamp: bytes | None = None
+    revocation_signed_timestamp: bytes | None = None
+
+    def encode(self) -> bytes:
+        fields: list[tuple[int, bytes]] = []
+        if self.credential_public_key is not None:
+            fields.append((TAG_CREDENTIAL_PUBLIC_KEY, self.credential_public_key))
+        if self.key_slot is not None:
+            fields.append((TAG_KEY_SLOT, self.key_slot))
+        fields.append((TAG_SIGNATURE, self.endpoint_signature))
+        fields.append((TAG_SIGNALING, self.signaling_bitmap))
+        if self.credential_signed_timestamp is not None:
+            fields.append((TAG_CREDENTIAL_TIMESTAMP, self.credential_signed_timestamp))
+        if self.revocation_signed_timestamp is not None:
+            fields.append((TAG_REVOCATION_TIMESTAMP, self.revocation_signed_timestamp))
+        return tlv.encode_all(fields)
+
+
+_AUTH1_ANSWER_SCHEMA = (
+    Field(TAG_CREDENTIAL_PUBLIC_KEY, (65,), required=False),
+    Field(TAG_KEY_SLOT, (8,), required=False),
+    Field(TAG_SIGNATURE, (64,)),
+    Field(TAG_SIGNALING, (1, 2)),  # 1 byte in pre-1.0 phones, 2 bytes in Aliro 1.0
+    Field(TAG_CREDENTIAL_TIMESTAMP, (20,), required=False),
+    Field(TAG_REVOCATION_TIMESTAMP, (20,), required=False),
+    Field(TAG_MAILBOX, required=False),
+)
+
+
+def parse_auth1_answer(plaintext: bytes) -> Auth1Answer:
+    f = tlv.parse(plaintext, _AUTH1_ANSWER_SCHEMA)
+    pub = f.get(TAG_CREDENTIAL_PUBLIC_KEY)
+    slot = f.get(TAG_KEY_SLOT)
+    if (pub is None) == (slot is None):
+        raise MalformedTLV("AUTH1 answer needs exactly one of public key (5A) or key slot (4E)")
+    if pub is not None:
+        load_public_key(pub)
+    return Auth1Answer(pub, slot, f[TAG_SIGNATURE], f[TAG_SIGNALING],
+                       f.get(TAG_CREDENTIAL_TIMESTAMP), f.get(TAG_REVOCATION_TIMESTAMP))
+
+
+# ---------------------------------------------------------------- EXCHANGE, CONTROL FLOW
+
+
+def exchange_command(ciphertext: bytes) -> bytes:
+    return CommandAPDU(CLA_PROPRIETARY, INS_EXCHANGE, 0, 0, ciphertext, 0x00).encode()
+
+
+def reader_status_plaintext(granted: bool) -> bytes:
+    return tlv.encode(TAG_READER_STATUS, READER_STATUS_GRANTED if granted else READER_STATUS_DENIED)
+
+
+def parse_reader_status(plaintext: bytes) -> bytes:
+    return tlv.parse(plaintext, (Field(TAG_READER_STATUS, (2,)),))[TAG_READER_STATUS]
+
+
+def control_flow_command(s1: int, s2: int) -> bytes:
+    data = tlv.encode_all(((TAG_COMMAND_PARAMETERS, bytes([s1])), (TAG_POLICY, bytes([s2]))))
+    return CommandAPDU(CLA_PROPRIETARY, INS_CONTROL_FLOW, 0, 0, data).encode()
+
+
+def parse_control_flow(data: bytes) -> tuple[int, int]:
+    f = tlv.parse(data, (Field(TAG_COMMAND_PARAMETERS, (1,)), Field(TAG_POLICY, (1,))))
+    return f[TAG_COMMAND_PARAMETERS][0], f[TAG_POLICY][0]

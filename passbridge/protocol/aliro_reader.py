@@ -1,0 +1,383 @@
+"""Reader role of the Aliro-style NFC flow, sans-I/O.
+
+One :class:`ReaderTransaction` is one tap. The caller (nfcpy adapter,
+simulator, test) sends the bytes it is handed and feeds back the phone's
+answer; the transaction answers with an event saying what to do next. Every
+malformed, out-of-order or unauthenticated answer ends the transaction with
+:class:`Failed`; ``receive`` never raises on wire input.
+
+Flows:
+  STANDARD: SELECT, AUTH0 (41=00), AUTH1, then EXCHANGE with the door status.
+  FAST:     SELECT, AUTH0 (41=01) answered with a cryptogram the reader can
+            open with a persistent key it holds, then EXCHANGE.
+  FAST attempt that does not match (no cryptogram, or none of the reader's
+  persistent keys opens it): the same tap continues with AUTH1 as in STANDARD,
+  the key schedule salted with the 41=01 actually sent.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum, auto
+from typing import Literal, Protocol
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from passbridge.protocol import aliro_messages as msg
+from passbridge.protocol.aliro_crypto import (
+    COMMAND_FAST,
+    COMMAND_STANDARD,
+    ENDPOINT_CONTEXT,
+    POLICY_USER_DEVICE,
+    PROTOCOL_VERSION,
+    READER_CONTEXT,
+    CryptoFailure,
+    EphemeralKeyPool,
+    FastKeys,
+    Interface,
+    SaltInputs,
+    SecureChannel,
+    VolatileKeys,
+    authentication_data,
+    decrypt_cryptogram,
+    derive_fast_keys,
+    derive_kdh,
+    derive_kpersistent,
+    derive_volatile_keys,
+    generate_ephemeral,
+    public_key_bytes,
+    sign_raw,
+    verify_raw,
+    x_coordinate,
+)
+from passbridge.protocol.apdu import MalformedAPDU, parse_response
+from passbridge.protocol.tlv import MalformedTLV
+
+__all__ = [
+    "Authenticated",
+    "CredentialDirectory",
+    "Failed",
+    "Finished",
+    "Interface",
+    "ReaderIdentity",
+    "ReaderTransaction",
+    "SendCommand",
+]
+
+
+@dataclass(frozen=True)
+class ReaderIdentity:
+    """The site's reader key and identifiers, shared by its readers."""
+
+    private_key: ec.EllipticCurvePrivateKey
+    group_id: bytes
+    sub_id: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.group_id) != 16 or len(self.sub_id) != 16:
+            raise ValueError("reader group id and sub id are 16 bytes each")
+
+    @property
+    def reader_id(self) -> bytes:
+        return self.group_id + self.sub_id
+
+    @property
+    def public_key(self) -> bytes:
+        return public_key_bytes(self.private_key)
+
+
+class CredentialDirectory(Protocol):
+    """How the reader resolves a phone; backed by enrolment storage."""
+
+    def credential_for_public_key(self, public_key: bytes) -> str | None:
+        """Credential id of an enrolled, unrevoked 65-byte key, else None."""
+
+    def persistent_keys(self) -> Iterable[tuple[str, bytes, bytes]]:
+        """(credential id, credential public key, Kpersistent) candidates for FAST."""
+
+    def remember_persistent_key(self, credential_id: str, public_key: bytes,
+                                kpersistent: bytes) -> None:
+        """Store the key a STANDARD tap yielded so the next tap can be FAST."""
+
+
+@dataclass(frozen=True)
+class SendCommand:
+    apdu: bytes
+
+
+@dataclass(frozen=True)
+class Authenticated:
+    credential_id: str
+    public_key: bytes
+    flow: Literal["standard", "fast"]
+    transaction_id: bytes
+
+
+@dataclass(frozen=True)
+class Finished:
+    pass
+
+
+@dataclass(frozen=True)
+class Failed:
+    reason: str
+    detail: str
+
+
+Event = SendCommand | Authenticated | Finished | Failed
+
+
+class _State(Enum):
+    NEW = auto()
+    SELECT_SENT = auto()
+    AUTH0_SENT = auto()
+    AUTH1_SENT = auto()
+    AUTHENTICATED = auto()
+    EXCHANGE_SENT = auto()
+    FINISHED = auto()
+    FAILED = auto()
+
+
+class _Abort(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class DerivedKeys:
+    """What the tap derived, exposed for conformance tests and BLE hand-over."""
+
+    kdh: bytes | None = None
+    volatile: VolatileKeys | None = None
+    fast: FastKeys | None = None
+    kpersistent: bytes | None = None
+    salt_inputs: SaltInputs | None = None
+    extra: dict[str, bytes] = field(default_factory=dict)
+
+
+class ReaderTransaction:
+    """One tap, reader side."""
+
+    def __init__(
+        self,
+        identity: ReaderIdentity,
+        credentials: CredentialDirectory,
+        *,
+        interface: Interface = Interface.NFC,
+        prefer_fast: bool = True,
+        ephemeral_private_key: ec.EllipticCurvePrivateKey | None = None,
+        transaction_id: bytes | None = None,
+        key_pool: EphemeralKeyPool | None = None,
+        deterministic_signatures: bool = False,
+    ) -> None:
+        if transaction_id is not None and len(transaction_id) != 16:
+            raise ValueError("transaction id is 16 bytes")
+        self._identity = identity
+        self._credentials = credentials
+        self._interface = interface
+        self._command_parameters = COMMAND_FAST if prefer_fast else COMMAND_STANDARD
+        if ephemeral_private_key is None:
+            ephemeral_private_key = key_pool.take() if key_pool else generate_ephemeral()
+        self._ephemeral = ephemeral_private_key
+        self._ephemeral_public = public_key_bytes(ephemeral_private_key)
+        self.transaction_id = transaction_id or secrets.token_bytes(16)
+        self._deterministic = deterministic_signatures
+        self._state = _State.NEW
+        self._salt_inputs: SaltInputs | None = None
+        self._endpoint_ephemeral: bytes | None = None
+        self._channel: SecureChannel | None = None
+        self.keys = DerivedKeys()
+        self.authenticated: Authenticated | None = None
+
+    # ------------------------------------------------------------ public API
+
+    def start(self) -> bytes:
+        """The SELECT command that opens the tap."""
+        if self._state is not _State.NEW:
+            raise RuntimeError("start() is called once per transaction")
+        self._state = _State.SELECT_SENT
+        return msg.select_command()
+
+    def receive(self, response_apdu: bytes) -> Event:
+        """Feed the phone's answer to the last command; never raises on wire input."""
+        try:
+            return self._receive(bytes(response_apdu))
+        except _Abort as abort:
+            return self._fail(abort.reason, abort.detail)
+        except (MalformedTLV, MalformedAPDU) as exc:
+            return self._fail("malformed", str(exc))
+        except CryptoFailure as exc:
+            return self._fail("decrypt_failed", str(exc))
+        except ValueError as exc:  # invalid points and the like
+            return self._fail("malformed", str(exc))
+        except Exception as exc:  # noqa: BLE001 - last line: never a traceback, never a grant
+            return self._fail("internal", f"{type(exc).__name__}: {exc}")
+
+    def door_status(self, granted: bool) -> bytes:
+        """The EXCHANGE command telling the phone the door's decision."""
+        if self._state is not _State.AUTHENTICATED or self._channel is None:
+            raise RuntimeError("door_status() follows an Authenticated event")
+        ciphertext = self._channel.encrypt(msg.reader_status_plaintext(granted))
+        self._state = _State.EXCHANGE_SENT
+        return msg.exchange_command(ciphertext)
+
+    def control_flow(self, success: bool = False) -> bytes:
+        """CONTROL FLOW that ends the phone's transaction without EXCHANGE.
+
+        For the adapter to send after a Failed event, so the phone shows a
+        clear result instead of waiting for its timeout.
+        """
+        return msg.control_flow_command(0x01 if success else 0x00, 0x00)
+
+    @property
+    def done(self) -> bool:
+        return self._state in (_State.FINISHED, _State.FAILED)
+
+    # ------------------------------------------------------------ steps
+
+    def _fail(self, reason: str, detail: str) -> Failed:
+        self._state = _State.FAILED
+        self._channel = None
+        return Failed(reason, detail)
+
+    def _receive(self, raw: bytes) -> Event:
+        state = self._state
+        if state in (_State.NEW, _State.AUTHENTICATED, _State.FINISHED, _State.FAILED):
+            raise _Abort("out_of_order", f"no command outstanding (state {state.name})")
+        response = parse_response(raw)
+        if not response.ok:
+            raise _Abort("status_word", f"{state.name} answered {response.sw:04X}")
+        if state is _State.SELECT_SENT:
+            return self._on_select(response.data)
+        if state is _State.AUTH0_SENT:
+            return self._on_auth0(response.data)
+        if state is _State.AUTH1_SENT:
+            return self._on_auth1(response.data)
+        return self._on_exchange(response.data)
+
+    def _on_select(self, data: bytes) -> Event:
+        answer = msg.parse_select_response(data)
+        if PROTOCOL_VERSION not in answer.versions:
+            raise _Abort("unsupported_version",
+                         "phone offers " + ",".join(v.hex() for v in answer.versions))
+        self._salt_inputs = SaltInputs(
+            reader_public_x=x_coordinate(self._identity.public_key),
+            reader_id=self._identity.reader_id,
+            interface=self._interface,
+            version=PROTOCOL_VERSION,
+            reader_ephemeral_x=x_coordinate(self._ephemeral_public),
+            transaction_id=self.transaction_id,
+            command_parameters=self._command_parameters,
+            authentication_policy=POLICY_USER_DEVICE,
+            select_a5=answer.a5_raw,
+        )
+        self.keys.salt_inputs = self._salt_inputs
+        self._state = _State.AUTH0_SENT
+        return SendCommand(msg.Auth0Command(
+            command_parameters=self._command_parameters,
+            authentication_policy=POLICY_USER_DEVICE,
+            version=PROTOCOL_VERSION,
+            reader_ephemeral_public_key=self._ephemeral_public,
+            transaction_id=self.transaction_id,
+            reader_id=self._identity.reader_id,
+        ).encode())
+
+    def _on_auth0(self, data: bytes) -> Event:
+        answer = msg.parse_auth0_response(data)
+        assert self._salt_inputs is not None
+        if answer.cryptogram is not None and self._command_parameters != COMMAND_FAST:
+            raise MalformedTLV("cryptogram in answer to a STANDARD AUTH0")
+        self._endpoint_ephemeral = answer.endpoint_ephemeral_public_key
+        if answer.endpoint_ephemeral_public_key == self._ephemeral_public:
+            raise _Abort("malformed", "phone echoed the reader's ephemeral key")
+        if answer.cryptogram is not None:
+            fast = self._match_cryptogram(answer.cryptogram)
+            if fast is not None:
+                return fast
+        signed = authentication_data(
+            self._identity.reader_id,
+            x_coordinate(answer.endpoint_ephemeral_public_key),
+            x_coordinate(self._ephemeral_public),
+            self.transaction_id,
+            READER_CONTEXT,
+        )
+        signature = sign_raw(self._identity.private_key, signed,
+                             deterministic=self._deterministic)
+        self._state = _State.AUTH1_SENT
+        return SendCommand(msg.Auth1Command(True, signature).encode())
+
+    def _match_cryptogram(self, cryptogram: bytes) -> Event | None:
+        """Try each persistent key; the one whose keys open the cryptogram wins.
+
+        A mismatch is not an error: the phone may hold a key the reader has
+        forgotten (or the reverse), and the tap then continues with AUTH1.
+        """
+        assert self._salt_inputs is not None and self._endpoint_ephemeral is not None
+        endpoint_x = x_coordinate(self._endpoint_ephemeral)
+        for _cred, public_key, kpersistent in self._credentials.persistent_keys():
+            try:
+                fast = derive_fast_keys(kpersistent, self._salt_inputs, endpoint_x, public_key)
+                content = decrypt_cryptogram(fast.cryptogram_sk, cryptogram)
+            except (CryptoFailure, ValueError):
+                continue
+            try:
+                msg.parse_cryptogram_content(content)
+            except MalformedTLV as exc:
+                # It authenticated under our key, so the phone is known but broken.
+                raise _Abort("malformed", f"cryptogram content: {exc}") from None
+            credential_id = self._credentials.credential_for_public_key(public_key)
+            if credential_id is None:
+                raise _Abort("unknown_credential", "persistent key of a revoked credential")
+            self.keys.fast = fast
+            self.keys.kpersistent = kpersistent
+            self._channel = SecureChannel(send_key=fast.exchange_sk_reader,
+                                          receive_key=fast.exchange_sk_device, is_reader=True)
+            return self._authenticated(credential_id, public_key, "fast")
+        return None
+
+    def _on_auth1(self, data: bytes) -> Event:
+        assert self._salt_inputs is not None and self._endpoint_ephemeral is not None
+        if not data:
+            raise MalformedTLV("empty AUTH1 answer")
+        endpoint_x = x_coordinate(self._endpoint_ephemeral)
+        kdh = derive_kdh(self._ephemeral, self._endpoint_ephemeral, self.transaction_id)
+        volatile = derive_volatile_keys(kdh, self._salt_inputs, endpoint_x)
+        self.keys.kdh = kdh
+        self.keys.volatile = volatile
+        channel = SecureChannel(send_key=volatile.exchange_sk_reader,
+                                receive_key=volatile.exchange_sk_device, is_reader=True)
+        answer = msg.parse_auth1_answer(channel.decrypt(data))
+        public_key = answer.credential_public_key
+        if public_key is None:
+            raise _Abort("malformed", "phone answered a key slot; the reader asked for its key")
+        signed = authentication_data(
+            self._identity.reader_id, endpoint_x, x_coordinate(self._ephemeral_public),
+            self.transaction_id, ENDPOINT_CONTEXT)
+        if not verify_raw(public_key, answer.endpoint_signature, signed):
+            raise _Abort("bad_signature", "phone signature does not verify")
+        credential_id = self._credentials.credential_for_public_key(public_key)
+        if credential_id is None:
+            raise _Abort("unknown_credential", "no enrolled credential for this key")
+        kpersistent = derive_kpersistent(kdh, self._salt_inputs, endpoint_x, public_key)
+        self.keys.kpersistent = kpersistent
+        self._credentials.remember_persistent_key(credential_id, public_key, kpersistent)
+        self._channel = channel
+        return self._authenticated(credential_id, public_key, "standard")
+
+    def _authenticated(self, credential_id: str, public_key: bytes,
+                       flow: Literal["standard", "fast"]) -> Authenticated:
+        self._state = _State.AUTHENTICATED
+        self.authenticated = Authenticated(credential_id, public_key, flow, self.transaction_id)
+        return self.authenticated
+
+    def _on_exchange(self, data: bytes) -> Event:
+        assert self._channel is not None
+        if data:
+            self._channel.decrypt(data)  # authenticated; content is not used
+        self._state = _State.FINISHED
+        self._channel = None
+        return Finished()
