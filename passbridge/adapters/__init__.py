@@ -1,0 +1,1 @@
+"""I/O edges: nfcpy, bleak, aiohttp, SQLite. Protocol logic lives in passbridge.protocol."""
