@@ -60,6 +60,7 @@ __all__ = [
     "CredentialDirectory",
     "Failed",
     "Finished",
+    "InMemoryCredentials",
     "Interface",
     "ReaderIdentity",
     "ReaderTransaction",
@@ -381,3 +382,36 @@ class ReaderTransaction:
         self._state = _State.FINISHED
         self._channel = None
         return Finished()
+
+
+class InMemoryCredentials:
+    """A CredentialDirectory held in dicts, for simulators, tests and benchmarks.
+
+    Production resolves credentials from enrolment storage; this one is the
+    reference behaviour: revoking drops the persistent key too, so a revoked
+    phone can never complete a FAST tap.
+    """
+
+    def __init__(self, enrolled: dict[bytes, str] | None = None) -> None:
+        self._by_key: dict[bytes, str] = dict(enrolled or {})
+        self._persistent: dict[str, tuple[bytes, bytes]] = {}
+
+    def enrol(self, credential_id: str, public_key: bytes) -> None:
+        self._by_key[public_key] = credential_id
+
+    def revoke(self, credential_id: str) -> None:
+        self._by_key = {k: c for k, c in self._by_key.items() if c != credential_id}
+        self._persistent.pop(credential_id, None)
+
+    def forget_persistent_keys(self) -> None:
+        self._persistent.clear()
+
+    def credential_for_public_key(self, public_key: bytes) -> str | None:
+        return self._by_key.get(public_key)
+
+    def persistent_keys(self) -> Iterable[tuple[str, bytes, bytes]]:
+        return [(cred, pub, kp) for cred, (pub, kp) in self._persistent.items()]
+
+    def remember_persistent_key(self, credential_id: str, public_key: bytes,
+                                kpersistent: bytes) -> None:
+        self._persistent[credential_id] = (public_key, kpersistent)
