@@ -1,0 +1,386 @@
+"""The durable audit log: every decision and admin change, on disk before it is answered.
+
+SQLite in WAL mode with ``synchronous=FULL``: a COMMIT returns only after the
+WAL is on stable storage. Commits are the cost (one fsync each), so one
+writer thread owns the write connection and does *group commit*: it takes
+everything queued, inserts it in one transaction, commits once, and only then
+completes each caller's future. A caller's future therefore means "this
+record is durable", and under load many decisions share one fsync.
+
+Reads use their own connection (WAL lets them run beside the writer).
+
+One table, ``events``: decisions have ``kind = 'decision'`` and their fields
+in columns (so an operator can query them with plain SQL); admin changes
+(override, lockdown, enrolment, ...) have their own kind and a JSON payload.
+``seq`` is an AUTOINCREMENT key: strictly increasing, never reused, the
+paging cursor of ``GET /v1/events``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import sqlite3
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from passbridge.clock import Clock, SystemClock
+from passbridge.core.decision import Decision
+
+log = logging.getLogger(__name__)
+
+DECISION = "decision"
+_KIND_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind           TEXT NOT NULL,
+    at             TEXT NOT NULL,
+    decision_id    TEXT UNIQUE,
+    result         TEXT,
+    reason         TEXT,
+    door           TEXT,
+    side           TEXT,
+    user           TEXT,
+    credential     TEXT,
+    factor         TEXT,
+    state          TEXT,
+    state_source   TEXT,
+    revision       TEXT,
+    unlock_seconds INTEGER,
+    detail         TEXT,
+    payload        TEXT
+);
+CREATE INDEX IF NOT EXISTS events_kind_seq ON events (kind, seq);
+CREATE INDEX IF NOT EXISTS events_door_seq ON events (door, seq);
+"""
+
+_DECISION_COLUMNS = (
+    "kind", "at", "decision_id", "result", "reason", "door", "side", "user", "credential",
+    "factor", "state", "state_source", "revision", "unlock_seconds", "detail",
+)
+_INSERT_DECISION = (
+    f"INSERT INTO events ({', '.join(_DECISION_COLUMNS)}) "  # noqa: S608 - fixed column names
+    f"VALUES ({', '.join('?' for _ in _DECISION_COLUMNS)})"
+)
+_SELECT = (
+    "SELECT seq, kind, at, decision_id, result, reason, door, side, user, credential, "
+    "factor, state, state_source, revision, unlock_seconds, detail, payload FROM events"
+)
+_INSERT_CHANGE = "INSERT INTO events (kind, at, payload) VALUES (?, ?, ?)"
+
+
+class AuditUnavailable(RuntimeError):
+    """The audit log cannot take a record; the caller denies (``internal_error``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditStats:
+    records: int
+    commits: int
+
+
+@dataclass(slots=True)
+class _Pending:
+    sql: str
+    params: tuple[Any, ...]
+    row: dict[str, Any]
+    future: Future[int]
+
+
+Subscriber = Callable[[list[dict[str, Any]]], None]
+_STOP = object()
+
+
+def _iso(at: datetime) -> str:
+    if at.tzinfo is None:
+        raise ValueError("audit timestamps must be timezone-aware")
+    return at.astimezone(UTC).isoformat()
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the database file readable by its owner only (it holds key material too)."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+
+
+def _connect(path: Path | str) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        str(path), timeout=10.0, isolation_level=None, check_same_thread=False
+    )
+    conn.execute("PRAGMA busy_timeout = 10000")
+    return conn
+
+
+class AuditLog:
+    """Append-only, group-committed, durable audit log.
+
+    ``path`` of ``":memory:"`` is refused: an audit log that vanishes is not
+    an audit log (tests use a temporary directory). ``one_per_commit`` commits
+    each record alone (the benchmark's baseline).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        clock: Clock | None = None,
+        one_per_commit: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.one_per_commit = one_per_commit
+        self._clock: Clock = clock or SystemClock()
+        self._queue: deque[_Pending | object] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._failed: str | None = None
+        self._subscribers: list[Subscriber] = []
+        self._records = 0
+        self._commits = 0
+        try:
+            if str(path) == ":memory:":
+                raise ValueError("the audit log needs a file")
+            _create_private_file(self.path)
+            self._write = _connect(self.path)
+            mode = self._write.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise sqlite3.OperationalError(f"journal_mode is {mode}, not wal")
+            self._write.execute("PRAGMA synchronous = FULL")
+            self._write.executescript(SCHEMA)
+            self._read = _connect(self.path)
+            self._read.execute("PRAGMA query_only = ON")
+        except (OSError, sqlite3.Error, ValueError) as exc:
+            raise AuditUnavailable(f"cannot open audit log {self.path}: {exc}") from exc
+        self._read_lock = threading.Lock()
+        self._writer = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+        self._writer.start()
+
+    def __repr__(self) -> str:
+        return f"AuditLog({str(self.path)!r}, one_per_commit={self.one_per_commit})"
+
+    # -- writing ---------------------------------------------------------------
+
+    def append(self, decision: Decision) -> Future[int]:
+        """Queue a decision; the future gives its ``seq`` once it is committed."""
+        row = decision.to_json()
+        params = (
+            DECISION, _iso(decision.at), decision.id, row["result"], row["reason"],
+            decision.door, row["side"], decision.user, decision.credential, row["factor"],
+            row["state"], decision.state_source, decision.revision, decision.unlock_seconds,
+            decision.detail,
+        )
+        row["at"] = params[1]
+        row["kind"] = DECISION
+        return self._submit(_INSERT_DECISION, params, row)
+
+    def append_change(
+        self, kind: str, payload: Mapping[str, Any], *, at: datetime | None = None
+    ) -> Future[int]:
+        """Queue an admin change (``override``, ``lockdown``, ``enrolment``, ...)."""
+        if kind == DECISION or not _KIND_RE.match(kind):
+            raise ValueError(f"not a change kind: {kind!r}")
+        text = json.dumps(dict(payload), sort_keys=True, separators=(",", ":"), default=str)
+        when = _iso(at or self._clock.now())
+        row = {"kind": kind, "at": when, "payload": json.loads(text)}
+        return self._submit(_INSERT_CHANGE, (kind, when, text), row)
+
+    async def record(self, decision: Decision) -> int:
+        """Append and wait for the commit without blocking the event loop."""
+        return await asyncio.wrap_future(self.append(decision))
+
+    async def record_change(self, kind: str, payload: Mapping[str, Any],
+                            *, at: datetime | None = None) -> int:
+        return await asyncio.wrap_future(self.append_change(kind, payload, at=at))
+
+    def record_sync(self, decision: Decision, timeout: float | None = None) -> int:
+        return self.append(decision).result(timeout)
+
+    def _submit(self, sql: str, params: tuple[Any, ...], row: dict[str, Any]) -> Future[int]:
+        future: Future[int] = Future()
+        with self._cond:
+            if self._closed:
+                raise AuditUnavailable("audit log is closed")
+            if self._failed is not None:
+                raise AuditUnavailable(self._failed)
+            self._queue.append(_Pending(sql, params, row, future))
+            self._cond.notify()
+        return future
+
+    def _take(self) -> tuple[list[_Pending], bool]:
+        """Wait for work; return a batch and whether the stop marker was reached."""
+        with self._cond:
+            while not self._queue:
+                self._cond.wait()
+            batch: list[_Pending] = []
+            limit = 1 if self.one_per_commit else len(self._queue)
+            while self._queue and len(batch) < limit:
+                item = self._queue[0]
+                if item is _STOP:
+                    if batch:
+                        break
+                    self._queue.popleft()
+                    return batch, True
+                self._queue.popleft()
+                assert isinstance(item, _Pending)
+                batch.append(item)
+            return batch, False
+
+    def _run(self) -> None:
+        try:
+            while True:
+                batch, stop = self._take()
+                if batch:
+                    self._commit(batch)
+                if stop:
+                    return
+        except BaseException as exc:  # a dead writer must not leave callers waiting forever
+            log.critical("audit writer stopped: %s", exc)
+            with self._cond:
+                self._failed = f"audit writer stopped: {exc}"
+                left = [p for p in self._queue if isinstance(p, _Pending)]
+                self._queue.clear()
+            for pending in left:
+                if not pending.future.done():
+                    pending.future.set_exception(AuditUnavailable(self._failed))
+            raise
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        batch = [p for p in batch if p.future.set_running_or_notify_cancel()]
+        if not batch:
+            return
+        conn = self._write
+        seqs: list[int] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for pending in batch:
+                cursor = conn.execute(pending.sql, pending.params)
+                seqs.append(int(cursor.lastrowid or 0))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            log.error("audit commit of %d record(s) failed: %s", len(batch), exc)
+            error = AuditUnavailable(f"audit write failed: {exc}")
+            for pending in batch:
+                pending.future.set_exception(error)
+            return
+        with self._cond:
+            self._commits += 1
+            self._records += len(batch)
+        rows = []
+        for pending, seq in zip(batch, seqs, strict=True):
+            pending.row["seq"] = seq
+            rows.append(pending.row)
+            pending.future.set_result(seq)
+        for callback in list(self._subscribers):
+            try:
+                callback(rows)
+            except Exception:  # noqa: BLE001 - a listener never stops the log
+                log.exception("audit subscriber failed")
+
+    # -- live events -------------------------------------------------------------
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback(rows)`` after each commit, from the writer thread.
+
+        The callback must be quick and thread-safe: an asyncio consumer hands
+        the rows over with ``loop.call_soon_threadsafe``. It sees committed
+        rows only, in ``seq`` order. Returns a function that unsubscribes.
+        """
+        with self._cond:
+            self._subscribers = [*self._subscribers, callback]
+
+        def unsubscribe() -> None:
+            with self._cond:
+                self._subscribers = [s for s in self._subscribers if s is not callback]
+
+        return unsubscribe
+
+    # -- reading -------------------------------------------------------------------
+
+    def events(
+        self, after_seq: int = 0, limit: int = 100, kind: str | None = None,
+        door: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Committed records with ``seq > after_seq``, oldest first, at most ``limit``."""
+        limit = max(1, min(int(limit), 1000))
+        where = ["seq > ?"]
+        args: list[Any] = [int(after_seq)]
+        if kind is not None:
+            where.append("kind = ?")
+            args.append(kind)
+        if door is not None:
+            where.append("door = ?")
+            args.append(door)
+        clause = " AND ".join(where)  # fixed fragments only; values are bound
+        sql = f"{_SELECT} WHERE {clause} ORDER BY seq LIMIT ?"  # noqa: S608
+        args.append(limit)
+        try:
+            with self._read_lock:
+                rows = self._read.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise AuditUnavailable(f"audit read failed: {exc}") from exc
+        return [_row(r) for r in rows]
+
+    def latest_seq(self) -> int:
+        try:
+            with self._read_lock:
+                got = self._read.execute("SELECT MAX(seq) FROM events").fetchone()
+        except sqlite3.Error as exc:
+            raise AuditUnavailable(f"audit read failed: {exc}") from exc
+        return int(got[0] or 0)
+
+    @property
+    def stats(self) -> AuditStats:
+        with self._cond:
+            return AuditStats(records=self._records, commits=self._commits)
+
+    # -- shutdown --------------------------------------------------------------------
+
+    def close(self, timeout: float | None = None) -> None:
+        """Commit everything already queued, then stop. Idempotent."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.append(_STOP)
+            self._cond.notify()
+        self._writer.join(timeout)
+        with contextlib.suppress(sqlite3.Error):
+            self._write.close()
+        with self._read_lock, contextlib.suppress(sqlite3.Error):
+            self._read.close()
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def _row(r: tuple[Any, ...]) -> dict[str, Any]:
+    (seq, kind, at, decision_id, result, reason, door, side, user, credential, factor,
+     state, state_source, revision, unlock_seconds, detail, payload) = r
+    if kind == DECISION:
+        return {
+            "seq": seq, "kind": kind, "decision_id": decision_id, "result": result,
+            "reason": reason, "door": door, "side": side, "user": user, "factor": factor,
+            "credential": credential, "state": state, "state_source": state_source,
+            "unlock_seconds": unlock_seconds, "revision": revision, "at": at, "detail": detail,
+        }
+    try:
+        body = json.loads(payload) if payload else {}
+    except ValueError:
+        body = {"unreadable": True}
+    return {"seq": seq, "kind": kind, "at": at, "payload": body}
