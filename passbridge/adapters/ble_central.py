@@ -1,0 +1,519 @@
+"""The bridge's BLE edge (bleak, central role): proximity and Bluetooth unlock.
+
+Two jobs share the radio:
+
+* ``ProximityScanner`` listens for passbridge advertisements and keeps a
+  ``ProximityTable`` of rotating identifiers with their best recent RSSI. A
+  Nearby unlock asks it ``seen(adv_id)``; a Bluetooth unlock takes the RSSI
+  of the phone it connects to from it.
+* ``BleUnlockClient`` connects to one phone, subscribes to its response
+  characteristic and gives a handler an ``exchange(bytes) -> bytes`` link, the
+  same shape as the NFC path, so the caller drives the same ReaderTransaction
+  (with the BLE interface byte). The link is always torn down in ``finally``;
+  retries are bounded and each starts from a fresh connection and a fresh
+  handler, so no session is ever left half-open.
+
+The bleak backend is injected as a CLASS (``backend=``): None means bleak's
+platform default (BlueZ on a Linux host); tests and the scenario runner pass
+the classes of ``passbridge.sim.bleak_bumble``. Nothing here imports bumble.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+from bleak import BleakClient, BleakScanner
+from bleak.backends.client import BaseBleakClient
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
+from bleak.exc import BleakError
+
+from passbridge.clock import Clock, SystemClock
+from passbridge.protocol.aliro_reader import (
+    Authenticated,
+    Failed,
+    Finished,
+    ReaderTransaction,
+    SendCommand,
+)
+from passbridge.protocol.ble_advert import AdvertError, adv_id_from_service_data
+from passbridge.protocol.ble_framing import (
+    DEFAULT_MAX_MESSAGE,
+    MIN_ATT_MTU,
+    REQUEST_CHAR_UUID,
+    RESPONSE_CHAR_UUID,
+    SERVICE_UUID,
+    FramingError,
+    MessageAssembler,
+    frame_message,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Nearby evidence: seen at or above this RSSI ...
+NEARBY_MIN_RSSI: Final = -80
+#: ... within this many seconds (interfaces.md).
+NEARBY_WINDOW: Final = 10.0
+
+
+# --------------------------------------------------------------------------- proximity
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """A phone's rotating id seen strongly enough, recently enough."""
+
+    adv_id: bytes
+    rssi: int  # best RSSI within the asked window
+    seen_at: float  # clock.elapsed() when that RSSI was heard
+    last_seen: float  # clock.elapsed() of the latest advertisement
+    address: str  # latest BLE address (rotates with the id on real phones)
+    device: BLEDevice | None  # what BleakClient needs to connect, if the scanner had it
+
+
+class _Entry:
+    __slots__ = ("samples", "last_seen", "address", "device")
+
+    def __init__(self) -> None:
+        # (elapsed, rssi), oldest first, RSSI strictly falling: a sample that
+        # is both older and no stronger than a newer one can never be the
+        # best answer to any query, so it is dropped on arrival.
+        self.samples: deque[tuple[float, int]] = deque()
+        self.last_seen = 0.0
+        self.address = ""
+        self.device: BLEDevice | None = None
+
+
+class ProximityTable:
+    """Rotating id -> best recent RSSI, aged out after ``max_age`` seconds.
+
+    Bounded: beyond ``capacity`` ids the one heard least recently is evicted,
+    so a crowd (or a flood of fake advertisements) costs bounded memory.
+    Time is the injected clock's ``elapsed()``, never the wall clock.
+    Not thread-safe: use it from the event loop that runs the scanner.
+    """
+
+    def __init__(
+        self, clock: Clock | None = None, *, max_age: float = NEARBY_WINDOW, capacity: int = 16384
+    ) -> None:
+        if max_age <= 0:
+            raise ValueError("max_age must be positive")
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self._clock = clock or SystemClock()
+        self.max_age = max_age
+        self.capacity = capacity
+        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def observe(
+        self, adv_id: bytes, rssi: int, *, address: str = "", device: BLEDevice | None = None
+    ) -> None:
+        """One advertisement heard now."""
+        now = self._clock.elapsed()
+        entries = self._entries
+        entry = entries.get(adv_id)
+        if entry is None:
+            entry = _Entry()
+            entries[adv_id] = entry
+        else:
+            entries.move_to_end(adv_id)
+        samples = entry.samples
+        while samples and samples[-1][1] <= rssi:
+            samples.pop()
+        samples.append((now, rssi))
+        entry.last_seen = now
+        if address:
+            entry.address = address
+        if device is not None:
+            entry.device = device
+        self._expire(now)
+        while len(entries) > self.capacity:
+            entries.popitem(last=False)
+            self.evicted += 1
+
+    def _expire(self, now: float) -> None:
+        # Entries are kept in order of last sighting, so the stale ones are
+        # all at the front.
+        cutoff = now - self.max_age
+        entries = self._entries
+        while entries:
+            oldest = next(iter(entries.values()))
+            if oldest.last_seen >= cutoff:
+                break
+            entries.popitem(last=False)
+
+    def seen(
+        self, adv_id: bytes, min_rssi: int = NEARBY_MIN_RSSI, within: float = NEARBY_WINDOW
+    ) -> Sighting | None:
+        """The sighting if ``adv_id`` was heard at >= ``min_rssi`` in the last ``within`` s."""
+        if within < 0:
+            raise ValueError("within must not be negative")
+        entry = self._entries.get(adv_id)
+        if entry is None:
+            return None
+        now = self._clock.elapsed()
+        cutoff = now - min(within, self.max_age)
+        for at, rssi in entry.samples:  # oldest first, so the first in the window is the best
+            if at >= cutoff:
+                if rssi >= min_rssi:
+                    return Sighting(adv_id, rssi, at, entry.last_seen, entry.address, entry.device)
+                return None
+        return None
+
+    def prune(self) -> None:
+        """Drop everything older than ``max_age`` now (observe does it as it goes)."""
+        self._expire(self._clock.elapsed())
+
+
+class ProximityScanner:
+    """bleak scanner feeding a ProximityTable with passbridge advertisements."""
+
+    def __init__(
+        self,
+        table: ProximityTable,
+        *,
+        backend: type[BaseBleakScanner] | None = None,
+        **scanner_kwargs: Any,
+    ) -> None:
+        self.table = table
+        self.ignored = 0  # advertisements with our UUID but bad service data
+        kwargs: dict[str, Any] = dict(scanner_kwargs)
+        if backend is not None:
+            kwargs["backend"] = backend
+        self._scanner = BleakScanner(
+            detection_callback=self.on_advertisement, service_uuids=[SERVICE_UUID], **kwargs
+        )
+
+    def on_advertisement(self, device: BLEDevice, advertisement: AdvertisementData) -> None:
+        try:
+            adv_id = adv_id_from_service_data(advertisement.service_data)
+        except AdvertError:
+            # Common and harmless: the advertisement arrived before its scan
+            # response, or it is someone else's. Never worth a log line each.
+            self.ignored += 1
+            return
+        self.table.observe(adv_id, advertisement.rssi, address=device.address, device=device)
+
+    async def start(self) -> None:
+        await self._scanner.start()
+
+    async def stop(self) -> None:
+        await self._scanner.stop()
+
+    async def __aenter__(self) -> ProximityScanner:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+# --------------------------------------------------------------------------- cooldown
+
+
+class Cooldown:
+    """Keys that recently unlocked; one approach is one unlock.
+
+    Bounded like the proximity table: the oldest key goes first.
+    """
+
+    def __init__(
+        self, clock: Clock | None = None, *, seconds: float = 30.0, capacity: int = 4096
+    ) -> None:
+        self._clock = clock or SystemClock()
+        self.seconds = seconds
+        self.capacity = capacity
+        self._until: OrderedDict[Hashable, float] = OrderedDict()
+
+    def active(self, key: Hashable) -> bool:
+        until = self._until.get(key)
+        return until is not None and self._clock.elapsed() < until
+
+    def start(self, *keys: Hashable) -> None:
+        now = self._clock.elapsed()
+        for key in keys:
+            self._until.pop(key, None)
+            self._until[key] = now + self.seconds
+        while self._until:
+            key, until = next(iter(self._until.items()))
+            if until > now and len(self._until) <= self.capacity:
+                break
+            del self._until[key]
+
+
+# --------------------------------------------------------------------------- unlock client
+
+
+class BleUnlockError(Exception):
+    """A Bluetooth unlock session that did not complete; ``reason`` says why.
+
+    reasons: ``connect_failed``, ``link_lost``, ``timeout``, ``protocol``,
+    ``cooling_down``.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+_RETRYABLE = frozenset({"connect_failed", "link_lost", "timeout"})
+
+
+class BleLink:
+    """One connected phone, as the handler sees it: framed request/response."""
+
+    def __init__(
+        self,
+        client: BleakClient,
+        inbox: asyncio.Queue[bytes | None],
+        *,
+        cooldown: Cooldown,
+        adv_id: bytes | None,
+        message_timeout: float,
+        max_message: int,
+    ) -> None:
+        self._client = client
+        self._inbox = inbox
+        self._cooldown = cooldown
+        self._adv_id = adv_id
+        self._timeout = message_timeout
+        self._max = max_message
+        self._assembler = MessageAssembler(max_message=max_message)
+        self.claimed = False
+        self.exchanges = 0
+
+    @property
+    def address(self) -> str:
+        return self._client.address
+
+    @property
+    def mtu(self) -> int:
+        return max(self._client.mtu_size, MIN_ATT_MTU)
+
+    async def exchange(self, message: bytes) -> bytes:
+        """Write one framed command, wait for the phone's whole framed answer."""
+        if not self._inbox.empty():
+            chunk = self._inbox.get_nowait()
+            if chunk is None:
+                raise BleUnlockError("link_lost", "the phone dropped the link")
+            raise BleUnlockError("protocol", "the phone notified without a command")
+        try:
+            frames = frame_message(message, self.mtu, max_message=self._max)
+        except FramingError as exc:
+            raise BleUnlockError("protocol", f"command cannot be framed: {exc}") from None
+        try:
+            async with asyncio.timeout(self._timeout):
+                for frame in frames:
+                    await self._client.write_gatt_char(REQUEST_CHAR_UUID, frame, response=True)
+                while True:
+                    chunk = await self._inbox.get()
+                    if chunk is None:
+                        raise BleUnlockError("link_lost", "the phone dropped the link")
+                    answer = self._assembler.feed(chunk)
+                    if answer is not None:
+                        self.exchanges += 1
+                        return answer
+        except TimeoutError:
+            raise BleUnlockError(
+                "timeout", f"no complete answer within {self._timeout:g} s"
+            ) from None
+        except FramingError as exc:
+            raise BleUnlockError("protocol", f"bad framing from the phone: {exc}") from None
+        except (BleakError, OSError, EOFError) as exc:
+            raise BleUnlockError("link_lost", f"{type(exc).__name__}: {exc}") from None
+
+    def claim(self, credential_id: str) -> bool:
+        """Record an unlock for this phone; False if it already unlocked recently.
+
+        The rotating id alone is a weak key (it changes, and a phone may
+        re-randomise it at will), so the cooldown is keyed on the credential
+        id the authentication proved, plus the rotating id it advertised so
+        the bridge does not even reconnect to that advertisement.
+        """
+        if self._cooldown.active(("cred", credential_id)):
+            return False
+        keys: list[Hashable] = [("cred", credential_id)]
+        if self._adv_id is not None:
+            keys.append(("adv", self._adv_id))
+        self._cooldown.start(*keys)
+        self.claimed = True
+        return True
+
+
+class BleUnlockClient:
+    """Runs Bluetooth unlock sessions against phones, one at a time per call."""
+
+    def __init__(
+        self,
+        *,
+        backend: type[BaseBleakClient] | None = None,
+        clock: Clock | None = None,
+        connect_timeout: float = 5.0,
+        message_timeout: float = 1.0,
+        session_timeout: float = 8.0,
+        disconnect_timeout: float = 2.0,
+        attempts: int = 2,
+        cooldown_seconds: float = 30.0,
+        max_message: int = DEFAULT_MAX_MESSAGE,
+    ) -> None:
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        self._backend = backend
+        self.cooldown = Cooldown(clock, seconds=cooldown_seconds)
+        self.connect_timeout = connect_timeout
+        self.message_timeout = message_timeout
+        self.session_timeout = session_timeout
+        self.disconnect_timeout = disconnect_timeout
+        self.attempts = attempts
+        self.max_message = max_message
+
+    async def run(
+        self,
+        target: BLEDevice | str,
+        handler: Callable[[BleLink], Awaitable[T]],
+        *,
+        adv_id: bytes | None = None,
+    ) -> T:
+        """Connect, run ``handler(link)``, disconnect; retry link failures.
+
+        ``handler`` is called afresh on every attempt, so it must build its
+        own ReaderTransaction each time. A retry never follows an attempt in
+        which the handler claimed an unlock.
+        """
+        if adv_id is not None and self.cooldown.active(("adv", adv_id)):
+            raise BleUnlockError("cooling_down", "this advertisement already unlocked")
+        last: BleUnlockError | None = None
+        try:
+            async with asyncio.timeout(self.session_timeout):
+                for attempt in range(1, self.attempts + 1):
+                    try:
+                        return await self._attempt(target, handler, adv_id)
+                    except _ClaimedFailure as failure:
+                        raise failure.error from None
+                    except BleUnlockError as exc:
+                        if exc.reason not in _RETRYABLE:
+                            raise
+                        last = exc
+                        log.info("BLE unlock attempt %d/%d failed: %s", attempt, self.attempts, exc)
+        except TimeoutError:
+            raise BleUnlockError(
+                "timeout", f"session did not finish within {self.session_timeout:g} s"
+            ) from None
+        assert last is not None
+        raise last
+
+    async def _attempt(
+        self,
+        target: BLEDevice | str,
+        handler: Callable[[BleLink], Awaitable[T]],
+        adv_id: bytes | None,
+    ) -> T:
+        inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+        def on_disconnect(_: BleakClient) -> None:
+            inbox.put_nowait(None)  # the link dropped
+
+        kwargs: dict[str, Any] = {"timeout": self.connect_timeout}
+        if self._backend is not None:
+            kwargs["backend"] = self._backend
+        client = BleakClient(target, disconnected_callback=on_disconnect, **kwargs)
+        link: BleLink | None = None
+        try:
+            try:
+                await client.connect()
+                await client.start_notify(
+                    RESPONSE_CHAR_UUID, lambda _char, data: inbox.put_nowait(bytes(data))
+                )
+            except (BleakError, TimeoutError, OSError, EOFError) as exc:
+                raise BleUnlockError("connect_failed", f"{type(exc).__name__}: {exc}") from None
+            link = BleLink(
+                client,
+                inbox,
+                cooldown=self.cooldown,
+                adv_id=adv_id,
+                message_timeout=self.message_timeout,
+                max_message=self.max_message,
+            )
+            try:
+                return await handler(link)
+            except BleUnlockError as exc:
+                if link.claimed:
+                    raise _ClaimedFailure(exc) from None
+                raise
+        finally:
+            await self._close(client)
+
+    async def _close(self, client: BleakClient) -> None:
+        """Disconnect, even while being cancelled: never leave a half-open link."""
+        task = asyncio.ensure_future(self._disconnect(client))
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(task)
+
+    async def _disconnect(self, client: BleakClient) -> None:
+        try:
+            async with asyncio.timeout(self.disconnect_timeout):
+                await client.disconnect()
+        except Exception as exc:  # noqa: BLE001 - teardown must not mask the real outcome
+            log.warning("BLE disconnect failed: %s: %s", type(exc).__name__, exc)
+
+
+class _ClaimedFailure(Exception):
+    """Carries a link failure out of an attempt that must not be retried."""
+
+    def __init__(self, error: BleUnlockError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+# --------------------------------------------------------------------------- Aliro over BLE
+
+
+@dataclass(frozen=True, slots=True)
+class BleAuthOutcome:
+    """What one Bluetooth authentication came to."""
+
+    authenticated: Authenticated | None
+    granted: bool
+    failure: Failed | None = None
+    repeat: bool = False  # authenticated, but this phone unlocked moments ago
+    finished: bool = False  # the phone acknowledged the door status
+
+
+async def drive_reader(
+    link: BleLink,
+    transaction: ReaderTransaction,
+    decide: Callable[[Authenticated], Awaitable[bool]],
+) -> BleAuthOutcome:
+    """Run one ReaderTransaction (built with ``interface=Interface.BLE``) over ``link``.
+
+    ``decide`` is asked only for a phone that authenticated and is not in its
+    cooldown; its answer (the door decision) goes back as the door status.
+    """
+    event = transaction.receive(await link.exchange(transaction.start()))
+    while isinstance(event, SendCommand):
+        event = transaction.receive(await link.exchange(event.apdu))
+    if isinstance(event, Failed):
+        with contextlib.suppress(BleUnlockError):
+            await link.exchange(transaction.control_flow(False))
+        return BleAuthOutcome(None, False, failure=event)
+    if not isinstance(event, Authenticated):
+        return BleAuthOutcome(None, False, failure=Failed("out_of_order", type(event).__name__))
+    repeat = not link.claim(event.credential_id)
+    granted = False if repeat else await decide(event)
+    final = transaction.receive(await link.exchange(transaction.door_status(granted)))
+    if isinstance(final, Failed):
+        return BleAuthOutcome(event, granted, failure=final, repeat=repeat)
+    return BleAuthOutcome(event, granted, repeat=repeat, finished=isinstance(final, Finished))

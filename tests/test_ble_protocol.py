@@ -1,0 +1,122 @@
+"""BLE framing and advertisement (sans-I/O) against protocols/ble/vectors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from passbridge.protocol.ble_advert import (
+    AdvertError,
+    adv_id_from_payload,
+    adv_id_from_service_data,
+    advertising_data,
+    format_adv_id,
+    new_adv_id,
+    parse_adv_id,
+    parse_service_data,
+    scan_response_data,
+    service_data,
+)
+from passbridge.protocol.ble_framing import (
+    SERVICE_UUID,
+    FramingError,
+    MessageAssembler,
+    frame_message,
+)
+
+VECTORS = Path(__file__).resolve().parent.parent / "protocols" / "ble" / "vectors"
+
+
+def load(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((VECTORS / name).read_text())
+    return data
+
+
+FRAMING = load("framing-v1.json")
+ADVERT = load("advertisement-v1.json")
+
+
+@pytest.mark.parametrize("case", FRAMING["valid"], ids=lambda c: c["name"])
+def test_framing_vector_exact_chunks(case: dict[str, Any]) -> None:
+    message = bytes.fromhex(case["message"])
+    chunks = frame_message(message, case["att_mtu"])
+    assert [c.hex() for c in chunks] == case["chunks"]
+    assert all(len(c) <= case["att_mtu"] - 3 for c in chunks)
+    assembler = MessageAssembler()
+    results = [assembler.feed(bytes.fromhex(c)) for c in case["chunks"]]
+    assert results[:-1] == [None] * (len(results) - 1)
+    assert results[-1] == message
+    assert not assembler.in_progress
+
+
+@pytest.mark.parametrize("case", FRAMING["invalid"], ids=lambda c: c["name"])
+def test_framing_vector_rejected(case: dict[str, Any]) -> None:
+    assembler = MessageAssembler()
+    chunks = [bytes.fromhex(c) for c in case["chunks"]]
+    with pytest.raises(FramingError):
+        for chunk in chunks:
+            assembler.feed(chunk)
+    # after the error the assembler is clean and takes a good message again
+    assert assembler.feed(bytes.fromhex("c000029000")) == b"\x90\x00"
+
+
+@given(st.binary(min_size=1, max_size=2048), st.integers(min_value=23, max_value=517))
+def test_framing_round_trip(message: bytes, mtu: int) -> None:
+    assembler = MessageAssembler()
+    chunks = frame_message(message, mtu)
+    out = [assembler.feed(c) for c in chunks]
+    assert out[-1] == message and all(o is None for o in out[:-1])
+
+
+def test_framing_limits() -> None:
+    with pytest.raises(FramingError):
+        frame_message(b"", 23)
+    with pytest.raises(FramingError):
+        frame_message(bytes(2049), 23)
+    with pytest.raises(FramingError):
+        frame_message(b"x", 22)
+    small = MessageAssembler(max_message=100)
+    with pytest.raises(FramingError, match="limit"):
+        small.feed(frame_message(bytes(101), 247)[0])
+
+
+def test_advertisement_vectors() -> None:
+    assert ADVERT["service_uuid"] == SERVICE_UUID
+    assert advertising_data().hex() == ADVERT["advertising_data"]
+    assert len(advertising_data()) <= 31
+    for case in ADVERT["valid"]:
+        adv_id = bytes.fromhex(case["adv_id"])
+        assert service_data(adv_id).hex() == case["service_data"]
+        assert scan_response_data(adv_id).hex() == case["scan_response_data"]
+        assert len(scan_response_data(adv_id)) <= 31
+        assert parse_service_data(bytes.fromhex(case["service_data"])) == adv_id
+        assert adv_id_from_payload(bytes.fromhex(case["scan_response_data"])) == adv_id
+        assert adv_id_from_service_data({SERVICE_UUID: service_data(adv_id)}) == adv_id
+    for case in ADVERT["invalid_service_data"]:
+        with pytest.raises(AdvertError):
+            parse_service_data(bytes.fromhex(case["service_data"]))
+
+
+def test_advertisement_rejects_foreign_and_truncated() -> None:
+    with pytest.raises(AdvertError):
+        adv_id_from_service_data({"0000feaa-0000-1000-8000-00805f9b34fb": b"\x01" * 9})
+    with pytest.raises(AdvertError):
+        adv_id_from_payload(advertising_data())  # UUID only, no service data
+    with pytest.raises(AdvertError):
+        adv_id_from_payload(bytes.fromhex("1a216b66"))  # runs past the end
+
+
+def test_adv_id_text_form_and_randomness() -> None:
+    adv_id = new_adv_id()
+    assert parse_adv_id(format_adv_id(adv_id)) == adv_id
+    assert new_adv_id() != new_adv_id()
+    for bad in ("00112233445566", "00112233445566ZZ", "00112233445566AA"):
+        with pytest.raises(AdvertError):
+            parse_adv_id(bad)
+    with pytest.raises(AdvertError):
+        format_adv_id(b"short")
