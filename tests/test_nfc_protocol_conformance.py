@@ -169,9 +169,9 @@ def test_phone_accepts_recorded_auth1_and_answers_in_the_channel(std: dict[str, 
     phone.process(h(apdus[1]["c_apdu"]))
     answer = phone.process(h(apdus[2]["c_apdu"]))
     assert answer[-2:] == b"\x90\x00"
-    channel = SecureChannel(send_key=h(inter["ExpeditedSKReader (file name EXCHANGE_SK_READER)"]),
-                            receive_key=h(inter["ExpeditedSKDevice (file name EXCHANGE_SK_DEVICE)"]),
-                            is_reader=True)
+    sk_reader = h(inter["ExpeditedSKReader (file name EXCHANGE_SK_READER)"])
+    sk_device = h(inter["ExpeditedSKDevice (file name EXCHANGE_SK_DEVICE)"])
+    channel = SecureChannel(send_key=sk_reader, receive_key=sk_device, is_reader=True)
     plain = parse_auth1_answer(channel.decrypt(answer[:-2]))
     assert plain.credential_public_key == h(
         std["inputs"]["endpoint_long_term_public_key_derived_by_helper"])
@@ -224,8 +224,9 @@ def test_reader_accepts_fast_cryptogram_and_derives_recorded_keys(fast: dict[str
     assert event.public_key == h(fast["expected_reader_outputs"]["matched_credential_public_key"])
     out = fast["expected_reader_outputs"]
     assert reader.keys.fast is not None
-    assert reader.keys.fast.exchange_sk_reader == h(out["ExpeditedSKReader (file: exchange_SK_reader)"])
-    assert reader.keys.fast.exchange_sk_device == h(out["ExpeditedSKDevice (file: exchange_SK_device)"])
+    fast_keys = reader.keys.fast
+    assert fast_keys.exchange_sk_reader == h(out["ExpeditedSKReader (file: exchange_SK_reader)"])
+    assert fast_keys.exchange_sk_device == h(out["ExpeditedSKDevice (file: exchange_SK_device)"])
     assert reader.keys.fast.ble_sk == h(out["BleSK (file: ble_SK)"])
     assert reader.keys.fast.cryptogram_sk == h(fast["derived_by_helper"]["CryptogramSK"])
     assert reader.keys.fast.ursk == h(fast["derived_by_helper"]["URSK"])

@@ -48,7 +48,8 @@ def identity_of(i: dict[str, str]) -> ReaderIdentity:
 def test_reader_reproduces_every_command(path: Path) -> None:
     v = load(path)
     i = v["inputs"]
-    credentials = InMemoryCredentials({h(i["credential_public_key"]): v["expected"]["credential_id"]})
+    cred_id = v["expected"]["credential_id"]
+    credentials = InMemoryCredentials({h(i["credential_public_key"]): cred_id})
     if i.get("Kpersistent_reader"):
         credentials.remember_persistent_key(v["expected"]["credential_id"],
                                             h(i["credential_public_key"]),
