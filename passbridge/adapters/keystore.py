@@ -1,0 +1,495 @@
+"""What must persist but never goes in the site file: secrets, keys and phone enrolments.
+
+The site file is meant to be reviewed, versioned and copied; the installation's
+PIN key, the bridge and reader private keys, phone public keys bound to users,
+and the FAST persistent keys must not travel with it. They live here:
+``SqliteKeyStore`` in the service's database file (created 0600, separate
+tables from the audit log), ``MemoryKeyStore`` for scenarios and tests that
+want fresh keys each run. Both follow one Protocol, ``KeyStore``, and satisfy
+the NFC reader's ``CredentialDirectory``.
+
+Secrets are created on first use (get-or-create), never logged, and hidden
+from ``repr``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from passbridge.clock import Clock, SystemClock
+from passbridge.core.model import TrustedKey
+from passbridge.core.tokens import (
+    PrivateKey,
+    generate_private_key,
+    load_private_key_pem,
+    load_public_key_pem,
+    p256_public_key_from_point,
+    private_key_to_pem,
+    public_key_to_pem,
+)
+from passbridge.protocol.aliro_reader import ReaderIdentity
+
+PIN_KEY_BYTES = 32
+TRUST_KINDS = frozenset({"backend", "bridge"})
+
+
+class KeyStoreError(RuntimeError):
+    """The key store cannot be opened or read; the service cannot start without it."""
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeKey:
+    """The in-process bridge's signing key; its id is both ``kid`` and ``iss``."""
+
+    id: str
+    alg: str
+    private_key: PrivateKey = field(repr=False)
+
+    @property
+    def public_key_pem(self) -> str:
+        return public_key_to_pem(self.private_key)
+
+    def trusted(self) -> TrustedKey:
+        """The entry a core uses to trust this bridge."""
+        return TrustedKey(self.id, self.alg, self.public_key_pem)
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneEnrolment:
+    credential_id: str
+    user_id: str
+    public_key: bytes  # 65-byte uncompressed P-256 point
+    enrolled_at: datetime
+    revoked: bool = False
+
+
+class KeyStore(Protocol):
+    def pin_key(self) -> bytes: ...
+    def bridge_key(self) -> BridgeKey: ...
+    def reader_identity(self) -> ReaderIdentity: ...
+    def enroll_phone(self, credential_id: str, user_id: str, public_key: bytes) -> PhoneEnrolment:
+        ...
+    def revoke_phone(self, credential_id: str) -> bool: ...
+    def phone(self, credential_id: str) -> PhoneEnrolment | None: ...
+    def phones(self) -> list[PhoneEnrolment]: ...
+    def phone_public_key(self, credential_id: str) -> bytes | None: ...
+    def credential_for_public_key(self, public_key: bytes) -> str | None: ...
+    def persistent_keys(self) -> Iterable[tuple[str, bytes, bytes]]: ...
+    def remember_persistent_key(self, credential_id: str, public_key: bytes,
+                                kpersistent: bytes) -> None: ...
+    def add_trusted_key(self, kind: str, key: TrustedKey) -> None: ...
+    def trusted_keys(self, kind: str) -> list[TrustedKey]: ...
+    def close(self) -> None: ...
+
+
+def _bridge_id(private_key: PrivateKey) -> str:
+    """A stable, public name for a bridge key: a short thumbprint of its public key."""
+    digest = hashlib.sha256(public_key_to_pem(private_key).encode("ascii")).hexdigest()
+    return f"bridge-{digest[:16]}"
+
+
+def _check_point(public_key: bytes) -> bytes:
+    p256_public_key_from_point(bytes(public_key))  # raises BadKey (a ValueError) if not P-256
+    return bytes(public_key)
+
+
+def _check_ids(credential_id: str, user_id: str) -> None:
+    for name, value in (("credential id", credential_id), ("user id", user_id)):
+        if not isinstance(value, str) or not value or len(value) > 256:
+            raise ValueError(f"{name} must be a non-empty string")
+
+
+def _check_trust(kind: str, key: TrustedKey) -> None:
+    if kind not in TRUST_KINDS:
+        raise ValueError(f"trust kind must be one of {sorted(TRUST_KINDS)}")
+    load_public_key_pem(key.public_key_pem, key.alg)  # type and alg checked
+
+
+def _new_reader_identity() -> ReaderIdentity:
+    key = generate_private_key("ES256")
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return ReaderIdentity(key, secrets.token_bytes(16), secrets.token_bytes(16))
+
+
+# ---------------------------------------------------------------------------
+
+
+class MemoryKeyStore:
+    """Fresh keys each run; nothing outlives the process."""
+
+    def __init__(self, *, clock: Clock | None = None, bridge_alg: str = "ES256") -> None:
+        self._clock: Clock = clock or SystemClock()
+        self._bridge_alg = bridge_alg
+        self._lock = threading.RLock()
+        self._pin_key: bytes | None = None
+        self._bridge: BridgeKey | None = None
+        self._reader: ReaderIdentity | None = None
+        self._phones: dict[str, PhoneEnrolment] = {}
+        self._by_key: dict[bytes, str] = {}
+        self._persistent: dict[str, tuple[bytes, bytes]] = {}
+        self._trust: dict[str, dict[str, TrustedKey]] = {k: {} for k in TRUST_KINDS}
+
+    def __repr__(self) -> str:
+        return f"MemoryKeyStore(phones={len(self._phones)})"
+
+    def pin_key(self) -> bytes:
+        with self._lock:
+            if self._pin_key is None:
+                self._pin_key = secrets.token_bytes(PIN_KEY_BYTES)
+            return self._pin_key
+
+    def bridge_key(self) -> BridgeKey:
+        with self._lock:
+            if self._bridge is None:
+                key = generate_private_key(self._bridge_alg)
+                self._bridge = BridgeKey(_bridge_id(key), self._bridge_alg, key)
+            return self._bridge
+
+    def reader_identity(self) -> ReaderIdentity:
+        with self._lock:
+            if self._reader is None:
+                self._reader = _new_reader_identity()
+            return self._reader
+
+    def enroll_phone(self, credential_id: str, user_id: str, public_key: bytes) -> PhoneEnrolment:
+        _check_ids(credential_id, user_id)
+        point = _check_point(public_key)
+        with self._lock:
+            owner = self._by_key.get(point)
+            if owner is not None and owner != credential_id:
+                raise ValueError("this public key is already enrolled for another credential")
+            old = self._phones.get(credential_id)
+            if old is not None:
+                self._by_key.pop(old.public_key, None)
+            self._persistent.pop(credential_id, None)
+            enrolment = PhoneEnrolment(credential_id, user_id, point,
+                                       self._clock.now().astimezone(UTC))
+            self._phones[credential_id] = enrolment
+            self._by_key[point] = credential_id
+            return enrolment
+
+    def revoke_phone(self, credential_id: str) -> bool:
+        with self._lock:
+            old = self._phones.get(credential_id)
+            self._persistent.pop(credential_id, None)
+            if old is None or old.revoked:
+                return False
+            self._phones[credential_id] = PhoneEnrolment(
+                old.credential_id, old.user_id, old.public_key, old.enrolled_at, revoked=True)
+            return True
+
+    def phone(self, credential_id: str) -> PhoneEnrolment | None:
+        with self._lock:
+            return self._phones.get(credential_id)
+
+    def phones(self) -> list[PhoneEnrolment]:
+        with self._lock:
+            return sorted(self._phones.values(), key=lambda p: p.credential_id)
+
+    def phone_public_key(self, credential_id: str) -> bytes | None:
+        enrolment = self.phone(credential_id)
+        return None if enrolment is None or enrolment.revoked else enrolment.public_key
+
+    def credential_for_public_key(self, public_key: bytes) -> str | None:
+        with self._lock:
+            cred = self._by_key.get(bytes(public_key))
+            if cred is None or self._phones[cred].revoked:
+                return None
+            return cred
+
+    def persistent_keys(self) -> list[tuple[str, bytes, bytes]]:
+        with self._lock:
+            return [(cred, pk, kp) for cred, (pk, kp) in self._persistent.items()
+                    if not self._phones[cred].revoked]
+
+    def remember_persistent_key(self, credential_id: str, public_key: bytes,
+                                kpersistent: bytes) -> None:
+        with self._lock:
+            if self.credential_for_public_key(public_key) != credential_id:
+                return  # unknown, revoked, or not this credential's key: nothing to remember
+            self._persistent[credential_id] = (bytes(public_key), bytes(kpersistent))
+
+    def add_trusted_key(self, kind: str, key: TrustedKey) -> None:
+        _check_trust(kind, key)
+        with self._lock:
+            self._trust[kind][key.id] = key
+
+    def trusted_keys(self, kind: str) -> list[TrustedKey]:
+        with self._lock:
+            return sorted(self._trust.get(kind, {}).values(), key=lambda k: k.id)
+
+    def close(self) -> None:
+        return None
+
+
+# ---------------------------------------------------------------------------
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ks_secrets (
+    name  TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ks_private_keys (
+    role        TEXT PRIMARY KEY,      -- 'bridge' | 'reader'
+    id          TEXT NOT NULL,
+    alg         TEXT NOT NULL,
+    private_pem TEXT NOT NULL,
+    group_id    BLOB,
+    sub_id      BLOB
+);
+CREATE TABLE IF NOT EXISTS ks_phones (
+    credential_id TEXT PRIMARY KEY,
+    user_id       TEXT NOT NULL,
+    public_key    BLOB NOT NULL UNIQUE,
+    enrolled_at   TEXT NOT NULL,
+    revoked       INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS ks_persistent_keys (
+    credential_id TEXT PRIMARY KEY REFERENCES ks_phones (credential_id),
+    public_key    BLOB NOT NULL,
+    kpersistent   BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ks_trusted_keys (
+    kind       TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    alg        TEXT NOT NULL,
+    public_pem TEXT NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+"""
+
+
+class SqliteKeyStore:
+    """The key store of a running installation, in a SQLite file readable by its owner only."""
+
+    def __init__(self, path: str | os.PathLike[str], *, clock: Clock | None = None,
+                 bridge_alg: str = "ES256") -> None:
+        self.path = Path(path)
+        self._clock: Clock = clock or SystemClock()
+        self._bridge_alg = bridge_alg
+        self._lock = threading.RLock()
+        self._pin_key: bytes | None = None
+        self._bridge: BridgeKey | None = None
+        self._reader: ReaderIdentity | None = None
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
+            os.close(fd)
+            os.chmod(self.path, 0o600)
+            self._db = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None,
+                                       check_same_thread=False)
+            self._db.execute("PRAGMA busy_timeout = 10000")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise KeyStoreError(f"cannot open key store {self.path}: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return f"SqliteKeyStore({str(self.path)!r})"
+
+    # Each write is one transaction; BEGIN IMMEDIATE so get-or-create is
+    # race-free even against another process on the same file.
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise KeyStoreError(f"key store unavailable: {exc}") from exc
+            try:
+                yield self._db
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise KeyStoreError(f"key store write failed: {exc}") from exc
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise KeyStoreError(f"key store commit failed: {exc}") from exc
+
+    def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        try:
+            with self._lock:
+                return list(self._db.execute(sql, args).fetchall())
+        except sqlite3.Error as exc:
+            raise KeyStoreError(f"key store read failed: {exc}") from exc
+
+    # -- secrets and own keys ------------------------------------------------------
+
+    def pin_key(self) -> bytes:
+        with self._lock:
+            if self._pin_key is None:
+                with self._tx() as db:
+                    row = db.execute("SELECT value FROM ks_secrets WHERE name = 'pin_key'"
+                                     ).fetchone()
+                    if row is None:
+                        value = secrets.token_bytes(PIN_KEY_BYTES)
+                        db.execute("INSERT INTO ks_secrets (name, value) VALUES ('pin_key', ?)",
+                                   (value,))
+                    else:
+                        value = bytes(row[0])
+                if len(value) != PIN_KEY_BYTES:
+                    raise KeyStoreError("stored PIN key has the wrong length")
+                self._pin_key = value
+            return self._pin_key
+
+    def bridge_key(self) -> BridgeKey:
+        with self._lock:
+            if self._bridge is None:
+                with self._tx() as db:
+                    row = db.execute("SELECT id, alg, private_pem FROM ks_private_keys "
+                                     "WHERE role = 'bridge'").fetchone()
+                    if row is None:
+                        key = generate_private_key(self._bridge_alg)
+                        bridge = BridgeKey(_bridge_id(key), self._bridge_alg, key)
+                        db.execute(
+                            "INSERT INTO ks_private_keys (role, id, alg, private_pem) "
+                            "VALUES ('bridge', ?, ?, ?)",
+                            (bridge.id, bridge.alg, private_key_to_pem(key)))
+                    else:
+                        kid, alg, pem = str(row[0]), str(row[1]), str(row[2])
+                        bridge = BridgeKey(kid, alg, load_private_key_pem(pem, alg))
+                self._bridge = bridge
+            return self._bridge
+
+    def reader_identity(self) -> ReaderIdentity:
+        with self._lock:
+            if self._reader is None:
+                with self._tx() as db:
+                    row = db.execute("SELECT private_pem, group_id, sub_id FROM ks_private_keys "
+                                     "WHERE role = 'reader'").fetchone()
+                    if row is None:
+                        reader = _new_reader_identity()
+                        db.execute(
+                            "INSERT INTO ks_private_keys "
+                            "(role, id, alg, private_pem, group_id, sub_id) "
+                            "VALUES ('reader', ?, 'ES256', ?, ?, ?)",
+                            (reader.group_id.hex(), private_key_to_pem(reader.private_key),
+                             reader.group_id, reader.sub_id))
+                    else:
+                        key = load_private_key_pem(str(row[0]), "ES256")
+                        assert isinstance(key, ec.EllipticCurvePrivateKey)
+                        reader = ReaderIdentity(key, bytes(row[1]), bytes(row[2]))
+                self._reader = reader
+            return self._reader
+
+    # -- phones ----------------------------------------------------------------------
+
+    def enroll_phone(self, credential_id: str, user_id: str, public_key: bytes) -> PhoneEnrolment:
+        _check_ids(credential_id, user_id)
+        point = _check_point(public_key)
+        at = self._clock.now().astimezone(UTC)
+        with self._tx() as db:
+            row = db.execute("SELECT credential_id FROM ks_phones WHERE public_key = ?",
+                             (point,)).fetchone()
+            if row is not None and row[0] != credential_id:
+                raise ValueError("this public key is already enrolled for another credential")
+            db.execute("DELETE FROM ks_persistent_keys WHERE credential_id = ?", (credential_id,))
+            db.execute(
+                "INSERT INTO ks_phones (credential_id, user_id, public_key, enrolled_at, revoked) "
+                "VALUES (?, ?, ?, ?, 0) ON CONFLICT (credential_id) DO UPDATE SET "
+                "user_id = excluded.user_id, public_key = excluded.public_key, "
+                "enrolled_at = excluded.enrolled_at, revoked = 0",
+                (credential_id, user_id, point, at.isoformat()))
+        return PhoneEnrolment(credential_id, user_id, point, at)
+
+    def revoke_phone(self, credential_id: str) -> bool:
+        with self._tx() as db:
+            db.execute("DELETE FROM ks_persistent_keys WHERE credential_id = ?", (credential_id,))
+            cursor = db.execute("UPDATE ks_phones SET revoked = 1 "
+                                "WHERE credential_id = ? AND revoked = 0", (credential_id,))
+            return cursor.rowcount > 0
+
+    _PHONE_COLUMNS = "credential_id, user_id, public_key, enrolled_at, revoked"
+
+    @staticmethod
+    def _enrolment(row: tuple[object, ...]) -> PhoneEnrolment:
+        cred, user, key, at, revoked = row
+        assert isinstance(key, bytes)
+        return PhoneEnrolment(str(cred), str(user), bytes(key),
+                              datetime.fromisoformat(str(at)), bool(revoked))
+
+    def phone(self, credential_id: str) -> PhoneEnrolment | None:
+        rows = self._query(f"SELECT {self._PHONE_COLUMNS} FROM ks_phones "  # noqa: S608
+                           "WHERE credential_id = ?", (credential_id,))
+        return self._enrolment(rows[0]) if rows else None
+
+    def phones(self) -> list[PhoneEnrolment]:
+        rows = self._query(f"SELECT {self._PHONE_COLUMNS} FROM ks_phones "  # noqa: S608
+                           "ORDER BY credential_id")
+        return [self._enrolment(r) for r in rows]
+
+    def phone_public_key(self, credential_id: str) -> bytes | None:
+        rows = self._query("SELECT public_key FROM ks_phones "
+                           "WHERE credential_id = ? AND revoked = 0", (credential_id,))
+        return bytes(rows[0][0]) if rows else None
+
+    def credential_for_public_key(self, public_key: bytes) -> str | None:
+        rows = self._query("SELECT credential_id FROM ks_phones "
+                           "WHERE public_key = ? AND revoked = 0", (bytes(public_key),))
+        return str(rows[0][0]) if rows else None
+
+    def persistent_keys(self) -> list[tuple[str, bytes, bytes]]:
+        rows = self._query(
+            "SELECT k.credential_id, k.public_key, k.kpersistent FROM ks_persistent_keys k "
+            "JOIN ks_phones p ON p.credential_id = k.credential_id AND p.revoked = 0 "
+            "AND p.public_key = k.public_key ORDER BY k.credential_id")
+        return [(str(c), bytes(pk), bytes(kp)) for c, pk, kp in rows]
+
+    def remember_persistent_key(self, credential_id: str, public_key: bytes,
+                                kpersistent: bytes) -> None:
+        with self._tx() as db:
+            row = db.execute("SELECT 1 FROM ks_phones WHERE credential_id = ? AND "
+                             "public_key = ? AND revoked = 0",
+                             (credential_id, bytes(public_key))).fetchone()
+            if row is None:
+                return  # unknown, revoked, or not this credential's key
+            db.execute(
+                "INSERT INTO ks_persistent_keys (credential_id, public_key, kpersistent) "
+                "VALUES (?, ?, ?) ON CONFLICT (credential_id) DO UPDATE SET "
+                "public_key = excluded.public_key, kpersistent = excluded.kpersistent",
+                (credential_id, bytes(public_key), bytes(kpersistent)))
+
+    # -- trust --------------------------------------------------------------------------
+
+    def add_trusted_key(self, kind: str, key: TrustedKey) -> None:
+        _check_trust(kind, key)
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO ks_trusted_keys (kind, id, alg, public_pem) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (kind, id) DO UPDATE SET alg = excluded.alg, "
+                "public_pem = excluded.public_pem",
+                (kind, key.id, key.alg, key.public_key_pem))
+
+    def trusted_keys(self, kind: str) -> list[TrustedKey]:
+        rows = self._query("SELECT id, alg, public_pem FROM ks_trusted_keys WHERE kind = ? "
+                           "ORDER BY id", (kind,))
+        return [TrustedKey(str(i), str(a), str(p)) for i, a, p in rows]
+
+    def close(self) -> None:
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            self._db.close()
+
+    def __enter__(self) -> SqliteKeyStore:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

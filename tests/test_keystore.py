@@ -1,0 +1,200 @@
+"""Key store: secrets persist (SQLite) or are fresh (memory), phones bind and revoke,
+FAST keys are forgotten with their phone, private material never shows."""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from passbridge.adapters.audit_sqlite import AuditLog
+from passbridge.adapters.keystore import (
+    KeyStore,
+    KeyStoreError,
+    MemoryKeyStore,
+    SqliteKeyStore,
+)
+from passbridge.clock import ManualClock
+from passbridge.core.model import Factor, Side, TrustedKey
+from passbridge.core.tokens import (
+    BadKey,
+    FactorTokenMinter,
+    FactorTokenVerifier,
+    VerifiedFactor,
+    generate_private_key,
+    p256_point,
+    private_key_to_pem,
+    public_key_to_pem,
+)
+from passbridge.protocol.aliro_reader import CredentialDirectory
+
+AT = datetime(2027, 3, 1, 9, 0, tzinfo=UTC)
+PHONE_A = p256_point(generate_private_key("ES256"))  # type: ignore[arg-type]
+PHONE_B = p256_point(generate_private_key("ES256"))  # type: ignore[arg-type]
+PHONE_C = p256_point(generate_private_key("ES256"))  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KeyStore]:
+    clock = ManualClock(AT)
+    ks: KeyStore
+    if request.param == "memory":
+        ks = MemoryKeyStore(clock=clock)
+    else:
+        ks = SqliteKeyStore(tmp_path / "keys.db", clock=clock)
+    yield ks
+    ks.close()
+
+
+def test_secrets_are_created_once_and_stable(store: KeyStore) -> None:
+    pin_key = store.pin_key()
+    assert len(pin_key) == 32 and pin_key == store.pin_key()
+    bridge = store.bridge_key()
+    assert bridge.alg == "ES256" and bridge.id.startswith("bridge-")
+    assert store.bridge_key().public_key_pem == bridge.public_key_pem
+    reader = store.reader_identity()
+    assert len(reader.group_id) == 16 and len(reader.sub_id) == 16
+    assert len(reader.public_key) == 65
+    assert store.reader_identity().public_key == reader.public_key
+
+
+def test_private_material_never_shows_in_repr(store: KeyStore) -> None:
+    bridge = store.bridge_key()
+    pem = private_key_to_pem(bridge.private_key)
+    body = pem.splitlines()[1]
+    for text in (repr(store), repr(bridge), str(bridge)):
+        assert "PRIVATE" not in text and body not in text
+        assert store.pin_key().hex() not in text
+
+
+def test_bridge_key_signs_tokens_its_trust_entry_verifies(store: KeyStore) -> None:
+    clock = ManualClock(AT)
+    bridge = store.bridge_key()
+    minter = FactorTokenMinter(bridge.id, bridge.private_key, alg=bridge.alg, kid=bridge.id,
+                               site_id="s", clock=clock)
+    verifier = FactorTokenVerifier("s", [bridge.trusted()], clock=clock)
+    token = minter.mint(user="u", door="d", side=Side.IN, factor=Factor.NFC, credential="c",
+                        evidence={})
+    assert isinstance(verifier.verify(token), VerifiedFactor)
+
+
+def test_enrol_look_up_and_revoke(store: KeyStore) -> None:
+    enrolment = store.enroll_phone("phone-a", "alice", PHONE_A)
+    assert (enrolment.credential_id, enrolment.user_id, enrolment.public_key) == (
+        "phone-a", "alice", PHONE_A)
+    assert enrolment.enrolled_at == AT and not enrolment.revoked
+    store.enroll_phone("phone-b", "bob", PHONE_B)
+    assert store.credential_for_public_key(PHONE_A) == "phone-a"
+    assert store.credential_for_public_key(PHONE_B) == "phone-b"
+    assert store.phone_public_key("phone-a") == PHONE_A
+    assert [p.credential_id for p in store.phones()] == ["phone-a", "phone-b"]
+
+    assert store.revoke_phone("phone-a") is True
+    assert store.revoke_phone("phone-a") is False
+    assert store.revoke_phone("nobody") is False
+    assert store.credential_for_public_key(PHONE_A) is None
+    assert store.phone_public_key("phone-a") is None
+    revoked = store.phone("phone-a")
+    assert revoked is not None and revoked.revoked
+    assert store.phone("nobody") is None
+    assert store.credential_for_public_key(b"\x04" + bytes(64)) is None
+
+
+def test_enrolment_is_checked(store: KeyStore) -> None:
+    with pytest.raises(BadKey):
+        store.enroll_phone("phone-x", "x", b"\x04" + bytes(64))  # not on the curve
+    with pytest.raises(ValueError):
+        store.enroll_phone("phone-x", "x", PHONE_A[:33])
+    with pytest.raises(ValueError):
+        store.enroll_phone("", "x", PHONE_A)
+    store.enroll_phone("phone-a", "alice", PHONE_A)
+    with pytest.raises(ValueError):
+        store.enroll_phone("phone-other", "mallory", PHONE_A)  # one key, one credential
+    assert store.credential_for_public_key(PHONE_A) == "phone-a"
+
+
+def test_persistent_keys_follow_their_phone(store: KeyStore) -> None:
+    store.enroll_phone("phone-a", "alice", PHONE_A)
+    store.enroll_phone("phone-b", "bob", PHONE_B)
+    store.remember_persistent_key("phone-a", PHONE_A, b"k" * 32)
+    store.remember_persistent_key("phone-b", PHONE_B, b"j" * 32)
+    store.remember_persistent_key("phone-a", PHONE_B, b"x" * 32)  # wrong key: ignored
+    store.remember_persistent_key("ghost", PHONE_A, b"x" * 32)  # unknown: ignored
+    assert sorted(store.persistent_keys()) == [("phone-a", PHONE_A, b"k" * 32),
+                                               ("phone-b", PHONE_B, b"j" * 32)]
+    store.remember_persistent_key("phone-a", PHONE_A, b"n" * 32)  # a later STANDARD tap
+    assert ("phone-a", PHONE_A, b"n" * 32) in list(store.persistent_keys())
+
+    store.revoke_phone("phone-a")
+    assert list(store.persistent_keys()) == [("phone-b", PHONE_B, b"j" * 32)]
+    store.remember_persistent_key("phone-a", PHONE_A, b"k" * 32)  # revoked: ignored
+    assert [c for c, _, _ in store.persistent_keys()] == ["phone-b"]
+
+    # Re-enrolment (a new phone key) starts without a FAST key.
+    store.enroll_phone("phone-b", "bob", PHONE_C)
+    assert list(store.persistent_keys()) == []
+    assert store.credential_for_public_key(PHONE_B) is None
+
+
+def test_trusted_keys(store: KeyStore) -> None:
+    key = TrustedKey("app", "ES256", public_key_to_pem(generate_private_key("ES256")))
+    store.add_trusted_key("backend", key)
+    assert store.trusted_keys("backend") == [key]
+    assert store.trusted_keys("bridge") == []
+    with pytest.raises(ValueError):
+        store.add_trusted_key("friends", key)
+    with pytest.raises(BadKey):
+        store.add_trusted_key("backend", TrustedKey("bad", "EdDSA", key.public_key_pem))
+
+
+def test_it_is_a_credential_directory(store: KeyStore) -> None:
+    directory: CredentialDirectory = store
+    assert directory.credential_for_public_key(PHONE_A) is None
+
+
+def test_memory_stores_are_fresh_each_run() -> None:
+    a, b = MemoryKeyStore(), MemoryKeyStore()
+    assert a.pin_key() != b.pin_key()
+    assert a.bridge_key().id != b.bridge_key().id
+    assert a.reader_identity().public_key != b.reader_identity().public_key
+
+
+def test_sqlite_store_persists_across_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "passbridge.db"
+    with SqliteKeyStore(path, clock=ManualClock(AT)) as first:
+        pin_key = first.pin_key()
+        bridge = first.bridge_key()
+        reader = first.reader_identity()
+        first.enroll_phone("phone-a", "alice", PHONE_A)
+        first.remember_persistent_key("phone-a", PHONE_A, b"k" * 32)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with SqliteKeyStore(path) as again:
+        assert again.pin_key() == pin_key
+        assert again.bridge_key().id == bridge.id
+        assert again.bridge_key().public_key_pem == bridge.public_key_pem
+        assert again.reader_identity().public_key == reader.public_key
+        assert again.reader_identity().reader_id == reader.reader_id
+        phone = again.phone("phone-a")
+        assert phone is not None and phone.enrolled_at == AT and phone.user_id == "alice"
+        assert list(again.persistent_keys()) == [("phone-a", PHONE_A, b"k" * 32)]
+
+
+def test_sqlite_store_shares_the_database_file_with_the_audit_log(tmp_path: Path) -> None:
+    path = tmp_path / "passbridge.db"
+    with AuditLog(path) as audit, SqliteKeyStore(path) as keys:
+        keys.enroll_phone("phone-a", "alice", PHONE_A)
+        seq = audit.append_change("enrolment", {"credential": "phone-a"}).result(10)
+        assert audit.events()[0]["seq"] == seq
+        assert keys.credential_for_public_key(PHONE_A) == "phone-a"
+
+
+def test_sqlite_store_that_cannot_open_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(KeyStoreError):
+        SqliteKeyStore(tmp_path / "no-such-dir" / "keys.db")
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not sqlite at all" * 200)
+    with pytest.raises(KeyStoreError):
+        SqliteKeyStore(junk)
