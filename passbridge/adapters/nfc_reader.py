@@ -300,7 +300,7 @@ class NfcReader(Generic[T]):
         try:
             return _DeadlineFrontend(self._device)
         except OSError as error:
-            reason = os.strerror(error.errno) if error.errno else str(error)
+            reason = error.strerror or (os.strerror(error.errno) if error.errno else str(error))
             hint = " (no such reader)" if error.errno == errno.ENODEV else ""
             raise ReaderUnavailable(
                 f"cannot open NFC reader {self._device!r}: {reason}{hint}") from None

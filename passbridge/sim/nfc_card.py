@@ -204,6 +204,12 @@ class SimulatedCard:
         return int(self._device.addr[1])
 
     @property
+    def address(self) -> tuple[str, int]:
+        """The address the card's socket is actually bound to (loopback)."""
+        host, port = self._device.addr
+        return str(host), int(port)
+
+    @property
     def device(self) -> str:
         """The nfcpy device path a reader uses to reach this card."""
         return f"udp:{LOOPBACK}:{self.port}"
