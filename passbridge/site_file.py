@@ -338,6 +338,7 @@ def parse_site(
         raise ConfigError(check.problems)
     assert tz is not None  # a missing zone is a problem above
 
+    assert doors is not None  # an unreadable door is a problem above
     built_doors = {door.id: door for door in doors.values() if door is not None}
     built_users = {user.id: user for user in users}
     by_pin: dict[bytes, list[str]] = {}
@@ -382,16 +383,23 @@ _DOOR_KEYS = ("name", "reader", "keypad", "in_out", "unlock_seconds", "pin_timeo
               "ble_rssi_min", "strict_two_factor", "schedule", "exceptions")
 
 
-def _parse_doors(check: _Checker, top: Mapping[str, Any]) -> dict[str, Door | None]:
-    """Doors by id; None for a door whose entry has problems (its id still counts)."""
+def _parse_doors(check: _Checker, top: Mapping[str, Any]) -> dict[str, Door | None] | None:
+    """Doors by id; None for a door whose entry has problems (its id still counts).
+
+    None overall when some door's id could not be read: references to doors
+    cannot be judged then, and reporting them would only bury the real problem.
+    """
     doors: dict[str, Door | None] = {}
     first_path: dict[str, str] = {}
+    complete = top.get("doors") is None or isinstance(top.get("doors"), list)
     for path, item in check.items(top, "doors", ""):
         before = check.count
         m = check.mapping(item, path, required=("id",), optional=_DOOR_KEYS)
         if m is None:
+            complete = False
             continue
         door_id = check.text(m, "id", path)
+        complete = complete and bool(door_id)
         if door_id and door_id in first_path:
             check.fail(f"{path}.id", f"door {door_id!r} is already defined at "
                                      f"{first_path[door_id]}")
@@ -401,7 +409,7 @@ def _parse_doors(check: _Checker, top: Mapping[str, Any]) -> dict[str, Door | No
         door = _parse_door(check, m, path, door_id)
         if door_id:
             doors[door_id] = door if check.count == before else None
-    return doors
+    return doors if complete else None
 
 
 def _parse_door(check: _Checker, m: Mapping[str, Any], path: str, door_id: str) -> Door:
@@ -581,7 +589,10 @@ def _owned_strings(
 
 
 def _parse_users(
-    check: _Checker, top: Mapping[str, Any], doors: Mapping[str, Door | None], pin_key: bytes
+    check: _Checker,
+    top: Mapping[str, Any],
+    doors: Mapping[str, Door | None] | None,
+    pin_key: bytes,
 ) -> list[User]:
     users: list[User] = []
     seen: dict[str, str] = {}
@@ -635,8 +646,9 @@ def _parse_pin(check: _Checker, m: Mapping[str, Any], path: str, pin_key: bytes)
 
 
 def _parse_user_doors(
-    check: _Checker, m: Mapping[str, Any], path: str, doors: Mapping[str, Door | None]
+    check: _Checker, m: Mapping[str, Any], path: str, doors: Mapping[str, Door | None] | None
 ) -> tuple[bool, frozenset[str]]:
+    """Whether the user may open every door, else which ones (``doors`` None: not checked)."""
     if "doors" not in m:
         return False, frozenset()
     value = m["doors"]
@@ -648,8 +660,8 @@ def _parse_user_doors(
         return False, frozenset()
     out: set[str] = set()
     for i, item in enumerate(value):
-        if not isinstance(item, str) or item not in doors:
-            known = ", ".join(doors) or "none"
+        if not isinstance(item, str) or (doors is not None and item not in doors):
+            known = ", ".join(doors or ()) or "none"
             check.fail(f"{where}[{i}]", f"expected a door id of this site ({known}); "
                                         f"got {_kind(item)}")
             continue
