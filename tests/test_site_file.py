@@ -165,8 +165,8 @@ def test_every_shared_scenario_site_section_loads() -> None:
 def test_scenario_keys_are_refused_in_a_plain_site_file() -> None:
     data, _ = load_document(shared_path("scenarios", "01-card-then-pin.yaml"))
     found = problems(data)
-    assert [p.split(": ")[1:3] for p in found] == [["name", "unknown key"],
-                                                   ["steps", "unknown key"]]
+    assert [p.split(": ")[1] for p in found] == ["name", "steps"]
+    assert all("unknown key" in p for p in found)
 
 
 def test_shared_invalid_two_factor_file_is_rejected_naming_the_door() -> None:
