@@ -236,3 +236,48 @@ def test_crash_keeps_every_acknowledged_record(db: Path) -> None:
             stored |= {r["seq"] for r in page}
             after = page[-1]["seq"]
     assert acknowledged <= stored
+
+
+def test_a_failing_record_fails_alone_and_the_log_goes_on(db: Path) -> None:
+    """A write SQLite refuses (here a trigger) fails only its own future, with AuditUnavailable."""
+    release = threading.Event()
+    held = threading.Event()
+    with AuditLog(db) as audit:
+        conn = sqlite3.connect(db)
+        conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.door = 'broken' "
+                     "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END")
+        conn.commit()
+        conn.close()
+
+        def hold(_rows: list[dict[str, Any]]) -> None:
+            if not held.is_set():
+                held.set()
+                release.wait(10)
+
+        audit.subscribe(hold)
+        audit.append(decision(0)).result(10)
+        assert held.wait(10)
+        good = [audit.append(decision(i)) for i in range(1, 4)]
+        bad = audit.append(decision(9, door="broken"))
+        more = [audit.append(decision(i)) for i in range(4, 6)]
+        release.set()
+        with pytest.raises(AuditUnavailable, match="disk on fire"):
+            bad.result(10)
+        assert all(isinstance(f.result(10), int) for f in good + more)
+        assert audit.record_sync(decision(7)) > 0
+        assert [r["door"] for r in audit.events()].count("broken") == 0
+        assert len(audit.events()) == 7
+
+
+async def test_a_cancelled_waiter_does_not_cancel_the_record(db: Path) -> None:
+    with AuditLog(db) as audit:
+        future = audit.append(decision(1))
+        assert future.cancel() is False
+        task = asyncio.ensure_future(audit.record(decision(2)))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        audit.close()
+        with AuditLog(db) as again:
+            assert {r["user"] for r in again.events()} == {"u1", "u2"}

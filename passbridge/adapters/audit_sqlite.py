@@ -208,6 +208,9 @@ class AuditLog:
 
     def _submit(self, sql: str, params: tuple[Any, ...], row: dict[str, Any]) -> Future[int]:
         future: Future[int] = Future()
+        # Running from the start: a caller that stops waiting (a cancelled
+        # request) cannot cancel the record of a decision already made.
+        future.set_running_or_notify_cancel()
         with self._cond:
             if self._closed:
                 raise AuditUnavailable("audit log is closed")
@@ -256,24 +259,16 @@ class AuditLog:
             raise
 
     def _commit(self, batch: list[_Pending]) -> None:
-        batch = [p for p in batch if p.future.set_running_or_notify_cancel()]
-        if not batch:
-            return
-        conn = self._write
-        seqs: list[int] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for pending in batch:
-                cursor = conn.execute(pending.sql, pending.params)
-                seqs.append(int(cursor.lastrowid or 0))
-            conn.execute("COMMIT")
+            seqs = self._insert(batch)
         except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            log.error("audit commit of %d record(s) failed: %s", len(batch), exc)
-            error = AuditUnavailable(f"audit write failed: {exc}")
-            for pending in batch:
-                pending.future.set_exception(error)
+            if len(batch) > 1:
+                # One bad record must not take its neighbours down: retry each alone.
+                for pending in batch:
+                    self._commit([pending])
+                return
+            log.error("audit commit failed: %s", exc)
+            batch[0].future.set_exception(AuditUnavailable(f"audit write failed: {exc}"))
             return
         with self._cond:
             self._commits += 1
@@ -288,6 +283,21 @@ class AuditLog:
                 callback(rows)
             except Exception:  # noqa: BLE001 - a listener never stops the log
                 log.exception("audit subscriber failed")
+
+    def _insert(self, batch: list[_Pending]) -> list[int]:
+        conn = self._write
+        seqs: list[int] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for pending in batch:
+                cursor = conn.execute(pending.sql, pending.params)
+                seqs.append(int(cursor.lastrowid or 0))
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        return seqs
 
     # -- live events -------------------------------------------------------------
 
