@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from passbridge.protocol import tlv
-from passbridge.protocol.aliro_crypto import AID, load_public_key
+from passbridge.protocol.aliro_crypto import AID, load_public_key, same_bytes
 from passbridge.protocol.apdu import CommandAPDU
 from passbridge.protocol.tlv import Field, MalformedTLV
 
@@ -69,7 +69,7 @@ def parse_select_response(data: bytes) -> SelectAnswer:
     outer = tlv.parse(data, (Field(TAG_FCI),))
     inner_bytes = outer[TAG_FCI]
     inner = tlv.parse(inner_bytes, (Field(TAG_AID, (len(AID),)), Field(TAG_PROPRIETARY)))
-    if inner[TAG_AID] != AID:
+    if not same_bytes(inner[TAG_AID], AID):
         raise MalformedTLV("SELECT answer names another application")
     # Newer phones may append fields (extended length info, BLE data) inside A5;
     # they are hashed into every salt, so accepting them cannot be abused.

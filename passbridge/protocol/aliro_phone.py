@@ -40,6 +40,7 @@ from passbridge.protocol.aliro_crypto import (
     key_slot,
     load_public_key,
     public_key_bytes,
+    same_bytes,
     sign_raw,
     verify_raw,
     x_coordinate,
@@ -205,7 +206,7 @@ class PhoneApplet:
     def _select(self, cmd: CommandAPDU) -> bytes:
         if cmd.p1 != 0x04 or cmd.p2 != 0x00:
             raise _Refuse(SW.INCORRECT_P1P2, "SELECT by name only")
-        if cmd.data != AID:
+        if not same_bytes(cmd.data, AID):
             self._state = _State.IDLE
             self._tap = _Tap()
             raise _Refuse(SW.FILE_NOT_FOUND, "other application")
@@ -319,7 +320,7 @@ class PhoneApplet:
             raise self._refuse(SW.SECURITY_STATUS_NOT_SATISFIED, "EXCHANGE does not decrypt"
                                ) from None
         status = msg.parse_reader_status(plaintext)
-        self.last_door_status = status == msg.READER_STATUS_GRANTED
+        self.last_door_status = same_bytes(status, msg.READER_STATUS_GRANTED)
         return response()
 
 

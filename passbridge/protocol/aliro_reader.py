@@ -48,6 +48,7 @@ from passbridge.protocol.aliro_crypto import (
     derive_volatile_keys,
     generate_ephemeral,
     public_key_bytes,
+    same_bytes,
     sign_raw,
     verify_raw,
     x_coordinate,
@@ -293,7 +294,7 @@ class ReaderTransaction:
         if answer.cryptogram is not None and self._command_parameters != COMMAND_FAST:
             raise MalformedTLV("cryptogram in answer to a STANDARD AUTH0")
         self._endpoint_ephemeral = answer.endpoint_ephemeral_public_key
-        if answer.endpoint_ephemeral_public_key == self._ephemeral_public:
+        if same_bytes(answer.endpoint_ephemeral_public_key, self._ephemeral_public):
             raise _Abort("malformed", "phone echoed the reader's ephemeral key")
         if answer.cryptogram is not None:
             fast = self._match_cryptogram(answer.cryptogram)
