@@ -511,3 +511,11 @@ def test_nearby_request_rejections(clock: ManualClock) -> None:
     body = jwt.decode(nearby_token(clock), options={"verify_signature": False})
     del body["adv"]
     check(jwt.encode(body, PHONE_KEY, algorithm="ES256"))
+
+
+@pytest.mark.parametrize("bad", [
+    {"iat": float("nan")}, {"exp": float("nan")}, {"exp": float("inf")},
+    {"iat": float("-inf")}, {"iat": 10**400, "exp": 10**400 + 10},
+])
+def test_non_finite_and_huge_times_are_invalid(clock: ManualClock, bad: dict[str, Any]) -> None:
+    rejected(make_verifier(clock).verify(sign(claims(clock, **bad))))
