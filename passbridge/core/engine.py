@@ -1,0 +1,521 @@
+"""The door decision core: one function of (site, runtime state, factor, moment).
+
+The order of checks is the contract's and is written down in
+docs/decisions.md: device, door state (lockdown, locked, unlocked),
+credential, access, path evidence, then the two-factor rules. Nothing here
+does I/O; the caller records each decision in the audit log before it
+answers anyone.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from passbridge.clock import Moment
+from passbridge.core.credentials import mask_card
+from passbridge.core.decision import Decision, Presentation, ResolvedState, new_decision_id
+from passbridge.core.model import (
+    CARD_EQUIVALENT,
+    MOBILE_FACTORS,
+    Door,
+    DoorState,
+    Factor,
+    Reason,
+    Side,
+    Site,
+    User,
+)
+from passbridge.core.pin import pin_hash, pin_matches
+from passbridge.core.schedule import Override, resolve_state
+from passbridge.core.tokens import FactorTokenVerifier, TokenRejection
+from passbridge.core.two_factor import PendingCard, TwoFactorMemory
+from passbridge.errors import ConfigError, Problem, UnknownDoor
+
+log = logging.getLogger(__name__)
+
+# Nearby evidence: the phone's rotating id seen at least this strong, this recently.
+NEARBY_RSSI_MIN = -80
+NEARBY_MAX_AGE_SECONDS = 10.0
+OVERRIDE_MAX_MINUTES = 7 * 24 * 60
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """What every decision about one presentation shares."""
+
+    door: Door
+    side: Side
+    factor: Factor
+    resolved: ResolvedState
+    moment: Moment
+
+    @property
+    def entering_two_factor(self) -> bool:
+        """Two-factor applies only on the way in (In/Out doors leave on one factor)."""
+        return self.resolved.state is DoorState.TWO_FACTOR and self.side is Side.IN
+
+
+class DoorCore:
+    """Decides; keeps the little runtime state decisions depend on.
+
+    Thread-safe: the NFC reader thread and the event loop may both ask.
+    """
+
+    def __init__(self, site: Site, *, pin_key: bytes, tokens: FactorTokenVerifier | None = None) -> None:
+        self._site = site
+        self._pin_key = pin_key
+        self._tokens = tokens
+        self._memory = TwoFactorMemory()
+        self._overrides: dict[str, Override] = {}
+        self._site_lockdown = False
+        self._door_lockdowns: set[str] = set()
+        self._lock = threading.RLock()
+
+    # --- configuration ---------------------------------------------------
+    @property
+    def site(self) -> Site:
+        return self._site
+
+    def replace_site(self, site: Site) -> None:
+        """Apply a new, already validated configuration.
+
+        Pending cards and overrides of doors that no longer exist go; an
+        override that the new door cannot hold (two-factor without a
+        keypad) goes too, rather than make the configuration invalid.
+        """
+        with self._lock:
+            for door_id in list(self._overrides):
+                door = site.doors.get(door_id)
+                override = self._overrides[door_id]
+                if door is None or (
+                    override.state is DoorState.TWO_FACTOR and not door.supports_two_factor
+                ):
+                    del self._overrides[door_id]
+            for door_id in list(self._door_lockdowns):
+                if door_id not in site.doors:
+                    self._door_lockdowns.discard(door_id)
+            for door_id in self._site.doors:
+                if door_id not in site.doors:
+                    self._memory.forget_door(door_id)
+            self._site = site
+
+    def door(self, door_id: str) -> Door:
+        door = self._site.doors.get(door_id)
+        if door is None:
+            raise UnknownDoor(door_id)
+        return door
+
+    # --- door state ------------------------------------------------------
+    def door_state(self, door_id: str, moment: Moment) -> ResolvedState:
+        with self._lock:
+            return self._resolve(self.door(door_id), moment)
+
+    def _resolve(self, door: Door, moment: Moment) -> ResolvedState:
+        override = self._overrides.get(door.id)
+        if override is not None and moment.elapsed >= override.ends_elapsed:
+            del self._overrides[door.id]
+            override = None
+        lockdown = self._site_lockdown or door.id in self._door_lockdowns
+        return resolve_state(
+            door, self._site.timezone, moment.utc, lockdown=lockdown, override=override
+        )
+
+    def override(self, door_id: str) -> Override | None:
+        with self._lock:
+            return self._overrides.get(door_id)
+
+    def set_override(
+        self, door_id: str, state: DoorState | None, minutes: float | None, moment: Moment
+    ) -> ResolvedState:
+        """A timed manual state for a door (admin API, scenario ``configure``)."""
+        with self._lock:
+            door = self.door(door_id)
+            if state is None:
+                self._overrides.pop(door_id, None)
+                return self._resolve(door, moment)
+            place = f"doors/{door_id}/override"
+            if state is DoorState.TWO_FACTOR and not door.supports_two_factor:
+                lacks = "a keypad" if door.reader else "a badge reader"
+                if not door.reader and not door.keypad:
+                    lacks = "a badge reader and a keypad"
+                raise ConfigError(
+                    [
+                        Problem(
+                            "override",
+                            place,
+                            f"door {door_id!r}: two_factor needs both a badge reader and a "
+                            f"keypad; this door has no {lacks.removeprefix('a ')}",
+                        )
+                    ]
+                )
+            if minutes is None or not (0 < minutes <= OVERRIDE_MAX_MINUTES):
+                raise ConfigError(
+                    [
+                        Problem(
+                            "override",
+                            f"{place}.minutes",
+                            f"expected minutes between 1 and {OVERRIDE_MAX_MINUTES}",
+                        )
+                    ]
+                )
+            seconds = minutes * 60.0
+            self._overrides[door_id] = Override(
+                state=state,
+                ends_elapsed=moment.elapsed + seconds,
+                ends_at=moment.utc + timedelta(seconds=seconds),
+            )
+            if state is not DoorState.TWO_FACTOR:
+                self._memory.forget_door(door_id)
+            return self._resolve(door, moment)
+
+    def set_lockdown(self, active: bool, door_id: str | None = None) -> None:
+        with self._lock:
+            if door_id is None:
+                self._site_lockdown = active
+                return
+            self.door(door_id)
+            if active:
+                self._door_lockdowns.add(door_id)
+            else:
+                self._door_lockdowns.discard(door_id)
+
+    def lockdown(self) -> tuple[bool, frozenset[str]]:
+        with self._lock:
+            return self._site_lockdown, frozenset(self._door_lockdowns)
+
+    # --- decisions -------------------------------------------------------
+    def decide(self, presentation: Presentation, moment: Moment) -> Decision:
+        """A wired factor (card or PIN). Mobile factors come only as tokens."""
+        if presentation.factor in MOBILE_FACTORS:
+            raise ValueError(f"{presentation.factor} factors reach the core only as tokens")
+        return self._guarded(presentation, moment)
+
+    def decide_token(self, token: str, moment: Moment, *, door_hint: str | None = None) -> Decision:
+        """A signed factor token from a trusted bridge.
+
+        ``door_hint`` is the door the request was addressed to (a URL path);
+        a token for another door is invalid there.
+        """
+        if self._tokens is None:
+            return self._reject_token(
+                Reason.TOKEN_INVALID, "no bridge keys are trusted", door_hint, moment
+            )
+        try:
+            checked = self._tokens.verify(token)
+        except Exception:  # noqa: BLE001 - fail secure on any verifier fault
+            log.exception("token verifier failed")
+            return self._reject_token(Reason.INTERNAL_ERROR, "verifier error", door_hint, moment)
+        if isinstance(checked, TokenRejection):
+            return self._reject_token(checked.reason, checked.detail, door_hint, moment)
+        verified = checked
+        if door_hint is not None and verified.door != door_hint:
+            return self._reject_token(
+                Reason.TOKEN_INVALID, "token is for another door", door_hint, moment
+            )
+        if verified.door not in self._site.doors:
+            raise UnknownDoor(verified.door)
+        presentation = Presentation(
+            factor=verified.factor,
+            door=verified.door,
+            side=verified.side,
+            user=verified.user,
+            credential=verified.credential,
+            evidence=dict(verified.evidence),
+            token_id=verified.jti,
+        )
+        return self._guarded(presentation, moment)
+
+    def deny_unauthenticated(
+        self,
+        door_id: str,
+        side: Side,
+        factor: Factor,
+        reason: Reason,
+        detail: str,
+        moment: Moment,
+        *,
+        credential: str | None = None,
+    ) -> Decision:
+        """A factor that failed before it could become a token (e.g. an NFC
+        tap by an unknown or revoked phone): denied and audited all the same."""
+        if reason.result.value != "denied":
+            raise ValueError("deny_unauthenticated only denies")
+        with self._lock:
+            door = self.door(door_id)
+            resolved = self._safe_resolve(door, moment)
+            return self._decision(
+                _Context(door, side, factor, resolved, moment),
+                reason,
+                credential=credential,
+                detail=detail,
+            )
+
+    def _reject_token(
+        self, reason: Reason, detail: str, door_hint: str | None, moment: Moment
+    ) -> Decision:
+        resolved: ResolvedState | None = None
+        door = self._site.doors.get(door_hint) if door_hint else None
+        if door is not None:
+            resolved = self._safe_resolve(door, moment)
+        return Decision(
+            id=new_decision_id(),
+            result=reason.result,
+            reason=reason,
+            door=door_hint or "",
+            side=Side.IN,
+            factor=None,
+            user=None,
+            credential=None,
+            state=resolved.state if resolved else None,
+            state_source=resolved.source if resolved else None,
+            revision=self._site.revision,
+            at=moment.utc,
+            detail=detail,
+        )
+
+    def _safe_resolve(self, door: Door, moment: Moment) -> ResolvedState:
+        try:
+            return self._resolve(door, moment)
+        except Exception:  # noqa: BLE001 - a denial must still be recordable
+            log.exception("state resolution failed for door %s", door.id)
+            return ResolvedState(DoorState.LOCKED, "internal_error")
+
+    def _guarded(self, presentation: Presentation, moment: Moment) -> Decision:
+        """Any fault inside a decision denies: a door never opens by accident."""
+        door = self.door(presentation.door)  # UnknownDoor is the caller's 404
+        with self._lock:
+            try:
+                return self._decide(door, presentation, moment)
+            except Exception:  # noqa: BLE001
+                log.exception("decision failed (door %s, factor %s)", door.id, presentation.factor)
+                return Decision(
+                    id=new_decision_id(),
+                    result=Reason.INTERNAL_ERROR.result,
+                    reason=Reason.INTERNAL_ERROR,
+                    door=door.id,
+                    side=presentation.side,
+                    factor=presentation.factor,
+                    user=None,
+                    credential=None,
+                    state=None,
+                    state_source=None,
+                    revision=self._site.revision,
+                    at=moment.utc,
+                    detail="internal error; see the service log",
+                )
+
+    def _decide(self, door: Door, p: Presentation, moment: Moment) -> Decision:
+        # 1. The device must exist on this door and side.
+        missing = self._missing_device(door, p.side, p.factor)
+        resolved = self._resolve(door, moment)
+        ctx = _Context(door, p.side, p.factor, resolved, moment)
+        shown_credential = self._shown_credential(p)
+        if missing:
+            return self._decision(ctx, Reason.NO_SUCH_DEVICE, credential=shown_credential, detail=missing)
+
+        user = self._identify(p)
+
+        # 2. Lockdown and locked doors deny everyone but a site admin's remote unlock.
+        if resolved.state is DoorState.LOCKED:
+            reason = Reason.LOCKDOWN if resolved.source == "lockdown" else Reason.DOOR_LOCKED
+            if (
+                p.factor is Factor.REMOTE
+                and user is not None
+                and user.is_site_admin
+                and user.may_open(door.id)
+            ):
+                return self._decision(
+                    ctx, Reason.ACCESS_GRANTED, user=user, credential=shown_credential,
+                    detail=f"site admin remote unlock during {reason.value}",
+                )
+            return self._decision(ctx, reason, user=user, credential=shown_credential)
+
+        # 3. An unlocked door needs nothing; the presentation is logged.
+        if resolved.state is DoorState.UNLOCKED:
+            return self._decision(ctx, Reason.DOOR_UNLOCKED, user=user, credential=shown_credential)
+
+        if p.factor is Factor.PIN:
+            return self._decide_pin(ctx, p.secret or "")
+
+        # 4. Who is it, and may they open this door?
+        if user is None:
+            return self._decision(ctx, Reason.UNKNOWN_CREDENTIAL, credential=shown_credential)
+        if not user.may_open(door.id):
+            detail = "user disabled" if not user.enabled else "door not in the user's access"
+            return self._decision(
+                ctx, Reason.NO_ACCESS, user=user, credential=shown_credential, detail=detail
+            )
+
+        # 5. Path evidence and path permissions.
+        if p.factor is Factor.REMOTE and not (user.remote_unlock or user.is_site_admin):
+            return self._decision(ctx, Reason.REMOTE_NOT_PERMITTED, user=user, credential=shown_credential)
+        if p.factor is Factor.NEARBY and not _nearby_evidence_ok(p.evidence):
+            return self._decision(
+                ctx, Reason.NOT_NEARBY, user=user, credential=shown_credential,
+                detail=_describe_evidence(p.evidence),
+            )
+        if p.factor is Factor.BLE:
+            if ctx.entering_two_factor:
+                return self._decision(ctx, Reason.BLE_NOT_ALLOWED, user=user, credential=shown_credential)
+            rssi = p.evidence.get("rssi")
+            if not isinstance(rssi, int) or isinstance(rssi, bool) or rssi < door.ble_rssi_min:
+                return self._decision(
+                    ctx, Reason.TOO_FAR, user=user, credential=shown_credential,
+                    detail=f"rssi {rssi} below the door's {door.ble_rssi_min} dBm",
+                )
+
+        if not ctx.entering_two_factor:
+            return self._decision(ctx, Reason.ACCESS_GRANTED, user=user, credential=shown_credential)
+
+        # 6. Two-factor entry.
+        if p.factor in CARD_EQUIVALENT:
+            return self._card_step(ctx, user, shown_credential)
+        if door.strict_two_factor:
+            return self._decision(ctx, Reason.BYPASS_DISABLED, user=user, credential=shown_credential)
+        if not _profile_complete(user):
+            return self._decision(ctx, Reason.PROFILE_INCOMPLETE, user=user, credential=shown_credential)
+        bypass = Reason.BYPASS_NEARBY if p.factor is Factor.NEARBY else Reason.BYPASS_REMOTE
+        return self._decision(ctx, bypass, user=user, credential=shown_credential)
+
+    def _card_step(self, ctx: _Context, user: User, credential: str | None) -> Decision:
+        # Whatever happens next, this card replaces the one that was waiting.
+        self._memory.clear(ctx.door.id, ctx.side)
+        if not _profile_complete(user):
+            return self._decision(ctx, Reason.PROFILE_INCOMPLETE, user=user, credential=credential)
+        now = ctx.moment.elapsed
+        if self._memory.locked_out(user.id, ctx.door.id, now):
+            remaining = self._memory.lockout_remaining(user.id, ctx.door.id, now)
+            return self._decision(
+                ctx, Reason.LOCKED_OUT, user=user, credential=credential,
+                detail=f"{remaining:.0f} s of lockout left",
+            )
+        self._memory.start(
+            ctx.door.id, ctx.side, PendingCard(user.id, credential, ctx.factor, now)
+        )
+        return self._decision(ctx, Reason.PIN_REQUIRED, user=user, credential=credential)
+
+    def _decide_pin(self, ctx: _Context, code: str) -> Decision:
+        door, now = ctx.door, ctx.moment.elapsed
+        if not ctx.entering_two_factor:
+            return self._pin_alone(ctx, code)
+        pending = self._memory.pending(door.id, ctx.side)
+        user = self._site.users.get(pending.user) if pending else None
+        if pending is None or user is None:
+            return self._decision(ctx, Reason.PIN_WITHOUT_CARD)
+        if pending.expired(now, door.pin_timeout):
+            self._memory.clear(door.id, ctx.side)
+            return self._decision(ctx, Reason.PIN_TIMEOUT, user=user, credential=pending.credential)
+        if pin_matches(self._pin_key, code, user.pin_hash):
+            self._memory.clear(door.id, ctx.side)
+            self._memory.entered(user.id, door.id)
+            return self._decision(
+                ctx, Reason.TWO_FACTOR_COMPLETE, user=user, credential=pending.credential
+            )
+        if self._memory.wrong_pin(user.id, door.id, now):
+            self._memory.clear(door.id, ctx.side)
+            return self._decision(
+                ctx, Reason.PIN_INCORRECT, user=user, credential=pending.credential,
+                detail="too many wrong codes: locked out of two-factor entry here",
+            )
+        return self._decision(ctx, Reason.PIN_INCORRECT, user=user, credential=pending.credential)
+
+    def _pin_alone(self, ctx: _Context, code: str) -> Decision:
+        """PIN-only entry: the code is the credential (doors with a keypad)."""
+        owners = self._site.users_by_pin_hash.get(pin_hash(self._pin_key, code), ())
+        users = [self._site.users[u] for u in owners if u in self._site.users]
+        if not users:
+            return self._decision(ctx, Reason.PIN_INCORRECT)
+        for user in users:
+            if user.may_open(ctx.door.id):
+                return self._decision(ctx, Reason.ACCESS_GRANTED, user=user)
+        return self._decision(ctx, Reason.NO_ACCESS, user=users[0])
+
+    # --- helpers -----------------------------------------------------------
+    @staticmethod
+    def _missing_device(door: Door, side: Side, factor: Factor) -> str | None:
+        if side is Side.OUT and not door.in_out:
+            return "this door has no exit reader"
+        if factor in CARD_EQUIVALENT and not door.reader:
+            return "this door has no badge reader"
+        if factor is Factor.PIN and not door.keypad:
+            return "this door has no keypad"
+        if factor is Factor.PIN and side is Side.OUT:
+            return "the keypad is on the entry side"
+        return None
+
+    def _identify(self, p: Presentation) -> User | None:
+        site = self._site
+        if p.factor is Factor.CARD:
+            user_id = site.user_by_card.get(p.credential or "")
+            return site.users.get(user_id) if user_id else None
+        if p.factor is Factor.PIN:
+            return None
+        user = site.users.get(p.user or "")
+        if user is None:
+            return None
+        if p.factor is Factor.REMOTE:
+            return user
+        # A phone factor must come from a phone enrolled to that very user.
+        if p.credential is None or site.user_by_phone.get(p.credential) != user.id:
+            return None
+        return user
+
+    @staticmethod
+    def _shown_credential(p: Presentation) -> str | None:
+        if p.factor is Factor.CARD:
+            return mask_card(p.credential or "")
+        if p.factor is Factor.PIN:
+            return None
+        return p.credential
+
+    def _decision(
+        self,
+        ctx: _Context,
+        reason: Reason,
+        *,
+        user: User | None = None,
+        credential: str | None = None,
+        detail: str | None = None,
+    ) -> Decision:
+        result = reason.result
+        return Decision(
+            id=new_decision_id(),
+            result=result,
+            reason=reason,
+            door=ctx.door.id,
+            side=ctx.side,
+            factor=ctx.factor,
+            user=user.id if user else None,
+            credential=credential,
+            state=ctx.resolved.state,
+            state_source=ctx.resolved.source,
+            revision=self._site.revision,
+            at=ctx.moment.utc,
+            unlock_seconds=ctx.door.unlock_seconds if result.value == "granted" else None,
+            detail=detail,
+        )
+
+
+def _profile_complete(user: User) -> bool:
+    """Two-factor doors need both a card-equivalent credential and an entry code."""
+    return user.has_card_equivalent and user.pin_hash is not None
+
+
+def _nearby_evidence_ok(evidence: Mapping[str, Any]) -> bool:
+    rssi, age = evidence.get("rssi"), evidence.get("age")
+    if not isinstance(rssi, int) or isinstance(rssi, bool):
+        return False
+    if not isinstance(age, (int, float)) or isinstance(age, bool):
+        return False
+    return rssi >= NEARBY_RSSI_MIN and 0 <= age <= NEARBY_MAX_AGE_SECONDS
+
+
+def _describe_evidence(evidence: Mapping[str, Any]) -> str:
+    if evidence.get("rssi") is None:
+        return "phone not seen over Bluetooth"
+    return f"seen at {evidence.get('rssi')} dBm, {evidence.get('age')} s ago"
