@@ -1,0 +1,165 @@
+"""The one path every factor takes: the core decides, the audit log commits,
+then (and only then) the answer goes out.
+
+The HTTP service, the NFC and BLE bridges, the scenario runner and ``sim``
+all call this, so a scenario exercises exactly what production runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any, Protocol
+
+from passbridge.clock import Clock
+from passbridge.core.decision import Decision, Presentation, ResolvedState
+from passbridge.core.engine import DoorCore
+from passbridge.core.model import DoorState, Factor, Reason, Side
+
+log = logging.getLogger(__name__)
+
+
+class AuditSink(Protocol):
+    """Durable storage of decisions and changes (adapters.audit_sqlite)."""
+
+    async def record(self, decision: Decision) -> int: ...
+
+    async def record_change(self, kind: str, payload: Mapping[str, Any]) -> int: ...
+
+
+class FactorMinter(Protocol):
+    """The in-process bridge's signer (core.tokens.FactorTokenMinter)."""
+
+    def mint(
+        self,
+        *,
+        user: str,
+        door: str,
+        side: Side,
+        factor: Factor,
+        credential: str,
+        evidence: dict[str, Any],
+    ) -> str: ...
+
+
+DecisionObserver = Callable[[Decision, float], None]
+
+
+class DoorController:
+    def __init__(
+        self,
+        core: DoorCore,
+        audit: AuditSink,
+        clock: Clock,
+        *,
+        minter: FactorMinter | None = None,
+    ) -> None:
+        self.core = core
+        self.audit = audit
+        self.clock = clock
+        self.minter = minter
+        self._observers: list[DecisionObserver] = []
+
+    def observe(self, observer: DecisionObserver) -> None:
+        """Called with each answered decision and its latency (metrics)."""
+        self._observers.append(observer)
+
+    # --- wired devices ---------------------------------------------------
+    async def card(self, door: str, number: str, side: Side = Side.IN) -> Decision:
+        started = time.perf_counter()
+        presentation = Presentation(Factor.CARD, door, side, credential=number)
+        return await self._answer(self.core.decide(presentation, self.clock.moment()), started)
+
+    async def pin(self, door: str, code: str, side: Side = Side.IN) -> Decision:
+        started = time.perf_counter()
+        presentation = Presentation(Factor.PIN, door, side, secret=code)
+        return await self._answer(self.core.decide(presentation, self.clock.moment()), started)
+
+    # --- mobile factors ----------------------------------------------------
+    async def token(self, token: str, *, door_hint: str | None = None) -> Decision:
+        started = time.perf_counter()
+        decision = self.core.decide_token(token, self.clock.moment(), door_hint=door_hint)
+        return await self._answer(decision, started)
+
+    async def mobile_factor(
+        self,
+        *,
+        user: str,
+        door: str,
+        side: Side,
+        factor: Factor,
+        credential: str,
+        evidence: dict[str, Any],
+    ) -> Decision:
+        """The in-process bridge: sign what a radio path established, then
+        hand the token to the core like any remote bridge would."""
+        if self.minter is None:
+            raise RuntimeError("this controller has no in-process bridge key")
+        token = self.minter.mint(
+            user=user, door=door, side=side, factor=factor, credential=credential,
+            evidence=evidence,
+        )
+        return await self.token(token, door_hint=door)
+
+    async def bridge_failure(
+        self,
+        door: str,
+        side: Side,
+        factor: Factor,
+        reason: Reason,
+        detail: str,
+        *,
+        credential: str | None = None,
+    ) -> Decision:
+        started = time.perf_counter()
+        decision = self.core.deny_unauthenticated(
+            door, side, factor, reason, detail, self.clock.moment(), credential=credential
+        )
+        return await self._answer(decision, started)
+
+    # --- admin changes -----------------------------------------------------
+    async def set_override(
+        self, door: str, state: DoorState | None, minutes: float | None, *, actor: str
+    ) -> ResolvedState:
+        resolved = self.core.set_override(door, state, minutes, self.clock.moment())
+        await self.audit.record_change(
+            "override",
+            {
+                "door": door,
+                "state": state.value if state else None,
+                "minutes": minutes,
+                "actor": actor,
+                "at": self.clock.now().isoformat(),
+                "resolved_state": resolved.state.value,
+                "resolved_source": resolved.source,
+            },
+        )
+        return resolved
+
+    async def set_lockdown(self, active: bool, *, door: str | None = None, actor: str) -> None:
+        self.core.set_lockdown(active, door)
+        await self.audit.record_change(
+            "lockdown",
+            {"active": active, "door": door, "actor": actor, "at": self.clock.now().isoformat()},
+        )
+
+    # --- the common tail ----------------------------------------------------
+    async def _answer(self, decision: Decision, started: float) -> Decision:
+        try:
+            await self.audit.record(decision)
+        except Exception:  # noqa: BLE001 - an unrecorded grant must not open a door
+            log.exception("audit log unavailable; denying decision %s", decision.id)
+            decision = replace(
+                decision,
+                result=Reason.INTERNAL_ERROR.result,
+                reason=Reason.INTERNAL_ERROR,
+                unlock_seconds=None,
+                detail="audit log unavailable",
+            )
+        # Latency is a measurement of this machine, not domain time: real clock.
+        latency = time.perf_counter() - started
+        for observer in self._observers:
+            observer(decision, latency)
+        return decision
