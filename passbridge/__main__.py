@@ -1,0 +1,5 @@
+import sys
+
+from passbridge.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Scenario files: a site plus a timed script of device actions and expectations."""
