@@ -105,7 +105,13 @@ class _Tap:
 
 
 class PhoneApplet:
-    """The phone's Aliro applet: one C-APDU in, one R-APDU out."""
+    """The phone's Aliro applet: one C-APDU in, one R-APDU out.
+
+    ``ephemeral_private_key`` (tests, vectors, a precomputed key) serves the
+    next tap only; later taps generate fresh keys. ``kpersistent_store`` maps a
+    reader group id to Kpersistent and may be shared between applet instances
+    to model one phone across taps.
+    """
 
     SELECT_DATA = msg.select_response_data()
 
