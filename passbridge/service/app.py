@@ -1,0 +1,79 @@
+"""One aiohttp application around a Services, wherever the Services came from.
+
+Lifetimes, in order: the audit store is entered first and closed last; the
+radios start after it and stop before it. On shutdown aiohttp stops
+accepting, lets in-flight handlers finish (each awaits its own durable
+audit record), ends live event feeds, and only then runs the cleanups, so
+no answered decision is lost.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from passbridge.service import routes_admin, routes_decisions, routes_events
+from passbridge.service.http import MAX_BODY_BYTES, json_errors
+from passbridge.service.openapi import document
+from passbridge.service.runtime import Services
+from passbridge.service.state import SERVICES
+
+
+async def healthz(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    return web.json_response({
+        "status": "ok",
+        "site": services.site.id,
+        "revision": services.site.revision,
+        "uptime_seconds": round(time.monotonic() - services.started, 3),
+    })
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[SERVICES].metrics.render()
+    return web.Response(text=body, content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})
+
+
+async def openapi(_request: web.Request) -> web.Response:
+    return web.json_response(document())
+
+
+async def _audit_lifetime(app: web.Application) -> AsyncIterator[None]:
+    yield
+    services = app[SERVICES]
+    if services.close_audit:
+        await services.audit.store.close()
+
+
+async def _radios_lifetime(app: web.Application) -> AsyncIterator[None]:
+    started = []
+    try:
+        for radio in app[SERVICES].radios:
+            await radio.start()
+            started.append(radio)
+        yield
+    finally:
+        for radio in reversed(started):
+            await radio.stop()
+
+
+async def _end_live_feeds(app: web.Application) -> None:
+    app[SERVICES].audit.end_feeds()
+
+
+def create_app(services: Services) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors])
+    app[SERVICES] = services
+    app.cleanup_ctx.append(_audit_lifetime)
+    app.cleanup_ctx.append(_radios_lifetime)
+    app.on_shutdown.append(_end_live_feeds)
+    routes_decisions.add_routes(app)
+    routes_admin.add_routes(app)
+    routes_events.add_routes(app)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/v1/openapi.json", openapi)
+    return app

@@ -1,0 +1,121 @@
+"""The service's HTTP conventions: JSON errors, bearer tokens, small bodies.
+
+Every error a client sees is ``{"error": {"code", "message"}}``; nothing
+raised inside a handler reaches a client as a stack trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from passbridge.errors import ConfigError, UnknownDoor
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+}
+
+
+class ApiError(Exception):
+    """A request that could not be decided, with the status and code to answer."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+
+def error_response(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    body: dict[str, Any] = {"code": code, "message": message, **extra}
+    headers = {"WWW-Authenticate": 'Bearer realm="passbridge"'} if status == 401 else None
+    return web.json_response({"error": body}, status=status, headers=headers)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message, **exc.extra)
+    except UnknownDoor as exc:
+        return error_response(404, "unknown_door", str(exc))
+    except ConfigError as exc:
+        problems = [{"place": p.path, "message": p.message} for p in exc.problems]
+        return error_response(
+            422, "invalid_configuration", "; ".join(p.message for p in exc.problems),
+            problems=problems,
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        response = error_response(exc.status, code, exc.reason)
+        if headers:
+            response.headers.update(headers)
+        return response
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:  # noqa: BLE001 - logged here, never shown to the client
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "internal error; see the service log")
+
+
+def bearer(request: web.Request) -> str:
+    """The bearer credential, or a 401 naming what is missing."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    value = value.strip()
+    if scheme.lower() != "bearer" or not value:
+        raise ApiError(401, "missing_credentials", "expected Authorization: Bearer <token>")
+    return value
+
+
+async def body_text(request: web.Request) -> str:
+    """A token body (compact JWS) as text; JSON ``{"token": ...}`` is accepted too."""
+    raw = await request.read()
+    text = raw.decode("utf-8", "replace").strip()
+    if text.startswith("{"):
+        data = _parse_json(text)
+        token = data.get("token") if isinstance(data, dict) else None
+        if not isinstance(token, str):
+            raise ApiError(400, "malformed_body", 'expected a compact JWS or {"token": "<JWS>"}')
+        return token.strip()
+    if not text:
+        raise ApiError(400, "malformed_body", "expected a compact JWS in the body")
+    return text
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    data = _parse_json(raw.decode("utf-8", "replace"))
+    if not isinstance(data, dict):
+        raise ApiError(400, "malformed_body", "expected a JSON object")
+    return data
+
+
+def _parse_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, "malformed_body", "the body is not valid JSON") from exc

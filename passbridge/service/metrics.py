@@ -1,0 +1,80 @@
+"""Prometheus text exposition, by hand: a few counters and one histogram do
+not justify a client library, and the format is small and stable."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+from passbridge.core.decision import Decision
+from passbridge.core.model import Reason
+
+# Seconds; decisions include the durable audit write, so milliseconds matter.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+)
+TOKEN_REASONS = frozenset({Reason.TOKEN_INVALID, Reason.TOKEN_EXPIRED, Reason.TOKEN_REPLAYED})
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class Metrics:
+    """Counters the controller (decisions) and the routes (token refusals) feed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._decisions: Counter[tuple[str, str]] = Counter()
+        self._token_failures: Counter[tuple[str, str]] = Counter()
+        self._buckets = [0] * len(LATENCY_BUCKETS)
+        self._latency_sum = 0.0
+        self._latency_count = 0
+
+    def observe_decision(self, decision: Decision, latency: float) -> None:
+        """A DoorController observer: every answered decision, with its latency."""
+        with self._lock:
+            self._decisions[(decision.result.value, decision.reason.value)] += 1
+            self._latency_sum += latency
+            self._latency_count += 1
+            for i, bound in enumerate(LATENCY_BUCKETS):
+                if latency <= bound:
+                    self._buckets[i] += 1
+            if decision.reason in TOKEN_REASONS:
+                self._token_failures[("factor", decision.reason.value)] += 1
+
+    def token_failure(self, path: str, reason: Reason) -> None:
+        """A caller's token refused before any decision (remote, nearby, admin)."""
+        with self._lock:
+            self._token_failures[(path, reason.value)] += 1
+
+    def render(self) -> str:
+        with self._lock:
+            lines = [
+                "# HELP passbridge_decisions_total Door decisions answered, by result and reason.",
+                "# TYPE passbridge_decisions_total counter",
+            ]
+            for (result, reason), n in sorted(self._decisions.items()):
+                lines.append(
+                    f'passbridge_decisions_total{{result="{_label(result)}",'
+                    f'reason="{_label(reason)}"}} {n}'
+                )
+            lines += [
+                "# HELP passbridge_decision_seconds Time from input to recorded decision.",
+                "# TYPE passbridge_decision_seconds histogram",
+            ]
+            for bound, n in zip(LATENCY_BUCKETS, self._buckets, strict=True):
+                lines.append(f'passbridge_decision_seconds_bucket{{le="{bound:g}"}} {n}')
+            lines.append(f'passbridge_decision_seconds_bucket{{le="+Inf"}} {self._latency_count}')
+            lines.append(f"passbridge_decision_seconds_sum {self._latency_sum:.6f}")
+            lines.append(f"passbridge_decision_seconds_count {self._latency_count}")
+            lines += [
+                "# HELP passbridge_token_failures_total Signed tokens and requests refused.",
+                "# TYPE passbridge_token_failures_total counter",
+            ]
+            for (path, reason), n in sorted(self._token_failures.items()):
+                lines.append(
+                    f'passbridge_token_failures_total{{path="{_label(path)}",'
+                    f'reason="{_label(reason)}"}} {n}'
+                )
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,257 @@
+"""The OpenAPI 3 document of the HTTP API, served at /v1/openapi.json.
+
+Written by hand next to the routes; a test checks that its paths and
+methods are exactly the application's routes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from passbridge.core.model import DoorState, Reason
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_DECISION = {"$ref": "#/components/schemas/Decision"}
+_DOOR_PARAM = {
+    "name": "door", "in": "path", "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    text = {
+        400: "malformed request", 401: "caller not authenticated", 403: "not a site admin",
+        404: "unknown door", 413: "request too large", 422: "configuration rejected",
+    }
+    return {str(s): {"description": text[s], "content": _json(_ERROR)} for s in statuses}
+
+
+def _decision_op(summary: str, security: str, body: dict[str, Any] | None,
+                 statuses: tuple[int, ...]) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "security": [{security: []}],
+        "responses": {
+            "200": {"description": "the decision, any result", "content": _json(_DECISION)},
+            **_errors(*statuses),
+        },
+    }
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": body}
+    return op
+
+
+_TOKEN_BODY = {
+    "application/jwt": {"schema": {"type": "string", "maxLength": 4096}},
+    "application/json": {"schema": {
+        "type": "object", "required": ["token"],
+        "properties": {"token": {"type": "string", "maxLength": 4096}},
+    }},
+}
+_SIDE = {"type": "string", "enum": ["in", "out"]}
+
+
+def _admin_op(summary: str, ok: dict[str, Any], statuses: tuple[int, ...],
+              body: dict[str, Any] | None = None, params: list[Any] | None = None,
+              ) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "security": [{"backendJwt": []}],
+        "responses": {"200": ok, **_errors(401, 403, *statuses)},
+    }
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": _json(body)}
+    if params:
+        op["parameters"] = params
+    return op
+
+
+def document() -> dict[str, Any]:
+    door_schema = {"$ref": "#/components/schemas/Door"}
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "passbridge",
+            "version": "1",
+            "description": "Door decisions from phones, backends and wired devices; site admin.",
+        },
+        "paths": {
+            "/v1/doors/{door}/remote-unlock": {
+                "parameters": [_DOOR_PARAM],
+                "post": _decision_op(
+                    "Remote unlock by the app backend (bearer: backend-signed JWT)",
+                    "backendJwt", None, (401, 404),
+                ),
+            },
+            "/v1/doors/{door}/nearby-unlock": {
+                "parameters": [_DOOR_PARAM],
+                "post": _decision_op(
+                    "Nearby unlock; the body is a JWS signed by the phone's credential key",
+                    "phoneJws", _TOKEN_BODY, (400, 401, 404, 413),
+                ),
+            },
+            "/v1/factors": {
+                "post": _decision_op(
+                    "A factor token from a trusted bridge", "bridgeToken", _TOKEN_BODY,
+                    (400, 404, 413),
+                ),
+            },
+            "/v1/doors/{door}/card": {
+                "parameters": [_DOOR_PARAM],
+                "post": _decision_op(
+                    "A badge read (bearer: device key)", "deviceKey",
+                    _json({"type": "object", "required": ["number"], "properties": {
+                        "number": {"type": "string", "minLength": 1, "maxLength": 64},
+                        "side": _SIDE}}),
+                    (400, 401, 404, 413),
+                ),
+            },
+            "/v1/doors/{door}/keypad": {
+                "parameters": [_DOOR_PARAM],
+                "post": _decision_op(
+                    "An entry code (bearer: device key)", "deviceKey",
+                    _json({"type": "object", "required": ["code"], "properties": {
+                        "code": {"type": "string", "pattern": "^[0-9]{1,32}$"},
+                        "side": _SIDE}}),
+                    (400, 401, 404, 413),
+                ),
+            },
+            "/v1/doors": {
+                "get": _admin_op(
+                    "Doors with their state now and what set it",
+                    {"description": "doors", "content": _json({
+                        "type": "object", "properties": {
+                            "doors": {"type": "array", "items": door_schema}}})},
+                    (),
+                ),
+            },
+            "/v1/doors/{door}": {
+                "parameters": [_DOOR_PARAM],
+                "get": _admin_op(
+                    "One door's state now and what set it",
+                    {"description": "the door", "content": _json(door_schema)}, (404,),
+                ),
+            },
+            "/v1/doors/{door}/override": {
+                "parameters": [_DOOR_PARAM],
+                "put": _admin_op(
+                    "Set ({state, minutes}) or clear ({state: null}) a timed override",
+                    {"description": "the door after the change", "content": _json(door_schema)},
+                    (400, 404, 413, 422),
+                    body={"type": "object", "required": ["state"], "properties": {
+                        "state": {"type": "string", "nullable": True,
+                                  "enum": [s.value for s in DoorState] + [None]},
+                        "minutes": {"type": "number", "exclusiveMinimum": True, "minimum": 0}}},
+                ),
+            },
+            "/v1/site/lockdown": {
+                "put": _admin_op(
+                    "Start or end a lockdown of the site or of one door",
+                    {"description": "lockdown now", "content": _json({
+                        "type": "object", "properties": {
+                            "site": {"type": "boolean"},
+                            "doors": {"type": "array", "items": {"type": "string"}}}})},
+                    (400, 404, 413),
+                    body={"type": "object", "required": ["active"], "properties": {
+                        "active": {"type": "boolean"},
+                        "door": {"type": "string", "nullable": True}}},
+                ),
+            },
+            "/v1/events": {
+                "get": _admin_op(
+                    "The audit log, oldest first after a seq; live as text/event-stream "
+                    "(Accept header or stream=1)",
+                    {"description": "a page of events (JSON) or a live stream (SSE)",
+                     "content": {
+                         **_json({"type": "object", "properties": {
+                             "events": {"type": "array", "items": {"type": "object"}},
+                             "next_after": {"type": "integer"}}}),
+                         "text/event-stream": {"schema": {"type": "string"}},
+                     }},
+                    (400,),
+                    params=[
+                        {"name": "after", "in": "query",
+                         "schema": {"type": "integer", "minimum": 0}},
+                        {"name": "limit", "in": "query",
+                         "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                        {"name": "stream", "in": "query",
+                         "schema": {"type": "string", "enum": ["0", "1"]}},
+                    ],
+                ),
+            },
+            "/healthz": {
+                "get": {"summary": "Liveness", "responses": {"200": {
+                    "description": "up", "content": _json({"type": "object"})}}},
+            },
+            "/metrics": {
+                "get": {"summary": "Prometheus text", "responses": {"200": {
+                    "description": "metrics", "content": {"text/plain": {
+                        "schema": {"type": "string"}}}}}},
+            },
+            "/v1/openapi.json": {
+                "get": {"summary": "This document", "responses": {"200": {
+                    "description": "OpenAPI 3", "content": _json({"type": "object"})}}},
+            },
+        },
+        "components": {
+            "securitySchemes": {
+                "backendJwt": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "deviceKey": {"type": "http", "scheme": "bearer"},
+                "phoneJws": {"type": "http", "scheme": "bearer",
+                             "description": "informational: the phone's JWS is the body"},
+                "bridgeToken": {"type": "http", "scheme": "bearer",
+                                "description": "informational: the factor token is the body"},
+            },
+            "schemas": {
+                "Error": {
+                    "type": "object", "required": ["error"],
+                    "properties": {"error": {
+                        "type": "object", "required": ["code", "message"],
+                        "properties": {"code": {"type": "string"},
+                                       "message": {"type": "string"}}}},
+                },
+                "Decision": {
+                    "type": "object",
+                    "required": ["decision_id", "result", "reason", "door", "side", "user",
+                                 "state", "state_source", "unlock_seconds", "at"],
+                    "properties": {
+                        "decision_id": {"type": "string"},
+                        "result": {"type": "string", "enum": ["granted", "denied", "pending"]},
+                        "reason": {"type": "string", "enum": [r.value for r in Reason]},
+                        "door": {"type": "string"},
+                        "side": _SIDE,
+                        "user": {"type": "string", "nullable": True},
+                        "factor": {"type": "string", "nullable": True},
+                        "credential": {"type": "string", "nullable": True},
+                        "state": {"type": "string", "nullable": True},
+                        "state_source": {"type": "string", "nullable": True},
+                        "unlock_seconds": {"type": "integer", "nullable": True},
+                        "revision": {"type": "string"},
+                        "at": {"type": "string", "format": "date-time"},
+                        "detail": {"type": "string", "nullable": True},
+                    },
+                },
+                "Door": {
+                    "type": "object",
+                    "required": ["id", "state", "state_source", "override", "lockdown"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "name": {"type": "string"},
+                        "reader": {"type": "boolean"},
+                        "keypad": {"type": "boolean"},
+                        "in_out": {"type": "boolean"},
+                        "strict_two_factor": {"type": "boolean"},
+                        "state": {"type": "string", "enum": [s.value for s in DoorState]},
+                        "state_source": {"type": "string"},
+                        "override": {"type": "object", "nullable": True},
+                        "lockdown": {"type": "boolean"},
+                        "at": {"type": "string", "format": "date-time"},
+                    },
+                },
+            },
+        },
+    }

@@ -1,0 +1,178 @@
+"""Requests that end in a door decision: remote, nearby, factor tokens, card, keypad.
+
+Each handler only authenticates the caller and shapes the input; the
+decision and its audit record are the controller's. A caller we cannot
+authenticate gets 401 and no decision (nothing to attribute it to); once a
+caller is authenticated the answer is the decision, 200 whatever it says.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from passbridge.core.decision import Decision
+from passbridge.core.model import Factor, Reason, Side
+from passbridge.core.tokens import (
+    TokenRejection,
+    VerifiedBackendRequest,
+    verify_backend_request,
+    verify_nearby_request,
+)
+from passbridge.protocol.ble_advert import AdvertError, parse_adv_id
+from passbridge.service.http import ApiError, bearer, body_text, json_body
+from passbridge.service.runtime import PhoneEnrolment, Services
+from passbridge.service.state import SERVICES
+
+log = logging.getLogger(__name__)
+
+MAX_CARD_CHARS = 64
+MAX_CODE_CHARS = 32
+
+
+def _answer(decision: Decision) -> web.Response:
+    return web.json_response(decision.to_json())
+
+
+def _door(request: web.Request, services: Services) -> str:
+    door = request.match_info["door"]
+    services.core.door(door)  # UnknownDoor -> 404
+    return door
+
+
+def _side(value: object, where: str) -> Side:
+    if value is None:
+        return Side.IN
+    if value not in ("in", "out"):
+        raise ApiError(400, "malformed_body", f"{where}: side must be 'in' or 'out'")
+    return Side(str(value))
+
+
+def refused(services: Services, path: str, rejection: TokenRejection) -> ApiError:
+    services.metrics.token_failure(path, rejection.reason)
+    log.info("%s request refused: %s (%s)", path, rejection.reason.value, rejection.detail)
+    return ApiError(401, rejection.reason.value, rejection.detail)
+
+
+def authenticate_backend(
+    request: web.Request, services: Services, *, door: str | None, path: str
+) -> VerifiedBackendRequest:
+    checked = verify_backend_request(
+        bearer(request), services.backends, site_id=services.site.id, clock=services.clock,
+        replay_cache=services.request_replay, door=door, require_door=door is not None,
+    )
+    if isinstance(checked, TokenRejection):
+        raise refused(services, path, checked)
+    return checked
+
+
+async def remote_unlock(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    door = _door(request, services)
+    caller = authenticate_backend(request, services, door=door, path="remote")
+    side = _side(caller.claims.get("side"), "claim side")
+    decision = await services.controller.mobile_factor(
+        user=caller.user, door=door, side=side, factor=Factor.REMOTE,
+        credential=f"backend:{caller.issuer}",
+        evidence={"backend": caller.issuer, "request": caller.jti},
+    )
+    return _answer(decision)
+
+
+async def nearby_unlock(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    door = _door(request, services)
+    token = await body_text(request)
+    found: list[PhoneEnrolment] = []
+
+    def phone_key(credential: str) -> bytes | None:
+        # Revoked phones still verify: a signed request from one is attributable
+        # and is denied on the record (unknown_credential), not just refused.
+        enrolment = services.phones.phone(credential)
+        if enrolment is None:
+            return None
+        found.append(enrolment)
+        return enrolment.public_point
+
+    checked = verify_nearby_request(
+        token, phone_key, clock=services.clock, replay_cache=services.request_replay, door=door,
+    )
+    if isinstance(checked, TokenRejection):
+        raise refused(services, "nearby", checked)
+    enrolment = found[-1]
+    side = Side.IN
+    if enrolment.revoked:
+        return _answer(await services.controller.bridge_failure(
+            door, side, Factor.NEARBY, Reason.UNKNOWN_CREDENTIAL, "phone enrolment revoked",
+            credential=checked.credential,
+        ))
+    decision = await services.controller.mobile_factor(
+        user=enrolment.user, door=door, side=side, factor=Factor.NEARBY,
+        credential=checked.credential, evidence=_proximity_evidence(services, checked.adv),
+    )
+    return _answer(decision)
+
+
+def _proximity_evidence(services: Services, adv: str) -> dict[str, Any]:
+    try:
+        adv_id = parse_adv_id(adv)
+    except AdvertError:
+        return {"rssi": None, "age": None}
+    sighting = services.proximity.seen(adv_id)
+    if sighting is None:
+        return {"rssi": None, "age": None}
+    age = max(0.0, services.clock.elapsed() - sighting.seen_at)
+    return {"rssi": sighting.rssi, "age": round(age, 3)}
+
+
+async def factor_token(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    token = await body_text(request)
+    return _answer(await services.controller.token(token))
+
+
+def _device(request: web.Request, services: Services) -> None:
+    if not services.device_keys.check(bearer(request)):
+        services.metrics.token_failure("device", Reason.TOKEN_INVALID)
+        raise ApiError(401, "bad_device_key", "the device key is not known to this service")
+
+
+def _text_field(data: dict[str, Any], name: str, limit: int, *, digits: bool) -> str:
+    value = data.get(name)
+    if not isinstance(value, str) or not 0 < len(value) <= limit or not value.isascii():
+        raise ApiError(400, "malformed_body", f"{name}: expected a string of 1-{limit} characters")
+    if digits and not value.isdigit():
+        raise ApiError(400, "malformed_body", f"{name}: expected digits")
+    if not digits and not value.isprintable():
+        raise ApiError(400, "malformed_body", f"{name}: expected printable characters")
+    return value
+
+
+async def card(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    door = _door(request, services)
+    _device(request, services)
+    data = await json_body(request)
+    number = _text_field(data, "number", MAX_CARD_CHARS, digits=False)
+    side = _side(data.get("side"), "side")
+    return _answer(await services.controller.card(door, number, side))
+
+
+async def keypad(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    door = _door(request, services)
+    _device(request, services)
+    data = await json_body(request)
+    code = _text_field(data, "code", MAX_CODE_CHARS, digits=True)
+    side = _side(data.get("side"), "side")
+    return _answer(await services.controller.pin(door, code, side))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/doors/{door}/remote-unlock", remote_unlock)
+    app.router.add_post("/v1/doors/{door}/nearby-unlock", nearby_unlock)
+    app.router.add_post("/v1/factors", factor_token)
+    app.router.add_post("/v1/doors/{door}/card", card)
+    app.router.add_post("/v1/doors/{door}/keypad", keypad)
