@@ -188,6 +188,7 @@ class ProximityScanner:
         **scanner_kwargs: Any,
     ) -> None:
         self.table = table
+        self.observed = 0  # passbridge advertisements put in the table
         self.ignored = 0  # advertisements with our UUID but bad service data
         kwargs: dict[str, Any] = dict(scanner_kwargs)
         if backend is not None:
@@ -204,6 +205,7 @@ class ProximityScanner:
             # response, or it is someone else's. Never worth a log line each.
             self.ignored += 1
             return
+        self.observed += 1
         self.table.observe(adv_id, advertisement.rssi, address=device.address, device=device)
 
     async def start(self) -> None:

@@ -143,6 +143,7 @@ class SimulatedBlePhone:
             scan_response_data=scan_response_data(self._adv_id),
             advertising_interval_min=self._interval,
             advertising_interval_max=self._interval,
+            auto_restart=True,  # phones keep advertising around connections
         )
         self._advertising = True
 

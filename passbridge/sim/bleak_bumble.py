@@ -114,6 +114,37 @@ def advertisement_data(payload: bytes, rssi: int) -> AdvertisementData:
     )
 
 
+class _Controller(Controller):
+    """bumble's virtual controller, with LE Create Connection Cancel that works.
+
+    The stock one acknowledges the cancel but keeps the connection pending and
+    never reports its end, so a connect to a phone that stopped advertising
+    hangs the host and blocks every later connect. A real controller clears
+    the attempt and reports it with status Unknown Connection Identifier.
+    """
+
+    def on_hci_le_create_connection_cancel_command(
+        self, command: hci.HCI_LE_Create_Connection_Cancel_Command
+    ) -> Any:
+        pending = self.pending_le_connection
+        if pending is None:
+            return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.COMMAND_DISALLOWED_ERROR)
+        self.pending_le_connection = None
+        event = hci.HCI_LE_Connection_Complete_Event(
+            status=hci.HCI_ErrorCode.UNKNOWN_CONNECTION_IDENTIFIER_ERROR,
+            connection_handle=0,
+            role=hci.Role.CENTRAL,
+            peer_address_type=pending.peer_address.address_type,
+            peer_address=pending.peer_address,
+            connection_interval=0,
+            peripheral_latency=0,
+            supervision_timeout=0,
+            central_clock_accuracy=0,
+        )
+        asyncio.get_running_loop().call_soon(self.send_hci_packet, event)
+        return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.SUCCESS)
+
+
 class BumbleAir:
     """One simulated radio space: a bumble LocalLink and who is on it.
 
@@ -145,7 +176,7 @@ class BumbleAir:
 
     def add_device(self, address: str) -> Device:
         """A new bumble device (own virtual controller) on this air."""
-        controller = Controller(f"ctl-{address}", link=self.link, public_address=address)
+        controller = _Controller(f"ctl-{address}", link=self.link, public_address=address)
         host = Host(controller, AsyncPipeSink(controller))
         return Device(address=hci.Address(address), host=host)
 
@@ -282,7 +313,7 @@ class BumbleClientBackend(BaseBleakClient):
             connection = await central.connect(
                 hci.Address(self.address), timeout=self._timeout
             )
-        except (TimeoutError, hci.HCI_Error) as exc:
+        except Exception as exc:  # noqa: BLE001 - bumble's own error types become bleak's
             raise BleakError(f"could not connect to {self.address}: {exc!r}") from None
         self._connection = connection
         self._gone = asyncio.Event()
