@@ -120,3 +120,81 @@ def test_adv_id_text_form_and_randomness() -> None:
             parse_adv_id(bad)
     with pytest.raises(AdvertError):
         format_adv_id(b"short")
+
+
+# --------------------------------------------------------------------------- BLE transcript
+
+
+def _transcript_parties(v: dict[str, Any]) -> tuple[Any, Any]:
+    from passbridge.protocol.aliro_crypto import Interface, private_key_from_scalar
+    from passbridge.protocol.aliro_phone import PhoneApplet
+    from passbridge.protocol.aliro_reader import (
+        InMemoryCredentials,
+        ReaderIdentity,
+        ReaderTransaction,
+    )
+
+    i = v["inputs"]
+
+    def key(name: str) -> Any:
+        return private_key_from_scalar(bytes.fromhex(i[name]))
+
+    identity = ReaderIdentity(key("reader_private_key"),
+                              bytes.fromhex(i["reader_group_identifier"]),
+                              bytes.fromhex(i["reader_group_sub_identifier"]))
+    credentials = InMemoryCredentials(
+        {bytes.fromhex(i["credential_public_key"]): v["expected"]["credential_id"]})
+    reader = ReaderTransaction(identity, credentials, interface=Interface(int(i["interface"], 16)),
+                               prefer_fast=False,
+                               ephemeral_private_key=key("reader_ephemeral_private_key"),
+                               transaction_id=bytes.fromhex(i["transaction_identifier"]),
+                               deterministic_signatures=True)
+    phone = PhoneApplet(key("credential_private_key"), identity.public_key,
+                        interface=Interface(int(i["interface"], 16)),
+                        ephemeral_private_key=key("endpoint_ephemeral_private_key"),
+                        deterministic_signatures=True)
+    return reader, phone
+
+
+def test_ble_transcript_reproduced_by_both_roles() -> None:
+    from passbridge.protocol.aliro_reader import Authenticated, Finished, SendCommand
+
+    v = load("transcript-standard-v1.json")
+    assert v["inputs"]["interface"] == "c3"
+    reader, phone = _transcript_parties(v)
+    mtu = v["inputs"]["att_mtu"]
+    command = reader.start()
+    to_phone, to_reader = MessageAssembler(), MessageAssembler()
+    final = None
+    for step in v["apdus"]:
+        assert command.hex() == step["c_apdu"], step["step"]
+        assert [c.hex() for c in frame_message(command, mtu)] == step["c_chunks"]
+        received = [to_phone.feed(bytes.fromhex(c)) for c in step["c_chunks"]][-1]
+        answer = phone.process(received)
+        assert answer.hex() == step["r_apdu"], step["step"]
+        assert [c.hex() for c in frame_message(answer, mtu)] == step["r_chunks"]
+        event = reader.receive([to_reader.feed(bytes.fromhex(c)) for c in step["r_chunks"]][-1])
+        if isinstance(event, SendCommand):
+            command = event.apdu
+        elif isinstance(event, Authenticated):
+            assert event.credential_id == v["expected"]["credential_id"]
+            command = reader.door_status(True)
+        final = event
+    assert isinstance(final, Finished)
+    assert phone.last_door_status is True
+
+
+def test_nfc_answers_do_not_verify_over_ble() -> None:
+    """The NFC vector's AUTH1 answer, replayed to a BLE reader, is refused."""
+    from passbridge.protocol.aliro_reader import Failed, SendCommand
+
+    ble = load("transcript-standard-v1.json")
+    nfc_path = VECTORS.parent.parent / "nfc" / "vectors" / "passbridge-standard-v1.json"
+    nfc = json.loads(nfc_path.read_text())
+    reader, _ = _transcript_parties(ble)
+    reader.start()
+    for step in nfc["apdus"][:2]:  # SELECT and AUTH0 answers are interface-independent
+        event = reader.receive(bytes.fromhex(step["r_apdu"]))
+        assert isinstance(event, SendCommand)
+    assert nfc["apdus"][2]["r_apdu"] != ble["apdus"][2]["r_apdu"]
+    assert isinstance(reader.receive(bytes.fromhex(nfc["apdus"][2]["r_apdu"])), Failed)
