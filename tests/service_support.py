@@ -1,0 +1,141 @@
+"""Shared set-up for the service tests: a small site, a backend key, a phone,
+tokens signed the way the real callers sign them."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from passbridge.clock import Clock, ManualClock
+from passbridge.core.model import Site
+from passbridge.core.tokens import (
+    FactorTokenMinter,
+    generate_private_key,
+    new_jti,
+    p256_point,
+    private_key_to_pem,
+    public_key_to_pem,
+)
+from passbridge.service.device_keys import DeviceKeys
+from passbridge.service.runtime import MemoryPhones, Services, memory_services
+from passbridge.site_file import parse_site
+
+PIN_KEY = b"k" * 32
+DEVICE_KEY = "device-key-for-tests-0123456789"
+BACKEND = "app-backend"
+BRIDGE = "bridge-1"
+# A Monday, 10:00 in Los Angeles.
+MONDAY_10 = datetime(2026, 11, 30, 18, 0, tzinfo=UTC)
+
+
+def site_document(backend_pem: str, bridge_pem: str) -> dict[str, Any]:
+    always = {"id": "always", "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+              "start": "00:00", "end": "24:00", "state": "two_factor"}
+    return {
+        "site": {"id": "hq", "timezone": "America/Los_Angeles"},
+        "doors": [
+            {"id": "front", "reader": True, "keypad": True, "schedule": [always]},
+            {"id": "side", "reader": True, "keypad": False},
+            {"id": "vault", "reader": True, "keypad": True, "strict_two_factor": True,
+             "schedule": [always]},
+            {"id": "pad", "reader": True, "keypad": True},
+        ],
+        "trust": {
+            "backends": [{"id": BACKEND, "alg": "ES256", "public_key": backend_pem}],
+            "bridges": [{"id": BRIDGE, "alg": "ES256", "public_key": bridge_pem}],
+        },
+        "users": [
+            {"id": "alice", "role": "site_admin", "cards": ["10001"], "pin": "2468",
+             "phones": ["alice-phone"], "doors": "all", "remote_unlock": True},
+            {"id": "bob", "cards": ["20002"], "pin": "1357", "phones": ["bob-phone"],
+             "doors": ["front", "side", "pad"]},
+            {"id": "carol", "cards": ["30003"], "pin": "9753", "doors": ["side", "front"],
+             "remote_unlock": True},
+        ],
+    }
+
+
+@dataclass
+class Keys:
+    backend: ec.EllipticCurvePrivateKey = field(
+        default_factory=lambda: _p256())
+    bridge: ec.EllipticCurvePrivateKey = field(default_factory=lambda: _p256())
+    phones: dict[str, ec.EllipticCurvePrivateKey] = field(default_factory=dict)
+
+    @property
+    def backend_pem(self) -> str:
+        return private_key_to_pem(self.backend)
+
+
+def _p256() -> ec.EllipticCurvePrivateKey:
+    key = generate_private_key("ES256")
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return key
+
+
+def make_site(keys: Keys) -> Site:
+    doc = site_document(public_key_to_pem(keys.backend), public_key_to_pem(keys.bridge))
+    return parse_site(doc, file="test-site.yaml", pin_key=PIN_KEY)
+
+
+def backend_token(key: Any, clock: Clock, *, kid: str = BACKEND, alg: str = "ES256",
+                  headers: dict[str, Any] | None = None, **claims: Any) -> str:
+    now = int(clock.now().timestamp())
+    body: dict[str, Any] = {"iss": BACKEND, "aud": "hq", "iat": now, "exp": now + 30,
+                            "jti": new_jti()}
+    body.update(claims)
+    body = {k: v for k, v in body.items() if v is not None}
+    return jwt.encode(body, key, algorithm=alg, headers={"kid": kid, **(headers or {})})
+
+
+def remote_token(keys: Keys, clock: Clock, door: str, user: str = "alice", **claims: Any) -> str:
+    return backend_token(keys.backend, clock, sub=user, door=door, **claims)
+
+
+def admin_token(keys: Keys, clock: Clock, user: str = "alice", role: str = "site_admin") -> str:
+    return backend_token(keys.backend, clock, sub=user, role=role)
+
+
+def nearby_token(key: Any, clock: Clock, *, cred: str, door: str, adv: str,
+                 **claims: Any) -> str:
+    now = int(clock.now().timestamp())
+    body: dict[str, Any] = {"cred": cred, "door": door, "adv": adv, "iat": now,
+                            "exp": now + 30, "jti": new_jti()}
+    body.update(claims)
+    return jwt.encode(body, key, algorithm="ES256")
+
+
+def bridge_minter(keys: Keys, clock: Clock) -> FactorTokenMinter:
+    return FactorTokenMinter(BRIDGE, keys.bridge, site_id="hq", clock=clock)
+
+
+@dataclass
+class Rig:
+    keys: Keys
+    clock: ManualClock
+    phones: MemoryPhones
+    services: Services
+
+
+def make_rig(start: datetime = MONDAY_10) -> Rig:
+    keys = Keys()
+    clock = ManualClock(start)
+    phones = MemoryPhones()
+    for cred, user in (("alice-phone", "alice"), ("bob-phone", "bob")):
+        keys.phones[cred] = _p256()
+        phones.enrol(cred, user, p256_point(keys.phones[cred]))
+    services = memory_services(
+        make_site(keys), clock=clock, pin_key=PIN_KEY, phones=phones,
+        device_keys=DeviceKeys([DEVICE_KEY]),
+    )
+    return Rig(keys, clock, phones, services)
+
+
+def wall_clock_rig() -> Rig:
+    """A rig on (roughly) real time, for tokens signed by another process."""
+    return make_rig(datetime.fromtimestamp(int(time.time()), UTC))
