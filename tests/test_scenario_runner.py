@@ -1,0 +1,144 @@
+"""The scenario runner as testers use it: the real command, real files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from passbridge.cli import main
+from tests.conftest import shared_path
+
+PASSBRIDGE = [sys.executable, "-m", "passbridge"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*PASSBRIDGE, *args], capture_output=True, text=True, timeout=120)
+
+
+def shared_scenarios() -> list[Path]:
+    folder = shared_path("scenarios")
+    return sorted(folder.glob("*.yaml"))
+
+
+def test_every_shared_scenario_passes(capsys: pytest.CaptureFixture[str]) -> None:
+    files = shared_scenarios()
+    assert files, "no shared scenarios found"
+    code = main(["scenario", "run", *map(str, files)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    last = out.strip().splitlines()[-1]
+    passed, failed = (int(part.split()[0]) for part in last.split(", "))
+    assert failed == 0 and passed >= len(files)
+
+
+def test_invalid_shared_scenarios_exit_2() -> None:
+    for path in sorted(shared_path("scenarios", "invalid").glob("*.yaml")):
+        result = run("scenario", "run", str(path))
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert str(path) in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+SCENARIO = """
+name: tiny
+site: {id: hq, timezone: Europe/Berlin}
+doors:
+  - id: front
+    reader: true
+    keypad: true
+    schedule:
+      - {days: [mon, tue, wed, thu, fri, sat, sun], start: "00:00", end: "24:00", state: two_factor}
+users:
+  - {id: alice, cards: ["10001"], pin: "2468", doors: [front]}
+steps:
+  - at: 2026-03-29T01:59:55
+    card: {number: "10001", door: front}
+    expect: {result: pending, reason: pin_required, user: alice, state: two_factor}
+  - after: 10s
+    pin: {code: "2468", door: front}
+    expect: granted
+  - after: 1s
+    pin: {code: "2468", door: front}
+    expect: {result: granted}
+"""
+
+
+def test_lines_json_and_exit_1_on_a_failed_expectation(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(SCENARIO)
+    text = run("scenario", "run", str(path))
+    assert text.returncode == 1
+    lines = text.stdout.strip().splitlines()
+    assert lines[-1] == "2 passed, 1 failed"
+    assert "2468" not in text.stdout  # PINs never printed
+    assert "FAILED" in lines[-2] and "pin_without_card" in lines[-2]
+    # DST: 02:00 local does not exist on 2026-03-29 in Berlin; 10 s after 01:59:55 is 03:00:05
+    assert "2026-03-29T03:00:05+02:00" in text.stdout
+
+    as_json = run("scenario", "run", "--json", str(path))
+    assert as_json.returncode == 1
+    body = json.loads(as_json.stdout)
+    (scenario,) = body["scenarios"]
+    assert scenario["name"] == "tiny" and scenario["passed"] is False
+    first, second, third = scenario["steps"]
+    assert set(first) >= {"index", "at", "action", "result", "reason", "user", "state", "expected", "ok"}
+    assert first["at"] == "2026-03-29T01:59:55+01:00"
+    assert (first["action"], first["result"], first["user"], first["ok"]) == ("card", "pending", "alice", True)
+    assert second["expected"] == {"result": "granted"} and second["ok"] is True
+    assert (third["reason"], third["ok"]) == ("pin_without_card", False)
+
+
+@pytest.mark.parametrize(
+    ("mutation", "place"),
+    [
+        (("card: {number: \"10001\", door: front}", "card: {number: \"10001\", door: back}"), "steps[0].card.door"),
+        (("expect: granted", "expect: grantd"), "steps[1].expect.result"),
+        (("after: 10s", "after: soon"), "steps[1].after"),
+        (("    pin: {code:", "    pim: {code:"), "steps[1].pim"),
+        (("at: 2026-03-29T01:59:55", "at: 2026-03-29T01:59:55\n    after: 1s"), "steps[0]"),
+        (("state: two_factor}\nusers", "state: two_factor, extra: 1}\nusers"), "doors[0].schedule[0].extra"),
+    ],
+)
+def test_bad_files_exit_2_naming_the_place(tmp_path: Path, mutation: tuple[str, str], place: str) -> None:
+    old, new = mutation
+    assert old in SCENARIO
+    path = tmp_path / "bad.yaml"
+    path.write_text(SCENARIO.replace(old, new, 1))
+    result = run("scenario", "run", str(path))
+    assert result.returncode == 2
+    assert f"{path}: {place}" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_time_never_goes_backwards(tmp_path: Path) -> None:
+    path = tmp_path / "back.yaml"
+    path.write_text(SCENARIO.replace("after: 10s", "at: 2026-03-29T01:00:00"))
+    result = run("scenario", "run", str(path))
+    assert result.returncode == 2 and "steps[1].at" in result.stderr
+
+
+def test_unreadable_and_unparsable_files(tmp_path: Path) -> None:
+    missing = run("scenario", "run", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 2 and "nope.yaml" in missing.stderr
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("steps: [\n  - {at: \n")
+    result = run("scenario", "run", str(broken))
+    assert result.returncode == 2 and "broken.yaml" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_state_and_check_commands(tmp_path: Path) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_text(SCENARIO.split("steps:")[0].replace("name: tiny\n", ""))
+    state = run("state", "--site", str(path), "--door", "front", "--at", "2026-11-30T09:00")
+    assert state.returncode == 0
+    assert "two_factor (set by schedule:0)" in state.stdout
+    assert run("check", "--site", str(path)).returncode == 0
+    bad = tmp_path / "bad-site.yaml"
+    bad.write_text(SCENARIO.split("steps:")[0].replace("name: tiny\n", "").replace("keypad: true", "keypad: false"))
+    checked = run("check", "--site", str(bad))
+    assert checked.returncode == 2 and "doors[0]" in checked.stderr and "keypad" in checked.stderr
