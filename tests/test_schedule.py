@@ -276,6 +276,21 @@ def test_exceptions_overlap_over_a_long_search_is_still_found() -> None:
                                      until=date(2047, 12, 31))) is None
 
 
+def test_monthly_and_yearly_exceptions_meet_years_later() -> None:
+    # Monthly on the 29th from 2029 meets a yearly 29 February in the next leap year.
+    a = exc(date(2029, 1, 29), repeat=Repeat.MONTHLY)
+    b = exc(date(2028, 2, 29), repeat=Repeat.YEARLY)
+    assert exceptions_overlap(a, b) == (date(2032, 2, 29), 0)
+    assert exceptions_overlap(a, exc(date(2028, 2, 29), repeat=Repeat.YEARLY,
+                                     until=date(2031, 12, 31))) is None
+    # The last day of February runs overnight into 1 March only in common years.
+    c = exc(date(2028, 2, 28), "23:00", "01:00", repeat=Repeat.YEARLY)
+    d = exc(date(2027, 3, 1), "00:30", "02:00", repeat=Repeat.YEARLY, until=date(2029, 1, 1))
+    assert exceptions_overlap(c, d) is None  # 2028 is a leap year: 28 Feb runs into 29 Feb
+    e = exc(date(2027, 3, 1), "00:30", "02:00", repeat=Repeat.YEARLY)
+    assert exceptions_overlap(c, e) == (date(2029, 3, 1), 30)
+
+
 def test_two_factor_lacks() -> None:
     assert two_factor_lacks(Door(id="a", reader=True, keypad=True)) is None
     assert two_factor_lacks(Door(id="a", reader=True, keypad=False)) == "no keypad"
