@@ -11,7 +11,11 @@ Choices made here, beyond the written format (scenarios.md):
   ``schedule:<id>``. Without one, the window is named by its position in the
   door's ``schedule`` list, counting from 0 (``schedule:0`` is the first).
   Window names are unique per door. ``start``/``end`` default to ``00:00`` and
-  ``24:00`` in windows as in exceptions.
+  ``24:00`` in windows as in exceptions. Days are ``mon`` .. ``sun`` (full
+  English names and any letter case are accepted too).
+- The zone must be an IANA name known to the tz database (not the host's
+  ``localtime``); a wrong letter case gets a "did you mean".
+- A door with ``in_out: true`` must not say ``reader: false``.
 - Times are quoted ``"HH:MM"`` strings. YAML reads an unquoted ``19:00`` as the
   number 1140, and entry codes or badge numbers written as bare numbers lose
   their leading zeros, so numbers are refused there with a hint to quote them.
@@ -37,9 +41,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, replace
 from datetime import date, datetime
 from enum import StrEnum
+from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import yaml
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -68,6 +73,7 @@ KEY_ALGORITHMS = ("ES256", "EdDSA")
 RSSI_RANGE = (-127, 20)
 UNLOCK_SECONDS_RANGE = (1, 60)
 PIN_TIMEOUT_RANGE = (3, 60)
+_MAX_KEY_FILE = 16 * 1024  # a PEM public key is well under 1 KiB; never read /dev/zero
 
 _E = TypeVar("_E", bound=StrEnum)
 _TIME = re.compile(r"([0-9]{1,2}):([0-9]{2})")
@@ -371,12 +377,24 @@ def _parse_site_header(check: _Checker, value: Any) -> tuple[str, ZoneInfo | Non
         check.fail("site.timezone", f"expected an IANA time zone name such as "
                                     f"America/Los_Angeles; got {_kind(name)}")
         return site_id, None
+    zones = _known_zones()
+    if name not in zones:
+        same = [z for z in zones if z.casefold() == name.strip().casefold()]
+        hint = f" (did you mean {same[0]!r}?)" if same else ""
+        check.fail("site.timezone", f"unknown time zone {name!r}{hint}; expected an IANA name "
+                                    "such as America/Los_Angeles or Europe/Berlin")
+        return site_id, None
     try:
         return site_id, ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        check.fail("site.timezone", f"unknown time zone {name!r}; expected an IANA name "
-                                    "such as America/Los_Angeles or Europe/Berlin")
+        check.fail("site.timezone", f"time zone {name!r} cannot be read from the tz database")
         return site_id, None
+
+
+@cache
+def _known_zones() -> frozenset[str]:
+    """IANA zone names; not the host-dependent ``localtime`` or the placeholder ``Factory``."""
+    return frozenset(available_timezones() - {"localtime", "Factory", "posixrules"})
 
 
 _DOOR_KEYS = ("name", "reader", "keypad", "in_out", "unlock_seconds", "pin_timeout",
@@ -728,11 +746,15 @@ def _read_pem(
         return None
     file = (base_dir or Path.cwd()) / name
     try:
-        return file.read_text(encoding="ascii"), f"{path}.public_key_file"
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not a PEM text file"
-        check.fail(f"{path}.public_key_file", f"cannot read {file}: {reason}")
+        with file.open("rb") as stream:
+            raw = stream.read(_MAX_KEY_FILE + 1)
+    except OSError as exc:
+        check.fail(f"{path}.public_key_file", f"cannot read {file}: {exc.strerror or exc}")
         return None
+    if len(raw) > _MAX_KEY_FILE:
+        check.fail(f"{path}.public_key_file", f"{file} is too large for a PEM public key")
+        return None
+    return raw.decode("ascii", "replace"), f"{path}.public_key_file"
 
 
 def _check_public_key(check: _Checker, pem: tuple[str, str], path: str, alg: str) -> str | None:

@@ -225,6 +225,8 @@ def test_unknown_keys_are_errors_at_their_path(
         ({"site__timezone": "Mars/Olympus_Mons"}, "site.timezone", "IANA"),
         ({"site__timezone": "../etc/passwd"}, "site.timezone", "IANA"),
         ({"site__timezone": 5}, "site.timezone", "IANA"),
+        ({"site__timezone": "localtime"}, "site.timezone", "IANA"),
+        ({"site__timezone": "europe/berlin"}, "site.timezone", "did you mean 'Europe/Berlin'?"),
         ({"site": "hq"}, "site", "expected a mapping"),
         ({"doors": {"id": "front"}}, "doors", "expected a list"),
         ({"doors__1__id": DELETE}, "doors[1].id", "required"),
@@ -547,6 +549,9 @@ def test_trusted_keys_inline_and_from_files(tmp_path: Path) -> None:
          "trust.bridges[0].public_key", "PEM public key"),
         ({"id": "b", "public_key_file": "missing.pem"}, "trust.bridges[0].public_key_file",
          "cannot read"),
+        ({"id": "b", "public_key_file": "/dev/zero"}, "trust.bridges[0].public_key_file",
+         "too large"),
+        ({"id": "b", "public_key_file": "."}, "trust.bridges[0].public_key_file", "cannot read"),
     ],
 )
 def test_bad_trusted_keys(entry: dict[str, Any], path: str, fragment: str, tmp_path: Path) -> None:
