@@ -22,7 +22,8 @@ from passbridge.core.tokens import (
     public_key_to_pem,
 )
 from passbridge.service.device_keys import DeviceKeys
-from passbridge.service.runtime import MemoryPhones, Services, memory_services
+from passbridge.adapters.keystore import MemoryKeyStore
+from passbridge.service.runtime import Services, memory_services
 from passbridge.site_file import parse_site
 
 PIN_KEY = b"k" * 32
@@ -78,9 +79,9 @@ def _p256() -> ec.EllipticCurvePrivateKey:
     return key
 
 
-def make_site(keys: Keys) -> Site:
+def make_site(keys: Keys, pin_key: bytes = PIN_KEY) -> Site:
     doc = site_document(public_key_to_pem(keys.backend), public_key_to_pem(keys.bridge))
-    return parse_site(doc, file="test-site.yaml", pin_key=PIN_KEY)
+    return parse_site(doc, file="test-site.yaml", pin_key=pin_key)
 
 
 def backend_token(key: Any, clock: Clock, *, kid: str = BACKEND, alg: str = "ES256",
@@ -118,22 +119,22 @@ def bridge_minter(keys: Keys, clock: Clock) -> FactorTokenMinter:
 class Rig:
     keys: Keys
     clock: ManualClock
-    phones: MemoryPhones
+    keystore: MemoryKeyStore
     services: Services
 
 
 def make_rig(start: datetime = MONDAY_10) -> Rig:
     keys = Keys()
     clock = ManualClock(start)
-    phones = MemoryPhones()
+    keystore = MemoryKeyStore(clock=clock)
     for cred, user in (("alice-phone", "alice"), ("bob-phone", "bob")):
         keys.phones[cred] = _p256()
-        phones.enrol(cred, user, p256_point(keys.phones[cred]))
+        keystore.enroll_phone(cred, user, p256_point(keys.phones[cred]))
     services = memory_services(
-        make_site(keys), clock=clock, pin_key=PIN_KEY, phones=phones,
+        make_site(keys, keystore.pin_key()), clock=clock, keystore=keystore,
         device_keys=DeviceKeys([DEVICE_KEY]),
     )
-    return Rig(keys, clock, phones, services)
+    return Rig(keys, clock, keystore, services)
 
 
 def wall_clock_rig() -> Rig:

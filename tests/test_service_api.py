@@ -146,7 +146,7 @@ async def test_nearby_from_unenrolled_phone_is_401(rig: tuple[Rig, Client]) -> N
 async def test_nearby_from_revoked_phone_is_a_recorded_denial(rig: tuple[Rig, Client]) -> None:
     r, client = rig
     r.services.proximity.observe(ADV, -60)
-    r.phones.revoke("bob-phone")
+    r.keystore.revoke_phone("bob-phone")
     body = await (await _nearby(r, client, "bob-phone", "side")).json()
     assert (body["result"], body["reason"], body["credential"]) == (
         "denied", "unknown_credential", "bob-phone")
@@ -414,7 +414,7 @@ async def test_internal_fault_is_json_500_without_trace(rig: tuple[Rig, Client])
     def broken(_credential: str) -> None:
         raise RuntimeError("secret internals")
 
-    r.services.phones.phone = broken  # type: ignore[method-assign]
+    r.keystore.phone = broken  # type: ignore[method-assign]
     token = nearby_token(r.keys.phones["bob-phone"], r.clock, cred="bob-phone", door="side",
                          adv=format_adv_id(ADV))
     resp = await client.post("/v1/doors/side/nearby-unlock", data=token)
@@ -425,6 +425,6 @@ async def test_internal_fault_is_json_500_without_trace(rig: tuple[Rig, Client])
 
 async def test_phone_key_point_helper_round_trip() -> None:
     r = make_rig()
-    enrolment = r.phones.phone("bob-phone")
+    enrolment = r.keystore.phone("bob-phone")
     assert enrolment is not None
-    assert enrolment.public_point == p256_point(r.keys.phones["bob-phone"])
+    assert enrolment.public_key == p256_point(r.keys.phones["bob-phone"])

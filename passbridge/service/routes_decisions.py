@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from passbridge.adapters.keystore import PhoneEnrolment
 from passbridge.core.decision import Decision
 from passbridge.core.model import Factor, Reason, Side
 from passbridge.core.tokens import (
@@ -23,7 +24,7 @@ from passbridge.core.tokens import (
 )
 from passbridge.protocol.ble_advert import AdvertError, parse_adv_id
 from passbridge.service.http import ApiError, bearer, body_text, json_body
-from passbridge.service.runtime import PhoneEnrolment, Services
+from passbridge.service.runtime import Services
 from passbridge.service.state import SERVICES
 
 log = logging.getLogger(__name__)
@@ -90,11 +91,11 @@ async def nearby_unlock(request: web.Request) -> web.Response:
     def phone_key(credential: str) -> bytes | None:
         # Revoked phones still verify: a signed request from one is attributable
         # and is denied on the record (unknown_credential), not just refused.
-        enrolment = services.phones.phone(credential)
+        enrolment = services.keystore.phone(credential)
         if enrolment is None:
             return None
         found.append(enrolment)
-        return enrolment.public_point
+        return enrolment.public_key
 
     checked = verify_nearby_request(
         token, phone_key, clock=services.clock, replay_cache=services.request_replay, door=door,
@@ -109,7 +110,7 @@ async def nearby_unlock(request: web.Request) -> web.Response:
             credential=checked.credential,
         ))
     decision = await services.controller.mobile_factor(
-        user=enrolment.user, door=door, side=side, factor=Factor.NEARBY,
+        user=enrolment.user_id, door=door, side=side, factor=Factor.NEARBY,
         credential=checked.credential, evidence=_proximity_evidence(services, checked.adv),
     )
     return _answer(decision)

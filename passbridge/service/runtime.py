@@ -9,11 +9,12 @@ and keys. ``create_app`` takes either and cannot tell them apart.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from passbridge.adapters.ble_central import ProximityTable
+from passbridge.adapters.keystore import KeyStore, MemoryKeyStore
 from passbridge.clock import Clock, SystemClock
 from passbridge.controller import DoorController
 from passbridge.core.engine import DoorCore
@@ -21,47 +22,13 @@ from passbridge.core.model import Site
 from passbridge.core.tokens import (
     FactorTokenMinter,
     FactorTokenVerifier,
-    PrivateKey,
     ReplayCache,
     VerificationKey,
-    generate_private_key,
     verification_keys,
 )
 from passbridge.service.device_keys import DeviceKeys
 from passbridge.service.events import EventStore, MemoryEventStore, PublishingAudit
 from passbridge.service.metrics import Metrics
-
-IN_PROCESS_BRIDGE = "passbridge-local"
-
-
-@dataclass(frozen=True, slots=True)
-class PhoneEnrolment:
-    """A phone's credential key as enrolled; ``revoked`` phones are still known
-    so their signed requests can be attributed and denied on the record."""
-
-    credential: str
-    user: str
-    public_point: bytes  # 65-byte uncompressed P-256 point
-    revoked: bool = False
-
-
-class PhoneDirectory(Protocol):
-    def phone(self, credential: str) -> PhoneEnrolment | None: ...
-
-
-class MemoryPhones:
-    def __init__(self) -> None:
-        self._phones: dict[str, PhoneEnrolment] = {}
-
-    def enrol(self, credential: str, user: str, public_point: bytes) -> None:
-        self._phones[credential] = PhoneEnrolment(credential, user, public_point)
-
-    def revoke(self, credential: str) -> None:
-        found = self._phones[credential]
-        self._phones[credential] = replace(found, revoked=True)
-
-    def phone(self, credential: str) -> PhoneEnrolment | None:
-        return self._phones.get(credential)
 
 
 class Radio(Protocol):
@@ -78,7 +45,7 @@ class Services:
     core: DoorCore
     controller: DoorController
     audit: PublishingAudit
-    phones: PhoneDirectory
+    keystore: KeyStore
     proximity: ProximityTable
     backends: dict[str, VerificationKey]
     device_keys: DeviceKeys
@@ -100,28 +67,25 @@ def assemble(
     site: Site,
     *,
     clock: Clock,
-    pin_key: bytes,
+    keystore: KeyStore,
     store: EventStore,
-    phones: PhoneDirectory,
     proximity: ProximityTable | None = None,
     device_keys: DeviceKeys | None = None,
-    bridge_key: PrivateKey | None = None,
     close_audit: bool = True,
 ) -> Services:
     """Wire core, in-process bridge, controller, audit and metrics together.
 
-    The in-process bridge signs with ``bridge_key`` (a fresh one when None:
-    its tokens live seconds, so a key that lives as long as the process is
-    enough); the core trusts it alongside the site's ``trust.bridges``.
+    The in-process bridge signs with the key store's bridge key; the core
+    trusts it alongside the site's ``trust.bridges`` and bridges trusted in
+    the key store. Backends come from the site file and the key store.
     """
-    key = bridge_key if bridge_key is not None else generate_private_key("ES256")
-    trusted = verification_keys(site.bridges)
-    trusted[IN_PROCESS_BRIDGE] = VerificationKey(
-        IN_PROCESS_BRIDGE, "ES256", key.public_key(), IN_PROCESS_BRIDGE
-    )
+    bridge = keystore.bridge_key()
+    trusted = verification_keys([*site.bridges, *keystore.trusted_keys("bridge"),
+                                 bridge.trusted()])
     verifier = FactorTokenVerifier(site.id, trusted, clock=clock)
-    core = DoorCore(site, pin_key=pin_key, tokens=verifier)
-    minter = FactorTokenMinter(IN_PROCESS_BRIDGE, key, site_id=site.id, clock=clock)
+    core = DoorCore(site, pin_key=keystore.pin_key(), tokens=verifier)
+    minter = FactorTokenMinter(bridge.id, bridge.private_key, alg=bridge.alg, site_id=site.id,
+                               clock=clock)
     audit = PublishingAudit(store)
     controller = DoorController(core, audit, clock, minter=minter)
     metrics = Metrics()
@@ -131,9 +95,9 @@ def assemble(
         core=core,
         controller=controller,
         audit=audit,
-        phones=phones,
+        keystore=keystore,
         proximity=proximity if proximity is not None else ProximityTable(clock),
-        backends=verification_keys(site.backends),
+        backends=verification_keys([*site.backends, *keystore.trusted_keys("backend")]),
         device_keys=device_keys if device_keys is not None else DeviceKeys(),
         metrics=metrics,
         close_audit=close_audit,
@@ -144,16 +108,17 @@ def memory_services(
     site: Site,
     *,
     clock: Clock,
-    pin_key: bytes,
-    phones: PhoneDirectory | None = None,
+    keystore: KeyStore | None = None,
     proximity: ProximityTable | None = None,
     device_keys: DeviceKeys | None = None,
 ) -> Services:
-    """Services for a scenario or a test: nothing touches the disk."""
+    """Services for a scenario or a test: nothing touches the disk.
+
+    The site must have been loaded with ``keystore.pin_key()``.
+    """
     return assemble(
-        site, clock=clock, pin_key=pin_key, store=MemoryEventStore(),
-        phones=phones if phones is not None else MemoryPhones(),
-        proximity=proximity, device_keys=device_keys,
+        site, clock=clock, keystore=keystore if keystore is not None else MemoryKeyStore(),
+        store=MemoryEventStore(), proximity=proximity, device_keys=device_keys,
     )
 
 
@@ -172,10 +137,10 @@ def build_services(
     clock = clock if clock is not None else SystemClock()
     storage = open_storage(db_path)
     try:
-        site = load_site(site_path, pin_key=storage.pin_key)
+        site = load_site(site_path, pin_key=storage.keystore.pin_key())
         return assemble(
-            site, clock=clock, pin_key=storage.pin_key, store=storage.events,
-            phones=storage.phones, device_keys=device_keys, bridge_key=storage.bridge_key,
+            site, clock=clock, keystore=storage.keystore, store=storage.events,
+            device_keys=device_keys,
         )
     except BaseException:
         storage.close_now()

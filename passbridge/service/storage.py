@@ -1,27 +1,19 @@
-"""What ``serve`` keeps on disk: the SQLite audit log (and, once the key store
-lands, the PIN key, the in-process bridge key and phone enrolments).
-
-Until a persistent key store is wired in, the PIN key and the bridge key are
-made per process: PINs are hashed from the site file at load, and
-in-process factor tokens live seconds, so neither has to outlive the
-process. Phone enrolments need the key store; without it no phone is
-enrolled and nearby requests cannot be attributed (401).
-"""
+"""What ``serve`` keeps on disk, in one SQLite file: the audit log and the key
+store (PIN key, in-process bridge key, phone enrolments, extra trust)."""
 
 from __future__ import annotations
 
 import asyncio
-import secrets
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from passbridge.adapters.audit_sqlite import AuditLog, AuditUnavailable
+from passbridge.adapters.keystore import KeyStoreError, SqliteKeyStore
 from passbridge.core.decision import Decision
-from passbridge.core.tokens import PrivateKey
 from passbridge.service.events import Event
-from passbridge.service.runtime import MemoryPhones, PhoneDirectory
 
 
 class StartupError(Exception):
@@ -31,8 +23,9 @@ class StartupError(Exception):
 class SqliteEventStore:
     """The SQLite audit log behind the service's EventStore protocol."""
 
-    def __init__(self, log: AuditLog) -> None:
+    def __init__(self, log: AuditLog, keystore: SqliteKeyStore | None = None) -> None:
         self.log = log
+        self._keystore = keystore
 
     async def record(self, decision: Decision) -> int:
         return await self.log.record(decision)
@@ -44,33 +37,46 @@ class SqliteEventStore:
         return await asyncio.to_thread(self.log.events, after_seq, limit)
 
     async def close(self) -> None:
-        await asyncio.to_thread(self.log.close)
+        """Commit what is queued and close; the key store shares the file, so it goes too."""
+        await asyncio.to_thread(self.close_now)
+
+    def close_now(self) -> None:
+        self.log.close()
+        if self._keystore is not None:
+            self._keystore.close()
 
 
 @dataclass
 class Storage:
     events: SqliteEventStore
-    pin_key: bytes
-    bridge_key: PrivateKey | None
-    phones: PhoneDirectory
+    keystore: SqliteKeyStore
 
     def close_now(self) -> None:
-        self.events.log.close()
+        self.events.close_now()
 
 
 def open_storage(db_path: Path) -> Storage:
     try:
         db_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise StartupError(f"cannot create the database folder {db_path.parent}: "
-                           f"{exc.strerror or exc}") from exc
+        raise StartupError(
+            f"cannot create the database folder {db_path.parent}: {exc.strerror or exc}"
+        ) from exc
     try:
         log = AuditLog(db_path)
     except AuditUnavailable as exc:
         raise StartupError(str(exc)) from exc
-    return Storage(
-        events=SqliteEventStore(log),
-        pin_key=secrets.token_bytes(32),
-        bridge_key=None,
-        phones=MemoryPhones(),
-    )
+    try:
+        keystore = SqliteKeyStore(db_path)
+        # Read the secrets now so a broken store fails at start-up, not on a door.
+        keystore.pin_key()
+        keystore.bridge_key()
+    except KeyStoreError as exc:
+        log.close()
+        raise StartupError(str(exc)) from exc
+    except Exception as exc:
+        log.close()
+        with contextlib.suppress(Exception):
+            keystore.close()
+        raise StartupError(f"cannot read the key store in {db_path}: {exc}") from exc
+    return Storage(SqliteEventStore(log, keystore), keystore)
