@@ -1,0 +1,220 @@
+"""``passbridge serve`` and ``passbridge sim``.
+
+serve: start-up failures are one line on stderr and a non-zero exit (a bad
+site file: each placed problem, exit 2, via cli.main); SIGINT/SIGTERM stop
+accepting, let in-flight decisions finish and commit, then close the
+audit log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DB = Path("passbridge-data") / "passbridge.sqlite3"
+DEVICE_KEY_FILE = "device-key"
+EXIT_STARTUP = 1
+EXIT_SIM_REFUSED = 1
+EXIT_SIM_UNAVAILABLE = 3
+SHUTDOWN_SECONDS = 10.0
+
+log = logging.getLogger("passbridge.serve")
+
+
+# --- serve -------------------------------------------------------------------------
+
+
+def attach_radios(services: Any, *, nfc: str | None, ble: str | None) -> None:
+    """The lead's hook: append NFC reader / BLE central bridges to
+    ``services.radios`` (objects with async ``start``/``stop``); the app starts
+    them after the audit log opens and stops them before it closes.
+
+    Without a named device the radios are simulated; real hardware is not
+    wired into serve yet, and saying so beats pretending to listen.
+    """
+    from passbridge.service.storage import StartupError
+
+    for option, spec, simulated in (("--nfc", nfc, "sim"), ("--ble", ble, "sim")):
+        if spec is not None and spec != simulated:
+            raise StartupError(f"{option} {spec}: real radio hardware is not wired into serve yet")
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from passbridge.service.device_keys import DeviceKeys, load_or_create_device_key
+    from passbridge.service.runtime import build_services
+    from passbridge.service.storage import StartupError
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    db = Path(args.db)
+    key_file = Path(args.device_key_file) if args.device_key_file else db.parent / DEVICE_KEY_FILE
+    try:
+        services = build_services(Path(args.site), db)
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    try:
+        try:
+            device_key = load_or_create_device_key(key_file)
+        except (OSError, ValueError) as exc:
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise StartupError(f"device key file {key_file}: {detail}") from exc
+        services.device_keys = DeviceKeys([device_key])
+        attach_radios(services, nfc=args.nfc, ble=args.ble)
+    except StartupError as exc:
+        asyncio.run(services.audit.store.close())
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    return asyncio.run(_serve(services, args.host, args.port, db, key_file))
+
+
+async def _serve(services: Any, host: str, port: int, db: Path, key_file: Path) -> int:
+    from aiohttp import web
+
+    from passbridge.service.app import create_app
+
+    runner = web.AppRunner(create_app(services), handle_signals=False,
+                           shutdown_timeout=SHUTDOWN_SECONDS, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        print(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    bound = runner.addresses[0] if runner.addresses else (host, port)
+    print(
+        f"passbridge: serving site {services.site.id} on http://{bound[0]}:{bound[1]} "
+        f"(database {db}, device key in {key_file})",
+        flush=True,
+    )
+    await stop.wait()
+    print("passbridge: stopping: finishing in-flight decisions", flush=True)
+    await runner.cleanup()  # stop accepting, drain handlers, then close the audit log
+    print("passbridge: stopped", flush=True)
+    return 0
+
+
+# --- sim ---------------------------------------------------------------------------
+
+
+def _device_key(args: argparse.Namespace) -> str:
+    from passbridge.service.sim_client import SimError
+
+    if args.device_key:
+        return str(args.device_key)
+    env = os.environ.get("PASSBRIDGE_DEVICE_KEY")
+    if env:
+        return env
+    path = Path(args.device_key_file)
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise SimError(f"no device key: --device-key, PASSBRIDGE_DEVICE_KEY or a readable "
+                       f"{path} ({exc.strerror or exc})") from exc
+
+
+def _print_decision(decision: dict[str, Any], as_json: bool) -> None:
+    from passbridge.service.sim_client import describe
+
+    print(json.dumps(decision, indent=2) if as_json else describe(decision))
+
+
+def _run_sim(args: argparse.Namespace) -> int:
+    from passbridge.service import sim_client
+    from passbridge.service.sim_client import SimError
+
+    base = args.url.rstrip("/")
+    try:
+        if args.sim_command == "card":
+            decision = asyncio.run(
+                sim_client.card(base, args.door, args.number, args.side, _device_key(args)))
+        elif args.sim_command == "pin":
+            decision = asyncio.run(
+                sim_client.pin(base, args.door, args.code, args.side, _device_key(args)))
+        elif args.sim_command == "remote":
+            decision = asyncio.run(_sim_remote(base, args))
+        else:
+            print(f"error: sim {args.sim_command}: needs the simulated radios wired into serve; "
+                  "not available yet", file=sys.stderr)
+            return EXIT_SIM_UNAVAILABLE
+    except SimError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_SIM_REFUSED
+    _print_decision(decision, args.json)
+    return 0
+
+
+async def _sim_remote(base: str, args: argparse.Namespace) -> dict[str, Any]:
+    from passbridge.service import sim_client
+
+    key, alg = sim_client.load_backend_key(Path(args.key))
+    site = args.site_id or await sim_client.site_id(base)
+    token = sim_client.backend_token(
+        key, alg, backend=args.backend, site=site, user=args.user, door=args.door,
+        side=args.side, now=time.time(),
+    )
+    return await sim_client.remote(base, args.door, token)
+
+
+def register(commands: Any) -> None:
+    serve = commands.add_parser("serve", help="run the service (HTTP API, audit log, radios)")
+    serve.add_argument("--site", required=True, metavar="FILE")
+    serve.add_argument("--db", default=str(DEFAULT_DB), metavar="PATH",
+                       help=f"SQLite database: audit log and key store (default {DEFAULT_DB})")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--device-key-file", metavar="FILE",
+                       help="device key for card/keypad inputs (default: device-key beside "
+                            "the database, created 0600 on first start)")
+    serve.add_argument("--nfc", metavar="DEVICE", help="NFC reader (default: simulated)")
+    serve.add_argument("--ble", metavar="ADAPTER", help="Bluetooth adapter (default: simulated)")
+    serve.set_defaults(func=_cmd_serve)
+
+    sim = commands.add_parser("sim", help="tester commands against a running service")
+    sim.add_argument("--url", default="http://127.0.0.1:8080")
+    sim.add_argument("--json", action="store_true", help="print the whole decision as JSON")
+    sim_commands = sim.add_subparsers(dest="sim_command", required=True, metavar="ACTION")
+
+    def device_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--door", required=True)
+        p.add_argument("--side", choices=("in", "out"), default="in")
+        p.add_argument("--device-key", help="the device key (or PASSBRIDGE_DEVICE_KEY)")
+        p.add_argument("--device-key-file", default=str(DEFAULT_DB.parent / DEVICE_KEY_FILE))
+
+    card = sim_commands.add_parser("card", help="a badge read at a door")
+    card.add_argument("--number", required=True)
+    device_args(card)
+    pin = sim_commands.add_parser("pin", help="an entry code on a door's keypad")
+    pin.add_argument("--code", required=True)
+    device_args(pin)
+    remote = sim_commands.add_parser("remote", help="a remote unlock, signed as an app backend")
+    remote.add_argument("--key", required=True, metavar="FILE", help="the backend's private key")
+    remote.add_argument("--backend", required=True, help="the backend's id in the site's trust")
+    remote.add_argument("--user", required=True)
+    remote.add_argument("--door", required=True)
+    remote.add_argument("--side", choices=("in", "out"), default="in")
+    remote.add_argument("--site-id", help="the site id (default: asked from /healthz)")
+    for name, text in (("nearby", "a nearby unlock from a simulated phone"),
+                       ("nfc", "a simulated phone taps the service's NFC reader"),
+                       ("ble", "a Bluetooth unlock from a simulated phone")):
+        radio = sim_commands.add_parser(name, help=f"{text} (needs the radio wiring)")
+        radio.add_argument("--phone")
+        radio.add_argument("--door")
+        radio.add_argument("--rssi", type=int)
+    sim.set_defaults(func=_run_sim)

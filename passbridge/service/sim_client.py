@@ -1,0 +1,116 @@
+"""The HTTP side of ``passbridge sim``: what a badge reader, a keypad and an app
+backend send to a running service, made the way the real ones make it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jwt
+
+from passbridge.core.tokens import BACKEND_MAX_LIFETIME, PrivateKey, load_private_key_pem, new_jti
+
+TIMEOUT = aiohttp.ClientTimeout(total=10)
+
+
+class SimError(Exception):
+    """A request the service refused or could not be reached for; one line to print."""
+
+
+def load_backend_key(path: Path) -> tuple[PrivateKey, str]:
+    """A backend's private key and its algorithm, read from a PEM file."""
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise SimError(f"cannot read key file {path}: {exc.strerror or exc}") from exc
+    for alg in ("ES256", "EdDSA"):
+        try:
+            return load_private_key_pem(pem, alg), alg
+        except ValueError:
+            continue
+    raise SimError(f"{path}: not an unencrypted P-256 or Ed25519 private key (PEM)")
+
+
+def backend_token(
+    key: PrivateKey, alg: str, *, backend: str, site: str, user: str, door: str | None,
+    side: str = "in", lifetime: int = 30, role: str | None = None, now: float,
+) -> str:
+    """A backend-signed request token: ``iss`` = backend id = ``kid``, ``aud`` = site."""
+    lifetime = min(lifetime, int(BACKEND_MAX_LIFETIME))
+    claims: dict[str, Any] = {
+        "iss": backend, "aud": site, "sub": user, "iat": int(now), "exp": int(now) + lifetime,
+        "jti": new_jti(),
+    }
+    if door is not None:
+        claims["door"] = door
+    if side != "in":
+        claims["side"] = side
+    if role is not None:
+        claims["role"] = role
+    return jwt.encode(claims, key, algorithm=alg, headers={"kid": backend, "typ": "JWT"})
+
+
+async def _request(
+    method: str, url: str, *, headers: dict[str, str] | None = None, body: Any = None,
+) -> dict[str, Any]:
+    try:
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as session, session.request(
+            method, url, headers=headers, json=body
+        ) as resp:
+            text = await resp.text()
+            try:
+                data = json.loads(text)
+            except ValueError:
+                data = None
+            if resp.status != 200 or not isinstance(data, dict):
+                error = data.get("error") if isinstance(data, dict) else None
+                if isinstance(error, dict):
+                    code, message = error.get("code"), error.get("message")
+                    raise SimError(f"HTTP {resp.status} {code}: {message}")
+                raise SimError(f"HTTP {resp.status}: {text[:200]}")
+            return data
+    except aiohttp.ClientError as exc:
+        raise SimError(f"cannot reach {url}: {exc}") from exc
+    except TimeoutError as exc:
+        raise SimError(f"no answer from {url} within {TIMEOUT.total:g} s") from exc
+
+
+async def site_id(base: str) -> str:
+    health = await _request("GET", f"{base}/healthz")
+    site = health.get("site")
+    if not isinstance(site, str):
+        raise SimError(f"{base}/healthz did not name a site")
+    return site
+
+
+async def card(base: str, door: str, number: str, side: str, device_key: str) -> dict[str, Any]:
+    return await _request("POST", f"{base}/v1/doors/{door}/card",
+                          headers={"Authorization": f"Bearer {device_key}"},
+                          body={"number": number, "side": side})
+
+
+async def pin(base: str, door: str, code: str, side: str, device_key: str) -> dict[str, Any]:
+    return await _request("POST", f"{base}/v1/doors/{door}/keypad",
+                          headers={"Authorization": f"Bearer {device_key}"},
+                          body={"code": code, "side": side})
+
+
+async def remote(base: str, door: str, token: str) -> dict[str, Any]:
+    return await _request("POST", f"{base}/v1/doors/{door}/remote-unlock",
+                          headers={"Authorization": f"Bearer {token}"})
+
+
+def describe(decision: dict[str, Any]) -> str:
+    """One line for a person: result, reason, who, the door and its state."""
+    parts = [str(decision.get("result")), str(decision.get("reason"))]
+    parts.append(f"door={decision.get('door')}")
+    if decision.get("user"):
+        parts.append(f"user={decision['user']}")
+    if decision.get("state"):
+        parts.append(f"state={decision['state']} ({decision.get('state_source')})")
+    if decision.get("unlock_seconds"):
+        parts.append(f"unlock={decision['unlock_seconds']}s")
+    parts.append(f"id={decision.get('decision_id')}")
+    return " ".join(parts)
