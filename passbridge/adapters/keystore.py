@@ -129,11 +129,21 @@ def _new_reader_identity() -> ReaderIdentity:
 class MemoryKeyStore:
     """Fresh keys each run; nothing outlives the process."""
 
-    def __init__(self, *, clock: Clock | None = None, bridge_alg: str = "ES256") -> None:
+    def __init__(
+        self,
+        *,
+        clock: Clock | None = None,
+        bridge_alg: str = "ES256",
+        pin_key: bytes | None = None,
+    ) -> None:
+        """``pin_key`` lets a caller that already hashed PINs with a key (the
+        scenario runner loads every file before it runs any) keep using it."""
+        if pin_key is not None and len(pin_key) < PIN_KEY_BYTES:
+            raise ValueError(f"a PIN key has at least {PIN_KEY_BYTES} bytes")
         self._clock: Clock = clock or SystemClock()
         self._bridge_alg = bridge_alg
         self._lock = threading.RLock()
-        self._pin_key: bytes | None = None
+        self._pin_key: bytes | None = pin_key
         self._bridge: BridgeKey | None = None
         self._reader: ReaderIdentity | None = None
         self._phones: dict[str, PhoneEnrolment] = {}
