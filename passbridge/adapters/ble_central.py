@@ -337,22 +337,27 @@ class BleLink:
         except (BleakError, OSError, EOFError) as exc:
             raise BleUnlockError("link_lost", f"{type(exc).__name__}: {exc}") from None
 
-    def claim(self, credential_id: str) -> bool:
-        """Record an unlock for this phone; False if it already unlocked recently.
+    def recently_unlocked(self, credential_id: str) -> bool:
+        """True if this phone opened this reader's door moments ago.
 
         The rotating id alone is a weak key (it changes, and a phone may
         re-randomise it at will), so the cooldown is keyed on the credential
         id the authentication proved, plus the rotating id it advertised so
         the bridge does not even reconnect to that advertisement.
         """
-        if self._cooldown.active(("cred", credential_id)):
-            return False
+        return self._cooldown.active(("cred", credential_id))
+
+    def decided(self, credential_id: str, granted: bool) -> None:
+        """A decision was recorded for this phone: never retry this session,
+        and after a grant start the cooldown (a denial is not an unlock, so
+        the phone may try again at once, e.g. after an override)."""
+        self.claimed = True
+        if not granted:
+            return
         keys: list[Hashable] = [("cred", credential_id)]
         if self._adv_id is not None:
             keys.append(("adv", self._adv_id))
         self._cooldown.start(*keys)
-        self.claimed = True
-        return True
 
 
 class BleUnlockClient:
@@ -513,8 +518,11 @@ async def drive_reader(
         return BleAuthOutcome(None, False, failure=event)
     if not isinstance(event, Authenticated):
         return BleAuthOutcome(None, False, failure=Failed("out_of_order", type(event).__name__))
-    repeat = not link.claim(event.credential_id)
-    granted = False if repeat else await decide(event)
+    repeat = link.recently_unlocked(event.credential_id)
+    granted = False
+    if not repeat:
+        granted = await decide(event)
+        link.decided(event.credential_id, granted)
     final = transaction.receive(await link.exchange(transaction.door_status(granted)))
     if isinstance(final, Failed):
         return BleAuthOutcome(event, granted, failure=final, repeat=repeat)
