@@ -1,0 +1,108 @@
+"""Bluetooth unlock at one door side: a phone seen nearby is connected to,
+authenticated with the NFC flow under the BLE interface byte, and decided.
+
+Bluetooth never counts as the card (rules.md): the core, not this module,
+turns a Bluetooth unlock on a two-factor entry into ``ble_not_allowed``.
+This module only reports what the radio established: who, and how strong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+
+from passbridge.adapters.ble_central import (
+    BleAuthOutcome,
+    BleLink,
+    BleUnlockClient,
+    BleUnlockError,
+    Sighting,
+    drive_reader,
+)
+from passbridge.controller import DoorController
+from passbridge.core.decision import Decision
+from passbridge.core.model import Factor, Reason, Side
+from passbridge.protocol.aliro_crypto import Interface
+from passbridge.protocol.aliro_reader import (
+    Authenticated,
+    CredentialDirectory,
+    ReaderIdentity,
+    ReaderTransaction,
+)
+
+
+class BleDoorUnlocker:
+    def __init__(
+        self,
+        controller: DoorController,
+        client: BleUnlockClient,
+        identity: ReaderIdentity,
+        credentials: CredentialDirectory,
+        door: str,
+        side: Side = Side.IN,
+    ) -> None:
+        self._controller = controller
+        self._client = client
+        self._identity = identity
+        self._credentials = credentials
+        self.door = door
+        self.side = side
+
+    async def unlock(self, sighting: Sighting) -> Decision | None:
+        """One Bluetooth unlock attempt; None when nothing could be decided
+        (the link failed before the phone proved who it is)."""
+        decisions: list[Decision] = []
+
+        async def decide(auth: Authenticated) -> bool:
+            decision = await self._decide(auth, sighting)
+            decisions.append(decision)
+            return decision.granted
+
+        def session(link: BleLink) -> Awaitable[BleAuthOutcome]:
+            transaction = ReaderTransaction(
+                self._identity, self._credentials, interface=Interface.BLE
+            )
+            return drive_reader(link, transaction, decide)
+
+        target = sighting.device if sighting.device is not None else sighting.address
+        try:
+            outcome = await self._client.run(target, session, adv_id=sighting.adv_id)
+        except BleUnlockError as error:
+            if decisions:
+                return decisions[-1]
+            if error.reason == "protocol":
+                return await self._refuse(f"Bluetooth exchange failed: {error.detail}")
+            return None
+        if decisions:
+            return decisions[-1]
+        if outcome.failure is not None:
+            return await self._refuse(
+                f"Bluetooth authentication failed ({outcome.failure.reason}: "
+                f"{outcome.failure.detail})"
+            )
+        return None  # a repeat inside the cooldown: already decided moments ago
+
+    async def _decide(self, auth: Authenticated, sighting: Sighting) -> Decision:
+        controller = self._controller
+        user = controller.core.site.user_by_phone.get(auth.credential_id)
+        if user is None:
+            return await controller.bridge_failure(
+                self.door,
+                self.side,
+                Factor.BLE,
+                Reason.UNKNOWN_CREDENTIAL,
+                "phone is enrolled but no user on this site has it",
+                credential=auth.credential_id,
+            )
+        return await controller.mobile_factor(
+            user=user,
+            door=self.door,
+            side=self.side,
+            factor=Factor.BLE,
+            credential=auth.credential_id,
+            evidence={"rssi": sighting.rssi, "txn": auth.transaction_id.hex()},
+        )
+
+    async def _refuse(self, detail: str) -> Decision:
+        return await self._controller.bridge_failure(
+            self.door, self.side, Factor.BLE, Reason.UNKNOWN_CREDENTIAL, detail
+        )
