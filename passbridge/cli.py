@@ -9,7 +9,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from passbridge import keys_cli
 from passbridge.errors import ConfigError
+from passbridge.service import commands as service_commands
 
 EXIT_USAGE = 2
 
@@ -37,12 +39,18 @@ def _cmd_state(args: argparse.Namespace) -> int:
         try:
             parsed = datetime.fromisoformat(args.at)
         except ValueError:
-            print(f"error: --at {args.at!r}: expected an ISO 8601 time such as 2026-11-30T09:00", file=sys.stderr)
+            print(
+                f"error: --at {args.at!r}: expected an ISO 8601 time such as 2026-11-30T09:00",
+                file=sys.stderr,
+            )
             return EXIT_USAGE
         at = parsed.replace(tzinfo=site.timezone) if parsed.tzinfo is None else parsed
     core = DoorCore(site, pin_key=b"\0" * 32)
     if args.door not in site.doors:
-        print(f"error: {args.site}: no door {args.door!r} (doors: {', '.join(site.doors)})", file=sys.stderr)
+        print(
+            f"error: {args.site}: no door {args.door!r} (doors: {', '.join(site.doors)})",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     resolved = core.door_state(args.door, Moment(at.astimezone(UTC), 0.0))
     local = at.astimezone(site.timezone).isoformat()
@@ -57,7 +65,10 @@ def _cmd_scenario_run(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="passbridge", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="passbridge",
+        description="Phones as door credentials: NFC, Bluetooth, Nearby and Remote unlock.",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     check = commands.add_parser("check", help="validate a site file")
@@ -67,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     state = commands.add_parser("state", help="a door's resolved state and what set it")
     state.add_argument("--site", required=True, metavar="FILE")
     state.add_argument("--door", required=True)
-    state.add_argument("--at", help="ISO 8601 time; site-local when it has no offset (default: now)")
+    state.add_argument(
+        "--at", help="ISO 8601 time; site-local when it has no offset (default: now)"
+    )
     state.set_defaults(func=_cmd_state)
 
     scenario = commands.add_parser("scenario", help="run scenario files")
@@ -77,21 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="one JSON object instead of lines")
     run.set_defaults(func=_cmd_scenario_run)
 
-    for register in _registrations():
-        register(commands)
+    keys_cli.register(commands)
+    service_commands.register(commands)
     return parser
-
-
-def _registrations() -> list[object]:
-    """Subcommands owned by other areas (service, keys, sim), where present."""
-    found: list[object] = []
-    for module_name in ("passbridge.service.commands", "passbridge.keys_cli"):
-        try:
-            module = __import__(module_name, fromlist=["register"])
-        except ImportError:
-            continue
-        found.append(module.register)
-    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -98,7 +98,11 @@ class DoorController:
         if self.minter is None:
             raise RuntimeError("this controller has no in-process bridge key")
         token = self.minter.mint(
-            user=user, door=door, side=side, factor=factor, credential=credential,
+            user=user,
+            door=door,
+            side=side,
+            factor=factor,
+            credential=credential,
             evidence=evidence,
         )
         return await self.token(token, door_hint=door)

@@ -91,7 +91,8 @@ def _keys_backend(args: argparse.Namespace) -> int:
 
 def _print_phone(phone: Any) -> None:
     state = "revoked" if phone.revoked else "active"
-    print(f"  {phone.credential_id}  user={phone.user_id}  {state}  key={phone.public_key.hex()[:18]}...")
+    key = phone.public_key.hex()[:18]
+    print(f"  {phone.credential_id}  user={phone.user_id}  {state}  key={key}...")
 
 
 def _phone_enroll(args: argparse.Namespace) -> int:
@@ -174,7 +175,9 @@ def register(commands: Any) -> None:
     show = keys_commands.add_parser("show", help="public keys, trust and phones in the key store")
     show.add_argument("--db", default=str(DEFAULT_DB))
     show.set_defaults(func=_keys_show)
-    reader = keys_commands.add_parser("reader-public", help="the reader public key phones trust (hex)")
+    reader = keys_commands.add_parser(
+        "reader-public", help="the reader public key phones trust (hex)"
+    )
     reader.add_argument("--db", default=str(DEFAULT_DB))
     reader.set_defaults(func=_keys_reader_public)
     backend = keys_commands.add_parser("backend", help="make an app-backend key pair")
@@ -187,10 +190,16 @@ def register(commands: Any) -> None:
     phone_commands = phone.add_subparsers(dest="phone_command", required=True)
     enroll = phone_commands.add_parser("enroll", help="bind a phone's public key to a user")
     enroll.add_argument("--db", default=str(DEFAULT_DB))
-    enroll.add_argument("--phone", required=True, help="credential id (the phone id in the site file)")
+    enroll.add_argument(
+        "--phone", required=True, help="credential id (the phone id in the site file)"
+    )
     enroll.add_argument("--user", required=True)
     enroll.add_argument("--public-key", help="65-byte point as hex, or a PEM public key file")
-    enroll.add_argument("--new-key-out", metavar="FILE", help="make a key pair (a test phone) and write its private key here")
+    enroll.add_argument(
+        "--new-key-out",
+        metavar="FILE",
+        help="make a key pair (a test phone) and write its private key here",
+    )
     enroll.set_defaults(func=_phone_enroll)
     revoke = phone_commands.add_parser("revoke", help="revoke a phone")
     revoke.add_argument("--db", default=str(DEFAULT_DB))

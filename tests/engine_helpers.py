@@ -11,10 +11,13 @@ import yaml
 from passbridge.clock import ManualClock
 from passbridge.core.decision import Decision, Presentation
 from passbridge.core.engine import DoorCore
-from passbridge.core.model import Factor, Side, Site
-from passbridge.core.tokens import FactorTokenMinter, FactorTokenVerifier, generate_private_key
-from passbridge.core.model import TrustedKey
-from passbridge.core.tokens import public_key_to_pem
+from passbridge.core.model import Factor, Side, Site, TrustedKey
+from passbridge.core.tokens import (
+    FactorTokenMinter,
+    FactorTokenVerifier,
+    generate_private_key,
+    public_key_to_pem,
+)
 from passbridge.site_file import parse_site
 
 PIN_KEY = b"k" * 32
@@ -40,10 +43,14 @@ class Harness:
         self.core = DoorCore(self.site, pin_key=PIN_KEY, tokens=self.verifier)
 
     def card(self, door: str, number: str, side: Side = Side.IN) -> Decision:
-        return self.core.decide(Presentation(Factor.CARD, door, side, credential=number), self.clock.moment())
+        return self.core.decide(
+            Presentation(Factor.CARD, door, side, credential=number), self.clock.moment()
+        )
 
     def pin(self, door: str, code: str, side: Side = Side.IN) -> Decision:
-        return self.core.decide(Presentation(Factor.PIN, door, side, secret=code), self.clock.moment())
+        return self.core.decide(
+            Presentation(Factor.PIN, door, side, secret=code), self.clock.moment()
+        )
 
     def mobile(
         self,
@@ -55,7 +62,11 @@ class Harness:
         evidence: dict[str, Any] | None = None,
     ) -> Decision:
         token = self.minter.mint(
-            user=user, door=door, side=side, factor=factor, credential=credential,
+            user=user,
+            door=door,
+            side=side,
+            factor=factor,
+            credential=credential,
             evidence=evidence or {},
         )
         return self.core.decide_token(token, self.clock.moment())

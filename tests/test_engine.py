@@ -1,5 +1,7 @@
 """Every rule of rules.md, one test each, through the real core."""
 
+# ruff: noqa: E501
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -65,10 +67,18 @@ def reason(d: object) -> Reason:
 
 def test_card_then_pin_opens_two_factor_door(h: Harness) -> None:
     first = h.card("front", "10001")
-    assert (first.result, first.reason, first.user) == (Result.PENDING, Reason.PIN_REQUIRED, "alice")
+    assert (first.result, first.reason, first.user) == (
+        Result.PENDING,
+        Reason.PIN_REQUIRED,
+        "alice",
+    )
     assert first.state is DoorState.TWO_FACTOR and first.state_source == "schedule:0"
     done = h.after(4).pin("front", "2468")
-    assert (done.result, done.reason, done.user) == (Result.GRANTED, Reason.TWO_FACTOR_COMPLETE, "alice")
+    assert (done.result, done.reason, done.user) == (
+        Result.GRANTED,
+        Reason.TWO_FACTOR_COMPLETE,
+        "alice",
+    )
     assert done.unlock_seconds == 5
     assert first.unlock_seconds is None
 
@@ -161,30 +171,67 @@ def test_lockout_caps_at_fifteen_minutes(h: Harness) -> None:
 
 
 def test_bluetooth_never_the_card(h: Harness) -> None:
-    assert reason(h.mobile(Factor.BLE, "front", "alice", "alice-phone", evidence={"rssi": -40})) is Reason.BLE_NOT_ALLOWED
+    assert (
+        reason(h.mobile(Factor.BLE, "front", "alice", "alice-phone", evidence={"rssi": -40}))
+        is Reason.BLE_NOT_ALLOWED
+    )
     assert reason(h.pin("front", "2468")) is Reason.PIN_WITHOUT_CARD
-    assert reason(h.mobile(Factor.BLE, "side", "alice", "alice-phone", evidence={"rssi": -60})) is Reason.ACCESS_GRANTED
-    assert reason(h.mobile(Factor.BLE, "side", "alice", "alice-phone", evidence={"rssi": -61})) is Reason.TOO_FAR
+    assert (
+        reason(h.mobile(Factor.BLE, "side", "alice", "alice-phone", evidence={"rssi": -60}))
+        is Reason.ACCESS_GRANTED
+    )
+    assert (
+        reason(h.mobile(Factor.BLE, "side", "alice", "alice-phone", evidence={"rssi": -61}))
+        is Reason.TOO_FAR
+    )
     assert reason(h.mobile(Factor.BLE, "side", "alice", "alice-phone")) is Reason.TOO_FAR
 
 
 def test_nearby_and_remote_bypass_and_strict(h: Harness) -> None:
     near = {"rssi": -70, "age": 1.0}
-    assert reason(h.mobile(Factor.NEARBY, "front", "alice", "alice-phone", evidence=near)) is Reason.BYPASS_NEARBY
+    assert (
+        reason(h.mobile(Factor.NEARBY, "front", "alice", "alice-phone", evidence=near))
+        is Reason.BYPASS_NEARBY
+    )
     assert reason(h.mobile(Factor.REMOTE, "front", "alice", "backend:app")) is Reason.BYPASS_REMOTE
-    assert reason(h.mobile(Factor.NEARBY, "strict", "alice", "alice-phone", evidence=near)) is Reason.BYPASS_DISABLED
-    assert reason(h.mobile(Factor.REMOTE, "strict", "alice", "backend:app")) is Reason.BYPASS_DISABLED
-    assert reason(h.mobile(Factor.NEARBY, "side", "alice", "alice-phone", evidence=near)) is Reason.ACCESS_GRANTED
+    assert (
+        reason(h.mobile(Factor.NEARBY, "strict", "alice", "alice-phone", evidence=near))
+        is Reason.BYPASS_DISABLED
+    )
+    assert (
+        reason(h.mobile(Factor.REMOTE, "strict", "alice", "backend:app")) is Reason.BYPASS_DISABLED
+    )
+    assert (
+        reason(h.mobile(Factor.NEARBY, "side", "alice", "alice-phone", evidence=near))
+        is Reason.ACCESS_GRANTED
+    )
 
 
 def test_nearby_needs_fresh_strong_evidence(h: Harness) -> None:
-    for ev in ({"rssi": None, "age": None}, {"rssi": -81, "age": 1.0}, {"rssi": -60, "age": 10.5}, {}):
-        assert reason(h.mobile(Factor.NEARBY, "side", "alice", "alice-phone", evidence=ev)) is Reason.NOT_NEARBY
-    assert reason(h.mobile(Factor.NEARBY, "side", "alice", "alice-phone", evidence={"rssi": -80, "age": 10})) is Reason.ACCESS_GRANTED
+    for ev in (
+        {"rssi": None, "age": None},
+        {"rssi": -81, "age": 1.0},
+        {"rssi": -60, "age": 10.5},
+        {},
+    ):
+        assert (
+            reason(h.mobile(Factor.NEARBY, "side", "alice", "alice-phone", evidence=ev))
+            is Reason.NOT_NEARBY
+        )
+    assert (
+        reason(
+            h.mobile(
+                Factor.NEARBY, "side", "alice", "alice-phone", evidence={"rssi": -80, "age": 10}
+            )
+        )
+        is Reason.ACCESS_GRANTED
+    )
 
 
 def test_remote_needs_permission(h: Harness) -> None:
-    assert reason(h.mobile(Factor.REMOTE, "side", "bob", "backend:app")) is Reason.REMOTE_NOT_PERMITTED
+    assert (
+        reason(h.mobile(Factor.REMOTE, "side", "bob", "backend:app")) is Reason.REMOTE_NOT_PERMITTED
+    )
 
 
 def test_profile_incomplete_on_two_factor_by_any_path(h: Harness) -> None:
@@ -195,7 +242,10 @@ def test_profile_incomplete_on_two_factor_by_any_path(h: Harness) -> None:
 def test_in_out_door_exit_needs_one_factor(h: Harness) -> None:
     out = h.card("lab", "10001", Side.OUT)
     assert (out.reason, out.side) == (Reason.ACCESS_GRANTED, Side.OUT)
-    assert reason(h.mobile(Factor.BLE, "lab", "alice", "alice-phone", Side.OUT, {"rssi": -50})) is Reason.ACCESS_GRANTED
+    assert (
+        reason(h.mobile(Factor.BLE, "lab", "alice", "alice-phone", Side.OUT, {"rssi": -50}))
+        is Reason.ACCESS_GRANTED
+    )
     assert reason(h.card("lab", "10001", Side.IN)) is Reason.PIN_REQUIRED
     assert reason(h.pin("lab", "2468", Side.OUT)) is Reason.NO_SUCH_DEVICE
 
@@ -216,7 +266,10 @@ def test_unknown_and_no_access_and_disabled(h: Harness) -> None:
 
 
 def test_pin_alone_on_ordinary_door(h: Harness) -> None:
-    assert (h.pin("side", "1357").reason, h.pin("side", "1357").user) == (Reason.ACCESS_GRANTED, "carol")
+    assert (h.pin("side", "1357").reason, h.pin("side", "1357").user) == (
+        Reason.ACCESS_GRANTED,
+        "carol",
+    )
     assert reason(h.pin("side", "1111")) is Reason.PIN_INCORRECT
     assert reason(h.pin("readeronly", "1357")) is Reason.NO_SUCH_DEVICE
 
@@ -266,20 +319,32 @@ def test_unknown_door_is_an_error_not_a_decision(h: Harness) -> None:
 
 def test_mobile_factors_only_as_tokens(h: Harness) -> None:
     with pytest.raises(ValueError):
-        h.core.decide(Presentation(Factor.NFC, "front", user="alice", credential="alice-phone"), h.clock.moment())
+        h.core.decide(
+            Presentation(Factor.NFC, "front", user="alice", credential="alice-phone"),
+            h.clock.moment(),
+        )
 
 
 def test_token_rejections_never_grant(h: Harness) -> None:
-    token = h.minter.mint(user="alice", door="side", side=Side.IN, factor=Factor.REMOTE, credential="backend:app")
+    token = h.minter.mint(
+        user="alice", door="side", side=Side.IN, factor=Factor.REMOTE, credential="backend:app"
+    )
     assert reason(h.core.decide_token(token, h.clock.moment())) is Reason.ACCESS_GRANTED
     assert reason(h.core.decide_token(token, h.clock.moment())) is Reason.TOKEN_REPLAYED
     forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
     assert reason(h.core.decide_token(forged, h.clock.moment())) is Reason.TOKEN_INVALID
-    late = h.minter.mint(user="alice", door="side", side=Side.IN, factor=Factor.REMOTE, credential="backend:app")
+    late = h.minter.mint(
+        user="alice", door="side", side=Side.IN, factor=Factor.REMOTE, credential="backend:app"
+    )
     h.after(16)
     assert reason(h.core.decide_token(late, h.clock.moment())) is Reason.TOKEN_EXPIRED
-    other_door = h.minter.mint(user="alice", door="side", side=Side.IN, factor=Factor.REMOTE, credential="backend:app")
-    assert reason(h.core.decide_token(other_door, h.clock.moment(), door_hint="front")) is Reason.TOKEN_INVALID
+    other_door = h.minter.mint(
+        user="alice", door="side", side=Side.IN, factor=Factor.REMOTE, credential="backend:app"
+    )
+    assert (
+        reason(h.core.decide_token(other_door, h.clock.moment(), door_hint="front"))
+        is Reason.TOKEN_INVALID
+    )
     assert reason(h.core.decide_token("garbage", h.clock.moment())) is Reason.TOKEN_INVALID
 
 

@@ -35,6 +35,16 @@ def test_every_shared_scenario_passes(capsys: pytest.CaptureFixture[str]) -> Non
     assert failed == 0 and passed >= len(files)
 
 
+def test_project_scenarios_pass(capsys: pytest.CaptureFixture[str]) -> None:
+    """passbridge's own scenarios: every reason each radio path can reach."""
+    files = sorted((Path(__file__).parent / "scenarios").glob("*.yaml"))
+    assert files
+    code = main(["scenario", "run", *map(str, files)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.strip().splitlines()[-1].endswith(", 0 failed")
+
+
 def test_invalid_shared_scenarios_exit_2() -> None:
     for path in sorted(shared_path("scenarios", "invalid").glob("*.yaml")):
         result = run("scenario", "run", str(path))
@@ -85,9 +95,24 @@ def test_lines_json_and_exit_1_on_a_failed_expectation(tmp_path: Path) -> None:
     (scenario,) = body["scenarios"]
     assert scenario["name"] == "tiny" and scenario["passed"] is False
     first, second, third = scenario["steps"]
-    assert set(first) >= {"index", "at", "action", "result", "reason", "user", "state", "expected", "ok"}
+    assert set(first) >= {
+        "index",
+        "at",
+        "action",
+        "result",
+        "reason",
+        "user",
+        "state",
+        "expected",
+        "ok",
+    }
     assert first["at"] == "2026-03-29T01:59:55+01:00"
-    assert (first["action"], first["result"], first["user"], first["ok"]) == ("card", "pending", "alice", True)
+    assert (first["action"], first["result"], first["user"], first["ok"]) == (
+        "card",
+        "pending",
+        "alice",
+        True,
+    )
     assert second["expected"] == {"result": "granted"} and second["ok"] is True
     assert (third["reason"], third["ok"]) == ("pin_without_card", False)
 
@@ -95,15 +120,23 @@ def test_lines_json_and_exit_1_on_a_failed_expectation(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("mutation", "place"),
     [
-        (("card: {number: \"10001\", door: front}", "card: {number: \"10001\", door: back}"), "steps[0].card.door"),
+        (
+            ('card: {number: "10001", door: front}', 'card: {number: "10001", door: back}'),
+            "steps[0].card.door",
+        ),
         (("expect: granted", "expect: grantd"), "steps[1].expect.result"),
         (("after: 10s", "after: soon"), "steps[1].after"),
         (("    pin: {code:", "    pim: {code:"), "steps[1].pim"),
         (("at: 2026-03-29T01:59:55", "at: 2026-03-29T01:59:55\n    after: 1s"), "steps[0]"),
-        (("state: two_factor}\nusers", "state: two_factor, extra: 1}\nusers"), "doors[0].schedule[0].extra"),
+        (
+            ("state: two_factor}\nusers", "state: two_factor, extra: 1}\nusers"),
+            "doors[0].schedule[0].extra",
+        ),
     ],
 )
-def test_bad_files_exit_2_naming_the_place(tmp_path: Path, mutation: tuple[str, str], place: str) -> None:
+def test_bad_files_exit_2_naming_the_place(
+    tmp_path: Path, mutation: tuple[str, str], place: str
+) -> None:
     old, new = mutation
     assert old in SCENARIO
     path = tmp_path / "bad.yaml"
@@ -139,6 +172,10 @@ def test_state_and_check_commands(tmp_path: Path) -> None:
     assert "two_factor (set by schedule:0)" in state.stdout
     assert run("check", "--site", str(path)).returncode == 0
     bad = tmp_path / "bad-site.yaml"
-    bad.write_text(SCENARIO.split("steps:")[0].replace("name: tiny\n", "").replace("keypad: true", "keypad: false"))
+    bad.write_text(
+        SCENARIO.split("steps:")[0]
+        .replace("name: tiny\n", "")
+        .replace("keypad: true", "keypad: false")
+    )
     checked = run("check", "--site", str(bad))
     assert checked.returncode == 2 and "doors[0]" in checked.stderr and "keypad" in checked.stderr

@@ -98,7 +98,9 @@ class AliroTapHandler:
                 final = txn.receive(exchange(txn.door_status(granted)))
                 return TapResult(request, granted, status_delivered=isinstance(final, Finished))
             break
-        request = TapRequest(transaction_id=txn.transaction_id, failure="out_of_order: tap did not finish")
+        request = TapRequest(
+            transaction_id=txn.transaction_id, failure="out_of_order: tap did not finish"
+        )
         decide(request)
         return TapResult(request, granted=False, status_delivered=False)
 
@@ -125,14 +127,20 @@ class NfcDoorDecider:
         controller = self._controller
         if request.credential_id is None:
             request.decision = await controller.bridge_failure(
-                self.door, self.side, Factor.NFC, Reason.UNKNOWN_CREDENTIAL,
+                self.door,
+                self.side,
+                Factor.NFC,
+                Reason.UNKNOWN_CREDENTIAL,
                 f"NFC authentication failed ({request.failure})",
             )
             return False
         user = controller.core.site.user_by_phone.get(request.credential_id)
         if user is None:
             request.decision = await controller.bridge_failure(
-                self.door, self.side, Factor.NFC, Reason.UNKNOWN_CREDENTIAL,
+                self.door,
+                self.side,
+                Factor.NFC,
+                Reason.UNKNOWN_CREDENTIAL,
                 "phone is enrolled but no user on this site has it",
                 credential=request.credential_id,
             )

@@ -66,7 +66,9 @@ class DoorCore:
     Thread-safe: the NFC reader thread and the event loop may both ask.
     """
 
-    def __init__(self, site: Site, *, pin_key: bytes, tokens: FactorTokenVerifier | None = None) -> None:
+    def __init__(
+        self, site: Site, *, pin_key: bytes, tokens: FactorTokenVerifier | None = None
+    ) -> None:
         self._site = site
         self._pin_key = pin_key
         self._tokens = tokens
@@ -316,7 +318,9 @@ class DoorCore:
         ctx = _Context(door, p.side, p.factor, resolved, moment)
         shown_credential = self._shown_credential(p)
         if missing:
-            return self._decision(ctx, Reason.NO_SUCH_DEVICE, credential=shown_credential, detail=missing)
+            return self._decision(
+                ctx, Reason.NO_SUCH_DEVICE, credential=shown_credential, detail=missing
+            )
 
         user = self._identify(p)
 
@@ -330,7 +334,10 @@ class DoorCore:
                 and user.may_open(door.id)
             ):
                 return self._decision(
-                    ctx, Reason.ACCESS_GRANTED, user=user, credential=shown_credential,
+                    ctx,
+                    Reason.ACCESS_GRANTED,
+                    user=user,
+                    credential=shown_credential,
                     detail=f"site admin remote unlock during {reason.value}",
                 )
             return self._decision(ctx, reason, user=user, credential=shown_credential)
@@ -353,32 +360,48 @@ class DoorCore:
 
         # 5. Path evidence and path permissions.
         if p.factor is Factor.REMOTE and not (user.remote_unlock or user.is_site_admin):
-            return self._decision(ctx, Reason.REMOTE_NOT_PERMITTED, user=user, credential=shown_credential)
+            return self._decision(
+                ctx, Reason.REMOTE_NOT_PERMITTED, user=user, credential=shown_credential
+            )
         if p.factor is Factor.NEARBY and not _nearby_evidence_ok(p.evidence):
             return self._decision(
-                ctx, Reason.NOT_NEARBY, user=user, credential=shown_credential,
+                ctx,
+                Reason.NOT_NEARBY,
+                user=user,
+                credential=shown_credential,
                 detail=_describe_evidence(p.evidence),
             )
         if p.factor is Factor.BLE:
             if ctx.entering_two_factor:
-                return self._decision(ctx, Reason.BLE_NOT_ALLOWED, user=user, credential=shown_credential)
+                return self._decision(
+                    ctx, Reason.BLE_NOT_ALLOWED, user=user, credential=shown_credential
+                )
             rssi = p.evidence.get("rssi")
             if not isinstance(rssi, int) or isinstance(rssi, bool) or rssi < door.ble_rssi_min:
                 return self._decision(
-                    ctx, Reason.TOO_FAR, user=user, credential=shown_credential,
+                    ctx,
+                    Reason.TOO_FAR,
+                    user=user,
+                    credential=shown_credential,
                     detail=f"rssi {rssi} below the door's {door.ble_rssi_min} dBm",
                 )
 
         if not ctx.entering_two_factor:
-            return self._decision(ctx, Reason.ACCESS_GRANTED, user=user, credential=shown_credential)
+            return self._decision(
+                ctx, Reason.ACCESS_GRANTED, user=user, credential=shown_credential
+            )
 
         # 6. Two-factor entry.
         if p.factor in CARD_EQUIVALENT:
             return self._card_step(ctx, user, shown_credential)
         if door.strict_two_factor:
-            return self._decision(ctx, Reason.BYPASS_DISABLED, user=user, credential=shown_credential)
+            return self._decision(
+                ctx, Reason.BYPASS_DISABLED, user=user, credential=shown_credential
+            )
         if not _profile_complete(user):
-            return self._decision(ctx, Reason.PROFILE_INCOMPLETE, user=user, credential=shown_credential)
+            return self._decision(
+                ctx, Reason.PROFILE_INCOMPLETE, user=user, credential=shown_credential
+            )
         bypass = Reason.BYPASS_NEARBY if p.factor is Factor.NEARBY else Reason.BYPASS_REMOTE
         return self._decision(ctx, bypass, user=user, credential=shown_credential)
 
@@ -391,12 +414,13 @@ class DoorCore:
         if self._memory.locked_out(user.id, ctx.door.id, now):
             remaining = self._memory.lockout_remaining(user.id, ctx.door.id, now)
             return self._decision(
-                ctx, Reason.LOCKED_OUT, user=user, credential=credential,
+                ctx,
+                Reason.LOCKED_OUT,
+                user=user,
+                credential=credential,
                 detail=f"{remaining:.0f} s of lockout left",
             )
-        self._memory.start(
-            ctx.door.id, ctx.side, PendingCard(user.id, credential, ctx.factor, now)
-        )
+        self._memory.start(ctx.door.id, ctx.side, PendingCard(user.id, credential, ctx.factor, now))
         return self._decision(ctx, Reason.PIN_REQUIRED, user=user, credential=credential)
 
     def _decide_pin(self, ctx: _Context, code: str) -> Decision:
@@ -419,7 +443,10 @@ class DoorCore:
         if self._memory.wrong_pin(user.id, door.id, now):
             self._memory.clear(door.id, ctx.side)
             return self._decision(
-                ctx, Reason.PIN_INCORRECT, user=user, credential=pending.credential,
+                ctx,
+                Reason.PIN_INCORRECT,
+                user=user,
+                credential=pending.credential,
                 detail="too many wrong codes: locked out of two-factor entry here",
             )
         return self._decision(ctx, Reason.PIN_INCORRECT, user=user, credential=pending.credential)

@@ -78,9 +78,7 @@ class TwoFactorMemory:
             return False
         record.wrong_pins = 0
         record.lockouts += 1
-        seconds = min(
-            FIRST_LOCKOUT_SECONDS * 2 ** (record.lockouts - 1), LONGEST_LOCKOUT_SECONDS
-        )
+        seconds = min(FIRST_LOCKOUT_SECONDS * 2 ** (record.lockouts - 1), LONGEST_LOCKOUT_SECONDS)
         record.locked_until = now + seconds
         return True
 

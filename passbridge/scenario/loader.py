@@ -125,7 +125,11 @@ def _parse_step(
     actions = [key for key in ACTIONS if key in raw]
     if len(actions) != 1:
         problems.append(
-            Problem(file, place, f"expected exactly one action ({', '.join(ACTIONS)}), found {len(actions)}")
+            Problem(
+                file,
+                place,
+                f"expected exactly one action ({', '.join(ACTIONS)}), found {len(actions)}",
+            )
         )
         return None
     action = actions[0]
@@ -143,7 +147,9 @@ def _parse_step(
 
     args = raw[action]
     if not isinstance(args, Mapping):
-        problems.append(Problem(file, f"{place}.{action}", "expected a mapping of the action's fields"))
+        problems.append(
+            Problem(file, f"{place}.{action}", "expected a mapping of the action's fields")
+        )
         return None
     args = dict(args)
     side = _parse_side(args.pop("side", "in"), f"{place}.{action}.side", file, problems)
@@ -154,14 +160,20 @@ def _parse_step(
         expect = _parse_expect(raw["expect"], f"{place}.expect", file, site, problems)
         if expect is not None and action == "configure" and set(expect) - {"state"}:
             problems.append(
-                Problem(file, f"{place}.expect", "a configure step decides nothing; only `state` may be expected")
+                Problem(
+                    file,
+                    f"{place}.expect",
+                    "a configure step decides nothing; only `state` may be expected",
+                )
             )
     if len(problems) > before:
         return None
     return Step(index, place, at, after, action, args, side, expect)
 
 
-def _parse_at(value: Any, place: str, file: str, site: Site, problems: list[Problem]) -> datetime | None:
+def _parse_at(
+    value: Any, place: str, file: str, site: Site, problems: list[Problem]
+) -> datetime | None:
     moment: datetime | None = None
     if isinstance(value, datetime):
         moment = value
@@ -236,7 +248,9 @@ def _check_configure(
     args: dict[str, Any], place: str, file: str, site: Site, problems: list[Problem]
 ) -> None:
     if ("override" in args) == ("lockdown" in args):
-        problems.append(Problem(file, place, "expected either `override` (with `door`) or `lockdown`"))
+        problems.append(
+            Problem(file, place, "expected either `override` (with `door`) or `lockdown`")
+        )
         return
     if "lockdown" in args:
         if not isinstance(args["lockdown"], bool):
@@ -254,8 +268,11 @@ def _check_configure(
         state = DoorState(override)
     except ValueError:
         problems.append(
-            Problem(file, f"{place}.override", "expected a door state or `none`: "
-                    + ", ".join(s.value for s in DoorState))
+            Problem(
+                file,
+                f"{place}.override",
+                "expected a door state or `none`: " + ", ".join(s.value for s in DoorState),
+            )
         )
         return
     args["override"] = state
@@ -266,9 +283,12 @@ def _check_configure(
     if state is DoorState.TWO_FACTOR and door is not None and not door.supports_two_factor:
         lacks = "keypad" if door.reader else "badge reader"
         problems.append(
-            Problem(file, f"{place}.override",
-                    f"door {door.id!r}: two_factor needs both a badge reader and a keypad; "
-                    f"this door has no {lacks}")
+            Problem(
+                file,
+                f"{place}.override",
+                f"door {door.id!r}: two_factor needs both a badge reader and a keypad; "
+                f"this door has no {lacks}",
+            )
         )
 
 
@@ -278,15 +298,21 @@ def _parse_expect(
     if isinstance(value, str):
         value = {"result": value}
     if not isinstance(value, Mapping):
-        problems.append(Problem(file, place, "expected a result or a mapping of result, reason, user, state"))
+        problems.append(
+            Problem(file, place, "expected a result or a mapping of result, reason, user, state")
+        )
         return None
     expect: dict[str, Any] = {}
     for key, item in value.items():
         if key not in _EXPECT_KEYS:
-            problems.append(Problem(file, f"{place}.{key}", "unknown key; expected result, reason, user, state"))
+            problems.append(
+                Problem(file, f"{place}.{key}", "unknown key; expected result, reason, user, state")
+            )
             continue
         kinds: dict[str, type[Result] | type[Reason] | type[DoorState]] = {
-            "result": Result, "reason": Reason, "state": DoorState,
+            "result": Result,
+            "reason": Reason,
+            "state": DoorState,
         }
         if key in kinds:
             try:
@@ -298,10 +324,17 @@ def _parse_expect(
             problems.append(Problem(file, f"{place}.user", "expected a user id or null"))
         else:
             expect[key] = item
-    if "result" in expect and "reason" in expect and expect["reason"].result is not expect["result"]:
+    if (
+        "result" in expect
+        and "reason" in expect
+        and expect["reason"].result is not expect["result"]
+    ):
         problems.append(
-            Problem(file, place, f"reason {expect['reason'].value} always comes with result "
-                    f"{expect['reason'].result.value}, not {expect['result'].value}")
+            Problem(
+                file,
+                place,
+                f"reason {expect['reason'].value} always comes with result "
+                f"{expect['reason'].result.value}, not {expect['result'].value}",
+            )
         )
     return expect
-

@@ -1,29 +1,39 @@
-"""Everything one scenario runs on: a manual clock, fresh keys, a real core,
-a real SQLite audit log in a temporary folder, and the simulated radios.
+"""Everything one scenario runs on: a manual clock, fresh keys, the service's
+own wiring (core, bridge, controller) over a real SQLite audit log in a
+temporary folder, the real aiohttp app on a loopback port, and the
+simulated radios.
 
-Only the clock and the simulated devices know this is a scenario; each
-action enters the production path at the device edge (see scenario.paths).
+Only the clock and the simulated devices know this is a scenario: each
+action enters the production path at the device edge.
 """
 
 from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+import jwt
+from aiohttp.test_utils import TestClient, TestServer
 
 from passbridge.adapters.audit_sqlite import AuditLog
 from passbridge.adapters.keystore import MemoryKeyStore
 from passbridge.clock import ManualClock
-from passbridge.controller import DoorController
 from passbridge.core.decision import Decision
-from passbridge.core.engine import DoorCore
-from passbridge.core.model import DoorState, Reason, Result
-from passbridge.core.tokens import FactorTokenMinter, FactorTokenVerifier
-from passbridge.errors import ConfigError
+from passbridge.core.model import DoorState, Reason, Result, TrustedKey
+from passbridge.core.tokens import generate_private_key, new_jti, public_key_to_pem
+from passbridge.errors import ConfigError, UnknownDoor
 from passbridge.scenario.model import Scenario, Step
-from passbridge.scenario.paths import RadioPaths
+from passbridge.service.app import create_app
+from passbridge.service.runtime import Services, assemble
+from passbridge.service.storage import SqliteEventStore
 from passbridge.sim.phone import SimulatedPhone
+from passbridge.sim.radios import SimulatedRadios, SimulationError
+
+SCENARIO_BACKEND = "scenario-backend"
+REMOTE_REQUEST_LIFETIME = timedelta(seconds=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +47,20 @@ class StepOutcome:
 
     @classmethod
     def of(cls, decision: Decision) -> StepOutcome:
-        return cls(decision.result, decision.reason, decision.user, decision.state,
-                   decision.state_source)
+        return cls(
+            decision.result, decision.reason, decision.user, decision.state, decision.state_source
+        )
+
+    @classmethod
+    def of_json(cls, body: dict[str, Any]) -> StepOutcome:
+        state = body.get("state")
+        return cls(
+            Result(body["result"]),
+            Reason(body["reason"]),
+            body.get("user"),
+            DoorState(state) if state else None,
+            body.get("state_source"),
+        )
 
 
 class ScenarioRig:
@@ -46,36 +68,35 @@ class ScenarioRig:
         self,
         scenario: Scenario,
         clock: ManualClock,
-        keystore: MemoryKeyStore,
-        audit: AuditLog,
-        controller: DoorController,
+        services: Services,
         phones: dict[str, SimulatedPhone],
+        backend_key: Any,
         folder: tempfile.TemporaryDirectory[str],
     ) -> None:
         self.scenario = scenario
         self.clock = clock
-        self.keystore = keystore
-        self.audit = audit
-        self.controller = controller
+        self.services = services
+        self.controller = services.controller
         self.phones = phones
+        self.radios = SimulatedRadios(
+            services.controller, services.keystore, clock, services.proximity, phones
+        )
+        self._backend_key = backend_key
         self._folder = folder
-        self.paths = RadioPaths(self)
+        self._client: TestClient[Any, Any] | None = None
 
     @classmethod
     async def start(cls, scenario: Scenario, *, pin_key: bytes, start: datetime) -> ScenarioRig:
         site = scenario.site
         clock = ManualClock(start)
-        keystore = MemoryKeyStore(clock=clock)
+        keystore = MemoryKeyStore(clock=clock, pin_key=pin_key)
+        backend_key = generate_private_key("ES256")
+        keystore.add_trusted_key(
+            "backend", TrustedKey(SCENARIO_BACKEND, "ES256", public_key_to_pem(backend_key))
+        )
         folder = tempfile.TemporaryDirectory(prefix="passbridge-scenario-")
         audit = AuditLog(Path(folder.name) / "audit.sqlite3", clock=clock)
-        bridge = keystore.bridge_key()
-        verifier = FactorTokenVerifier(site.id, [bridge.trusted()], clock=clock)
-        minter = FactorTokenMinter(
-            bridge.id, bridge.private_key, alg=bridge.alg, kid=bridge.id, site_id=site.id,
-            clock=clock,
-        )
-        core = DoorCore(site, pin_key=pin_key, tokens=verifier)
-        controller = DoorController(core, audit, clock, minter=minter)
+        services = assemble(site, clock=clock, keystore=keystore, store=SqliteEventStore(audit))
         phones: dict[str, SimulatedPhone] = {}
         for phone_id, user_id in site.user_by_phone.items():
             phone = SimulatedPhone.create(phone_id)
@@ -83,24 +104,89 @@ class ScenarioRig:
             phones[phone_id] = phone
         for phone_id in scenario.stranger_phones:
             phones[phone_id] = SimulatedPhone.create(phone_id)  # keys, but enrolled to nobody
-        return cls(scenario, clock, keystore, audit, controller, phones, folder)
+        return cls(scenario, clock, services, phones, backend_key, folder)
 
     async def perform(self, step: Step) -> StepOutcome:
         args, side = step.args, step.side
         try:
             if step.action == "card":
-                return StepOutcome.of(await self.controller.card(args["door"], args["number"], side))
+                return StepOutcome.of(
+                    await self.controller.card(args["door"], args["number"], side)
+                )
             if step.action == "pin":
                 return StepOutcome.of(await self.controller.pin(args["door"], args["code"], side))
             if step.action == "configure":
                 return await self._configure(args)
-            decision = await self.paths.perform(step)
-            return StepOutcome.of(decision)
-        except ConfigError as error:
-            return StepOutcome(error=str(error))
-        except NotImplementedError as error:
+            if step.action == "nfc":
+                return StepOutcome.of(await self.radios.nfc_tap(args["phone"], args["door"], side))
+            if step.action == "ble":
+                decision = await self.radios.ble_unlock(
+                    args["phone"], args["door"], side, args["rssi"]
+                )
+                return StepOutcome.of(decision)
+            if step.action == "nearby":
+                return await self._nearby(args["phone"], args["door"], args["rssi"])
+            if step.action == "remote":
+                return await self._remote(args["user"], args["door"], side.value)
+            raise ValueError(f"unknown action {step.action}")
+        except (ConfigError, SimulationError, UnknownDoor) as error:
             return StepOutcome(error=str(error))
 
+    # --- the HTTP paths ------------------------------------------------------
+    async def _http(self) -> TestClient[Any, Any]:
+        if self._client is None:
+            self.services.close_audit = False  # the rig closes it after the app
+            self._client = TestClient(TestServer(create_app(self.services), host="127.0.0.1"))
+            await self._client.start_server()
+        return self._client
+
+    async def _remote(self, user: str, door: str, side: str) -> StepOutcome:
+        """The app backend asks for a remote unlock, signed with the scenario's key."""
+        now = self.clock.now()
+        claims: dict[str, Any] = {
+            "iss": SCENARIO_BACKEND,
+            "aud": self.scenario.site.id,
+            "sub": user,
+            "door": door,
+            "iat": int(now.timestamp()),
+            "exp": int((now + REMOTE_REQUEST_LIFETIME).timestamp()),
+            "jti": new_jti(),
+        }
+        if side != "in":
+            claims["side"] = side
+        token = jwt.encode(
+            claims, self._backend_key, algorithm="ES256", headers={"kid": SCENARIO_BACKEND}
+        )
+        client = await self._http()
+        response = await client.post(
+            f"/v1/doors/{door}/remote-unlock", headers={"Authorization": f"Bearer {token}"}
+        )
+        return await self._outcome(response)
+
+    async def _nearby(self, phone_id: str, door: str, rssi: int | None) -> StepOutcome:
+        """The phone advertises (or is not seen), then the app asks."""
+        adv = await self.radios.advertise(phone_id, rssi)
+        phone = self.radios.phone(phone_id)
+        token = phone.nearby_request(door, adv, issued_at=self.clock.now().timestamp())
+        client = await self._http()
+        response = await client.post(
+            f"/v1/doors/{door}/nearby-unlock",
+            data=token,
+            headers={"Content-Type": "application/jwt"},
+        )
+        return await self._outcome(response)
+
+    @staticmethod
+    async def _outcome(response: Any) -> StepOutcome:
+        body = await response.json()
+        if response.status != 200:
+            error = body.get("error", {}) if isinstance(body, dict) else {}
+            return StepOutcome(
+                error=f"HTTP {response.status} {error.get('code')}: {error.get('message')}"
+            )
+        return StepOutcome.of_json(body)
+
+    # --- admin ---------------------------------------------------------------
     async def _configure(self, args: dict[str, object]) -> StepOutcome:
         actor = "scenario"
         if "lockdown" in args:
@@ -124,6 +210,8 @@ class ScenarioRig:
         return StepOutcome(state=resolved.state, state_source=resolved.source)
 
     async def close(self) -> None:
-        await self.paths.close()
-        self.audit.close()
+        if self._client is not None:
+            await self._client.close()
+        await self.radios.close()
+        await self.services.audit.store.close()
         self._folder.cleanup()

@@ -112,6 +112,8 @@ def _line(report: StepReport, site_tz: Any) -> str:
     when = report.at.astimezone(site_tz).isoformat()
     if o.error is not None:
         got = f"error: {o.error}"
+    elif o.result is None and o.state is None:
+        got = "done"
     elif o.result is None:
         got = f"state {o.state.value if o.state else '?'} ({o.state_source})"
     else:
@@ -132,7 +134,9 @@ def _line(report: StepReport, site_tz: Any) -> str:
     return f"  [{report.step.index}] {when} {_describe(report.step)} -> {got}  {verdict}".rstrip()
 
 
-def run_files(paths: list[str], *, as_json: bool, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def run_files(
+    paths: list[str], *, as_json: bool, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+) -> int:
     import asyncio
 
     pin_key = secrets.token_bytes(32)
