@@ -62,4 +62,6 @@ class SimulatedPhone:
             "exp": iat + NEARBY_REQUEST_LIFETIME,
             "jti": new_jti(),
         }
-        return jwt.encode(claims, self.credential_key, algorithm="ES256", headers={"kid": self.phone_id})
+        return jwt.encode(
+            claims, self.credential_key, algorithm="ES256", headers={"kid": self.phone_id}
+        )
