@@ -14,7 +14,7 @@ _ERROR = {"$ref": "#/components/schemas/Error"}
 _DECISION = {"$ref": "#/components/schemas/Decision"}
 _DOOR_PARAM = {
     "name": "door", "in": "path", "required": True,
-    "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+    "schema": {"type": "string", "minLength": 1, "maxLength": 128}, "example": "front",
 }
 
 
