@@ -11,6 +11,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from passbridge.adapters.keystore import MemoryKeyStore
 from passbridge.clock import Clock, ManualClock
 from passbridge.core.model import Site
 from passbridge.core.tokens import (
@@ -22,7 +23,6 @@ from passbridge.core.tokens import (
     public_key_to_pem,
 )
 from passbridge.service.device_keys import DeviceKeys
-from passbridge.adapters.keystore import MemoryKeyStore
 from passbridge.service.runtime import Services, memory_services
 from passbridge.site_file import parse_site
 
