@@ -14,6 +14,7 @@ import struct
 from collections import deque
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import cached_property
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -47,6 +48,11 @@ POLICY_USER_DEVICE = 0x01
 
 DIRECTION_READER_TO_DEVICE = bytes(8)
 DIRECTION_DEVICE_TO_READER = bytes(7) + b"\x01"
+
+# Stateless algorithm objects, built once rather than on every call of a tap.
+_ECDH = ec.ECDH()
+_ECDSA = ec.ECDSA(hashes.SHA256())
+_ECDSA_DETERMINISTIC = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
 
 
 class Interface(IntEnum):
@@ -98,26 +104,37 @@ def generate_ephemeral() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(CURVE)
 
 
+def generate_ephemeral_pair() -> tuple[ec.EllipticCurvePrivateKey, bytes]:
+    """A fresh ephemeral key with its 65-byte point, the form AUTH0 sends."""
+    key = ec.generate_private_key(CURVE)
+    return key, public_key_bytes(key)
+
+
 class EphemeralKeyPool:
     """Ephemeral key pairs generated ahead of a tap.
 
     Key generation is the one step of a transaction that does not depend on
     the peer, so doing it between taps takes it off the tap's critical path.
-    Each key is handed out once. ``refill`` is meant to run when the reader is
-    idle; ``take`` falls back to generating on the spot when the pool is empty.
+    The pool keeps each key's encoded point too, for the same reason. Each key
+    is handed out once. ``refill`` is meant to run when the reader is idle;
+    ``take`` falls back to generating on the spot when the pool is empty.
     """
 
     def __init__(self, size: int = 4) -> None:
         self._size = size
-        self._keys: deque[ec.EllipticCurvePrivateKey] = deque()
+        self._keys: deque[tuple[ec.EllipticCurvePrivateKey, bytes]] = deque()
         self.refill()
 
     def refill(self) -> None:
         while len(self._keys) < self._size:
-            self._keys.append(generate_ephemeral())
+            self._keys.append(generate_ephemeral_pair())
 
     def take(self) -> ec.EllipticCurvePrivateKey:
-        return self._keys.popleft() if self._keys else generate_ephemeral()
+        return self.take_pair()[0]
+
+    def take_pair(self) -> tuple[ec.EllipticCurvePrivateKey, bytes]:
+        """A key and its encoded point; generated on the spot if the pool is empty."""
+        return self._keys.popleft() if self._keys else generate_ephemeral_pair()
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -131,9 +148,15 @@ def key_slot(credential_public_key: bytes) -> bytes:
 # ---------------------------------------------------------------- ECDH and KDFs
 
 
-def ecdh_shared_x(private_key: ec.EllipticCurvePrivateKey, peer_point: bytes) -> bytes:
-    """Z, the x coordinate of the ECDH shared point (32 bytes)."""
-    return private_key.exchange(ec.ECDH(), load_public_key(peer_point))
+def ecdh_shared_x(private_key: ec.EllipticCurvePrivateKey,
+                  peer: bytes | ec.EllipticCurvePublicKey) -> bytes:
+    """Z, the x coordinate of the ECDH shared point (32 bytes).
+
+    ``peer`` may be a key already loaded (and so already checked to be on the
+    curve) when the message parser did it, so the point is decoded once a tap.
+    """
+    key = load_public_key(peer) if isinstance(peer, bytes) else peer
+    return private_key.exchange(_ECDH, key)
 
 
 def x963_kdf(shared_x: bytes, transaction_id: bytes, length: int = 32) -> bytes:
@@ -168,10 +191,11 @@ class SaltInputs:
     authentication_policy: int
     select_a5: bytes  # the whole A5 TLV of the SELECT answer
 
-    def salt(self, label: bytes, credential_public_x: bytes = b"") -> bytes:
+    @cached_property
+    def _after_label(self) -> bytes:
+        # Everything between the label and the credential key is the same in
+        # every salt of a tap (STANDARD uses two), so it is joined once.
         return b"".join((
-            self.reader_public_x,
-            label,
             self.reader_id,
             bytes([int(self.interface)]),
             tlv.encode(0x5C, self.version),
@@ -179,8 +203,10 @@ class SaltInputs:
             self.transaction_id,
             bytes([self.command_parameters, self.authentication_policy]),
             self.select_a5,
-            credential_public_x,
         ))
+
+    def salt(self, label: bytes, credential_public_x: bytes = b"") -> bytes:
+        return b"".join((self.reader_public_x, label, self._after_label, credential_public_x))
 
 
 @dataclass(frozen=True)
@@ -205,7 +231,8 @@ class FastKeys:
     ursk: bytes
 
 
-def derive_kdh(ephemeral_private: ec.EllipticCurvePrivateKey, peer_ephemeral: bytes,
+def derive_kdh(ephemeral_private: ec.EllipticCurvePrivateKey,
+               peer_ephemeral: bytes | ec.EllipticCurvePublicKey,
                transaction_id: bytes) -> bytes:
     return x963_kdf(ecdh_shared_x(ephemeral_private, peer_ephemeral), transaction_id)
 
@@ -242,6 +269,12 @@ def authentication_data(reader_id: bytes, endpoint_ephemeral_x: bytes,
                         reader_ephemeral_x: bytes, transaction_id: bytes,
                         context: bytes) -> bytes:
     """The string each side signs; ``context`` tells reader and phone apart."""
+    if (len(reader_id), len(endpoint_ephemeral_x), len(reader_ephemeral_x),
+            len(transaction_id), len(context)) == (32, 32, 32, 16, 4):
+        # The only sizes a valid tap has: the same TLVs with their headers spelt out.
+        return b"".join((b"\x4d\x20", reader_id, b"\x86\x20", endpoint_ephemeral_x,
+                         b"\x87\x20", reader_ephemeral_x, b"\x4c\x10", transaction_id,
+                         b"\x93\x04", context))
     return tlv.encode_all((
         (0x4D, reader_id),
         (0x86, endpoint_ephemeral_x),
@@ -254,7 +287,7 @@ def authentication_data(reader_id: bytes, endpoint_ephemeral_x: bytes,
 def sign_raw(private_key: ec.EllipticCurvePrivateKey, data: bytes, *,
              deterministic: bool = False) -> bytes:
     """ECDSA P-256 SHA-256 as 64 bytes r||s (RFC 6979 nonces if ``deterministic``)."""
-    der = private_key.sign(data, ec.ECDSA(hashes.SHA256(), deterministic_signing=deterministic))
+    der = private_key.sign(data, _ECDSA_DETERMINISTIC if deterministic else _ECDSA)
     r, s = decode_dss_signature(der)
     return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
@@ -270,7 +303,7 @@ def verify_raw(public_key: bytes | ec.EllipticCurvePublicKey, signature: bytes,
         return False
     try:
         key = load_public_key(public_key) if isinstance(public_key, bytes) else public_key
-        key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
+        key.verify(encode_dss_signature(r, s), data, _ECDSA)
     except (InvalidSignature, ValueError):
         return False
     return True

@@ -7,7 +7,9 @@ the roles decide what that means for the transaction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from passbridge.protocol import tlv
 from passbridge.protocol.aliro_crypto import AID, load_public_key, same_bytes
@@ -49,8 +51,11 @@ READER_STATUS_DENIED = bytes.fromhex("0000")
 # ---------------------------------------------------------------- SELECT
 
 
+SELECT_COMMAND = CommandAPDU(CLA_ISO, INS_SELECT, 0x04, 0x00, AID, 0x00).encode()
+
+
 def select_command() -> bytes:
-    return CommandAPDU(CLA_ISO, INS_SELECT, 0x04, 0x00, AID, 0x00).encode()
+    return SELECT_COMMAND
 
 
 def select_response_data(versions: tuple[bytes, ...] = (bytes.fromhex("0100"),),
@@ -65,7 +70,26 @@ class SelectAnswer:
     a5_raw: bytes  # exact A5 TLV, an input to every salt
 
 
+# Parsed SELECT answers by their exact bytes. A phone app answers SELECT with
+# the same bytes on every tap, so a reader sees a handful of distinct answers;
+# parsing is a pure function of the bytes and SelectAnswer is immutable, so a
+# repeat answer can skip the parse. Bounded so odd answers cannot grow it.
+_SELECT_ANSWERS: dict[bytes, SelectAnswer] = {}
+_SELECT_ANSWERS_MAX = 32
+
+
 def parse_select_response(data: bytes) -> SelectAnswer:
+    data = bytes(data)
+    answer = _SELECT_ANSWERS.get(data)
+    if answer is None:
+        answer = _parse_select_response(data)
+        if len(_SELECT_ANSWERS) >= _SELECT_ANSWERS_MAX:
+            _SELECT_ANSWERS.clear()
+        _SELECT_ANSWERS[data] = answer
+    return answer
+
+
+def _parse_select_response(data: bytes) -> SelectAnswer:
     outer = tlv.parse(data, (Field(TAG_FCI),))
     inner_bytes = outer[TAG_FCI]
     inner = tlv.parse(inner_bytes, (Field(TAG_AID, (len(AID),)), Field(TAG_PROPRIETARY)))
@@ -96,15 +120,34 @@ class Auth0Command:
     reader_id: bytes
 
     def encode(self) -> bytes:
-        data = tlv.encode_all((
-            (TAG_COMMAND_PARAMETERS, bytes([self.command_parameters])),
-            (TAG_POLICY, bytes([self.authentication_policy])),
-            (TAG_VERSIONS, self.version),
-            (TAG_READER_EPHEMERAL, self.reader_ephemeral_public_key),
-            (TAG_TRANSACTION_ID, self.transaction_id),
-            (TAG_READER_ID, self.reader_id),
-        ))
-        return CommandAPDU(CLA_PROPRIETARY, INS_AUTH0, 0, 0, data, 0x00).encode()
+        return auth0_command(self.command_parameters, self.authentication_policy,
+                             self.version, self.reader_ephemeral_public_key,
+                             self.transaction_id, self.reader_id)
+
+
+def auth0_command(command_parameters: int, authentication_policy: int, version: bytes,
+                  reader_ephemeral_public_key: bytes, transaction_id: bytes,
+                  reader_id: bytes) -> bytes:
+    """The AUTH0 command APDU (what :meth:`Auth0Command.encode` sends)."""
+    if (len(version), len(reader_ephemeral_public_key), len(transaction_id),
+            len(reader_id)) == (2, 65, 16, 32) and 0 <= command_parameters <= 0xFF \
+            and 0 <= authentication_policy <= 0xFF:
+        # Every AUTH0 a reader sends has these sizes: the TLVs with their headers
+        # spelt out, built in one join on the tap path. Lc = 129 data bytes.
+        return b"".join((
+            b"\x80\x80\x00\x00\x81\x41\x01", bytes((command_parameters,)),
+            b"\x42\x01", bytes((authentication_policy,)), b"\x5c\x02", version,
+            b"\x87\x41", reader_ephemeral_public_key, b"\x4c\x10", transaction_id,
+            b"\x4d\x20", reader_id, b"\x00"))
+    data = tlv.encode_all((
+        (TAG_COMMAND_PARAMETERS, bytes([command_parameters])),
+        (TAG_POLICY, bytes([authentication_policy])),
+        (TAG_VERSIONS, version),
+        (TAG_READER_EPHEMERAL, reader_ephemeral_public_key),
+        (TAG_TRANSACTION_ID, transaction_id),
+        (TAG_READER_ID, reader_id),
+    ))
+    return CommandAPDU(CLA_PROPRIETARY, INS_AUTH0, 0, 0, data, 0x00).encode()
 
 
 _AUTH0_SCHEMA = (
@@ -131,6 +174,10 @@ def parse_auth0_command(data: bytes) -> Auth0Command:
 class Auth0Response:
     endpoint_ephemeral_public_key: bytes
     cryptogram: bytes | None
+    # The point as a key object, set by the parser that checked it is on the
+    # curve, so the reader's ECDH does not decode it a second time.
+    endpoint_ephemeral_key: ec.EllipticCurvePublicKey | None = field(
+        default=None, compare=False, repr=False)
 
     def encode(self) -> bytes:
         fields = [(TAG_ENDPOINT_EPHEMERAL, self.endpoint_ephemeral_public_key)]
@@ -139,11 +186,24 @@ class Auth0Response:
         return tlv.encode_all(fields)
 
 
+_AUTH0_RESPONSE_SCHEMA = (Field(TAG_ENDPOINT_EPHEMERAL, (65,)),
+                          Field(TAG_CRYPTOGRAM, (64,), required=False))
+
+
 def parse_auth0_response(data: bytes) -> Auth0Response:
-    f = tlv.parse(data, (Field(TAG_ENDPOINT_EPHEMERAL, (65,)),
-                         Field(TAG_CRYPTOGRAM, (64,), required=False)))
-    load_public_key(f[TAG_ENDPOINT_EPHEMERAL])
-    return Auth0Response(f[TAG_ENDPOINT_EPHEMERAL], f.get(TAG_CRYPTOGRAM))
+    data = bytes(data)
+    # The schema admits exactly two byte layouts (86 41 <65> and the same
+    # followed by 9D 40 <64>): recognise them directly, anything else goes
+    # through the strict parser, which raises for it.
+    n = len(data)
+    if (n == 67 or (n == 133 and data[67] == TAG_CRYPTOGRAM and data[68] == 64)) \
+            and data[0] == TAG_ENDPOINT_EPHEMERAL and data[1] == 65:
+        point = data[2:67]
+        cryptogram = data[69:] if n == 133 else None
+    else:
+        f = tlv.parse(data, _AUTH0_RESPONSE_SCHEMA)
+        point, cryptogram = f[TAG_ENDPOINT_EPHEMERAL], f.get(TAG_CRYPTOGRAM)
+    return Auth0Response(point, cryptogram, load_public_key(point))
 
 
 # ---------------------------------------------------------------- cryptogram
@@ -164,6 +224,12 @@ class CryptogramContent:
 
 
 def parse_cryptogram_content(plaintext: bytes) -> CryptogramContent:
+    plaintext = bytes(plaintext)
+    # The schema admits one layout, 5E 02 <2> 91 14 <20> 92 14 <20>; anything
+    # else takes the strict parser, which raises for it.
+    if len(plaintext) == 48 and plaintext[0:2] == b"\x5e\x02" \
+            and plaintext[4:6] == b"\x91\x14" and plaintext[26:28] == b"\x92\x14":
+        return CryptogramContent(plaintext[2:4], plaintext[6:26], plaintext[28:48])
     f = tlv.parse(plaintext, (Field(TAG_SIGNALING, (2,)),
                               Field(TAG_CREDENTIAL_TIMESTAMP, (20,)),
                               Field(TAG_REVOCATION_TIMESTAMP, (20,))))
@@ -183,13 +249,18 @@ class Auth1Command:
     reader_signature: bytes
 
     def encode(self) -> bytes:
-        data = tlv.encode_all((
-            (TAG_COMMAND_PARAMETERS,
-             bytes([AUTH1_RETURN_PUBLIC_KEY if self.return_public_key
-                    else AUTH1_RETURN_KEY_SLOT])),
-            (TAG_SIGNATURE, self.reader_signature),
-        ))
-        return CommandAPDU(CLA_PROPRIETARY, INS_AUTH1, 0, 0, data, 0x00).encode()
+        return auth1_command(self.return_public_key, self.reader_signature)
+
+
+def auth1_command(return_public_key: bool, reader_signature: bytes) -> bytes:
+    """The AUTH1 command APDU (what :meth:`Auth1Command.encode` sends)."""
+    flag = bytes((AUTH1_RETURN_PUBLIC_KEY if return_public_key else AUTH1_RETURN_KEY_SLOT,))
+    if len(reader_signature) == 64:
+        # The only valid size: 41 01 <flag> 9E 40 <r||s>, Lc = 69.
+        return b"".join((b"\x80\x81\x00\x00\x45\x41\x01", flag, b"\x9e\x40",
+                         reader_signature, b"\x00"))
+    data = tlv.encode_all(((TAG_COMMAND_PARAMETERS, flag), (TAG_SIGNATURE, reader_signature)))
+    return CommandAPDU(CLA_PROPRIETARY, INS_AUTH1, 0, 0, data, 0x00).encode()
 
 
 def parse_auth1_command(data: bytes) -> Auth1Command:
@@ -210,6 +281,10 @@ class Auth1Answer:
     signaling_bitmap: bytes
     credential_signed_timestamp: bytes | None = None
     revocation_signed_timestamp: bytes | None = None
+    # ``credential_public_key`` as a key object, set by the parser that checked
+    # the point, so the reader verifies the signature without decoding it again.
+    credential_key: ec.EllipticCurvePublicKey | None = field(
+        default=None, compare=False, repr=False)
 
     def encode(self) -> bytes:
         fields: list[tuple[int, bytes]] = []
@@ -243,21 +318,28 @@ def parse_auth1_answer(plaintext: bytes) -> Auth1Answer:
     slot = f.get(TAG_KEY_SLOT)
     if (pub is None) == (slot is None):
         raise MalformedTLV("AUTH1 answer needs exactly one of public key (5A) or key slot (4E)")
-    if pub is not None:
-        load_public_key(pub)
+    key = load_public_key(pub) if pub is not None else None
     return Auth1Answer(pub, slot, f[TAG_SIGNATURE], f[TAG_SIGNALING],
-                       f.get(TAG_CREDENTIAL_TIMESTAMP), f.get(TAG_REVOCATION_TIMESTAMP))
+                       f.get(TAG_CREDENTIAL_TIMESTAMP), f.get(TAG_REVOCATION_TIMESTAMP), key)
 
 
 # ---------------------------------------------------------------- EXCHANGE, CONTROL FLOW
 
 
 def exchange_command(ciphertext: bytes) -> bytes:
+    if 0 < len(ciphertext) <= 255:
+        return b"".join((b"\x80\xc9\x00\x00", bytes((len(ciphertext),)), ciphertext, b"\x00"))
     return CommandAPDU(CLA_PROPRIETARY, INS_EXCHANGE, 0, 0, ciphertext, 0x00).encode()
 
 
+_READER_STATUS = {
+    True: tlv.encode(TAG_READER_STATUS, READER_STATUS_GRANTED),
+    False: tlv.encode(TAG_READER_STATUS, READER_STATUS_DENIED),
+}
+
+
 def reader_status_plaintext(granted: bool) -> bytes:
-    return tlv.encode(TAG_READER_STATUS, READER_STATUS_GRANTED if granted else READER_STATUS_DENIED)
+    return _READER_STATUS[bool(granted)]
 
 
 def parse_reader_status(plaintext: bytes) -> bytes:

@@ -21,6 +21,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum, auto
+from functools import cached_property
 from typing import Literal, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -46,14 +47,14 @@ from passbridge.protocol.aliro_crypto import (
     derive_kdh,
     derive_kpersistent,
     derive_volatile_keys,
-    generate_ephemeral,
+    generate_ephemeral_pair,
     public_key_bytes,
     same_bytes,
     sign_raw,
     verify_raw,
     x_coordinate,
 )
-from passbridge.protocol.apdu import MalformedAPDU, parse_response
+from passbridge.protocol.apdu import SW, MalformedAPDU, split_response
 from passbridge.protocol.tlv import MalformedTLV
 
 __all__ = [
@@ -81,13 +82,19 @@ class ReaderIdentity:
         if len(self.group_id) != 16 or len(self.sub_id) != 16:
             raise ValueError("reader group id and sub id are 16 bytes each")
 
-    @property
+    # Derived once per identity, not per tap: encoding the public key means an
+    # OpenSSL call, and every tap needs the key's x coordinate for its salts.
+    @cached_property
     def reader_id(self) -> bytes:
         return self.group_id + self.sub_id
 
-    @property
+    @cached_property
     def public_key(self) -> bytes:
         return public_key_bytes(self.private_key)
+
+    @cached_property
+    def public_x(self) -> bytes:
+        return x_coordinate(self.public_key)
 
 
 class CredentialDirectory(Protocol):
@@ -182,15 +189,21 @@ class ReaderTransaction:
         self._credentials = credentials
         self._interface = interface
         self._command_parameters = COMMAND_FAST if prefer_fast else COMMAND_STANDARD
-        if ephemeral_private_key is None:
-            ephemeral_private_key = key_pool.take() if key_pool else generate_ephemeral()
-        self._ephemeral = ephemeral_private_key
-        self._ephemeral_public = public_key_bytes(ephemeral_private_key)
+        if ephemeral_private_key is not None:
+            self._ephemeral = ephemeral_private_key
+            self._ephemeral_public = public_key_bytes(ephemeral_private_key)
+        elif key_pool is not None:
+            self._ephemeral, self._ephemeral_public = key_pool.take_pair()
+        else:
+            self._ephemeral, self._ephemeral_public = generate_ephemeral_pair()
+        self._ephemeral_x = x_coordinate(self._ephemeral_public)
         self.transaction_id = transaction_id or secrets.token_bytes(16)
         self._deterministic = deterministic_signatures
         self._state = _State.NEW
         self._salt_inputs: SaltInputs | None = None
         self._endpoint_ephemeral: bytes | None = None
+        self._endpoint_key: ec.EllipticCurvePublicKey | None = None
+        self._endpoint_x = b""
         self._channel: SecureChannel | None = None
         self.keys = DerivedKeys()
         self.authenticated: Authenticated | None = None
@@ -202,7 +215,7 @@ class ReaderTransaction:
         if self._state is not _State.NEW:
             raise RuntimeError("start() is called once per transaction")
         self._state = _State.SELECT_SENT
-        return msg.select_command()
+        return msg.SELECT_COMMAND
 
     def receive(self, response_apdu: bytes) -> Event:
         """Feed the phone's answer to the last command; never raises on wire input."""
@@ -250,28 +263,29 @@ class ReaderTransaction:
         state = self._state
         if state in (_State.NEW, _State.AUTHENTICATED, _State.FINISHED, _State.FAILED):
             raise _Abort("out_of_order", f"no command outstanding (state {state.name})")
-        response = parse_response(raw)
-        if not response.ok:
-            raise _Abort("status_word", f"{state.name} answered {response.sw:04X}")
+        data, sw = split_response(raw)
+        if sw != SW.OK:
+            raise _Abort("status_word", f"{state.name} answered {sw:04X}")
         if state is _State.SELECT_SENT:
-            return self._on_select(response.data)
+            return self._on_select(data)
         if state is _State.AUTH0_SENT:
-            return self._on_auth0(response.data)
+            return self._on_auth0(data)
         if state is _State.AUTH1_SENT:
-            return self._on_auth1(response.data)
-        return self._on_exchange(response.data)
+            return self._on_auth1(data)
+        return self._on_exchange(data)
 
     def _on_select(self, data: bytes) -> Event:
         answer = msg.parse_select_response(data)
         if PROTOCOL_VERSION not in answer.versions:
             raise _Abort("unsupported_version",
                          "phone offers " + ",".join(v.hex() for v in answer.versions))
+        identity = self._identity
         self._salt_inputs = SaltInputs(
-            reader_public_x=x_coordinate(self._identity.public_key),
-            reader_id=self._identity.reader_id,
+            reader_public_x=identity.public_x,
+            reader_id=identity.reader_id,
             interface=self._interface,
             version=PROTOCOL_VERSION,
-            reader_ephemeral_x=x_coordinate(self._ephemeral_public),
+            reader_ephemeral_x=self._ephemeral_x,
             transaction_id=self.transaction_id,
             command_parameters=self._command_parameters,
             authentication_policy=POLICY_USER_DEVICE,
@@ -279,14 +293,9 @@ class ReaderTransaction:
         )
         self.keys.salt_inputs = self._salt_inputs
         self._state = _State.AUTH0_SENT
-        return SendCommand(msg.Auth0Command(
-            command_parameters=self._command_parameters,
-            authentication_policy=POLICY_USER_DEVICE,
-            version=PROTOCOL_VERSION,
-            reader_ephemeral_public_key=self._ephemeral_public,
-            transaction_id=self.transaction_id,
-            reader_id=self._identity.reader_id,
-        ).encode())
+        return SendCommand(msg.auth0_command(
+            self._command_parameters, POLICY_USER_DEVICE, PROTOCOL_VERSION,
+            self._ephemeral_public, self.transaction_id, identity.reader_id))
 
     def _on_auth0(self, data: bytes) -> Event:
         answer = msg.parse_auth0_response(data)
@@ -294,23 +303,20 @@ class ReaderTransaction:
         if answer.cryptogram is not None and self._command_parameters != COMMAND_FAST:
             raise MalformedTLV("cryptogram in answer to a STANDARD AUTH0")
         self._endpoint_ephemeral = answer.endpoint_ephemeral_public_key
+        self._endpoint_key = answer.endpoint_ephemeral_key
+        self._endpoint_x = x_coordinate(answer.endpoint_ephemeral_public_key)
         if same_bytes(answer.endpoint_ephemeral_public_key, self._ephemeral_public):
             raise _Abort("malformed", "phone echoed the reader's ephemeral key")
         if answer.cryptogram is not None:
             fast = self._match_cryptogram(answer.cryptogram)
             if fast is not None:
                 return fast
-        signed = authentication_data(
-            self._identity.reader_id,
-            x_coordinate(answer.endpoint_ephemeral_public_key),
-            x_coordinate(self._ephemeral_public),
-            self.transaction_id,
-            READER_CONTEXT,
-        )
+        signed = authentication_data(self._identity.reader_id, self._endpoint_x,
+                                     self._ephemeral_x, self.transaction_id, READER_CONTEXT)
         signature = sign_raw(self._identity.private_key, signed,
                              deterministic=self._deterministic)
         self._state = _State.AUTH1_SENT
-        return SendCommand(msg.Auth1Command(True, signature).encode())
+        return SendCommand(msg.auth1_command(True, signature))
 
     def _match_cryptogram(self, cryptogram: bytes) -> Event | None:
         """Try each persistent key; the one whose keys open the cryptogram wins.
@@ -318,8 +324,8 @@ class ReaderTransaction:
         A mismatch is not an error: the phone may hold a key the reader has
         forgotten (or the reverse), and the tap then continues with AUTH1.
         """
-        assert self._salt_inputs is not None and self._endpoint_ephemeral is not None
-        endpoint_x = x_coordinate(self._endpoint_ephemeral)
+        assert self._salt_inputs is not None
+        endpoint_x = self._endpoint_x
         for _cred, public_key, kpersistent in self._credentials.persistent_keys():
             try:
                 fast = derive_fast_keys(kpersistent, self._salt_inputs, endpoint_x, public_key)
@@ -345,8 +351,10 @@ class ReaderTransaction:
         assert self._salt_inputs is not None and self._endpoint_ephemeral is not None
         if not data:
             raise MalformedTLV("empty AUTH1 answer")
-        endpoint_x = x_coordinate(self._endpoint_ephemeral)
-        kdh = derive_kdh(self._ephemeral, self._endpoint_ephemeral, self.transaction_id)
+        endpoint_x = self._endpoint_x
+        # The parser already decoded and checked the phone's point: reuse it.
+        peer = self._endpoint_key or self._endpoint_ephemeral
+        kdh = derive_kdh(self._ephemeral, peer, self.transaction_id)
         volatile = derive_volatile_keys(kdh, self._salt_inputs, endpoint_x)
         self.keys.kdh = kdh
         self.keys.volatile = volatile
@@ -356,10 +364,10 @@ class ReaderTransaction:
         public_key = answer.credential_public_key
         if public_key is None:
             raise _Abort("malformed", "phone answered a key slot; the reader asked for its key")
-        signed = authentication_data(
-            self._identity.reader_id, endpoint_x, x_coordinate(self._ephemeral_public),
-            self.transaction_id, ENDPOINT_CONTEXT)
-        if not verify_raw(public_key, answer.endpoint_signature, signed):
+        signed = authentication_data(self._identity.reader_id, endpoint_x, self._ephemeral_x,
+                                     self.transaction_id, ENDPOINT_CONTEXT)
+        if not verify_raw(answer.credential_key or public_key, answer.endpoint_signature,
+                          signed):
             raise _Abort("bad_signature", "phone signature does not verify")
         credential_id = self._credentials.credential_for_public_key(public_key)
         if credential_id is None:

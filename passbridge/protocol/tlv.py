@@ -50,30 +50,30 @@ def encode_length(length: int) -> bytes:
 
 def encode(tag: int, value: bytes) -> bytes:
     """One TLV: tag (1 or 2 bytes), BER length, value."""
-    return _tag_bytes(tag) + encode_length(len(value)) + value
+    length = len(value)
+    if tag <= 0xFF and length < 0x80:  # every Aliro field but the long ones
+        return bytes((tag, length)) + value
+    return _tag_bytes(tag) + encode_length(length) + value
 
 
 def encode_all(fields: Iterable[tuple[int, bytes]]) -> bytes:
     return b"".join(encode(tag, value) for tag, value in fields)
 
 
-def split(data: bytes) -> list[tuple[int, bytes, bytes]]:
-    """Split a byte string into ``(tag, value, raw_tlv)`` triples.
+def _scan(data: bytes) -> list[tuple[int, int, int, int]]:
+    """``(tag, start, value_start, end)`` of each TLV; the one strict tokenizer.
 
-    Accepts one- and two-byte tags (first byte with low five bits all set
-    introduces a second byte, which must not announce a third) and definite
-    lengths in short or 0x81/0x82 long form, minimally encoded. Raises
-    :class:`MalformedTLV` on truncation, indefinite or non-minimal lengths,
-    and on empty input left over as a lone tag.
+    Offsets instead of slices so callers copy only what they keep (a tap
+    parses a handful of messages, and on a reader this is per-tap CPU).
     """
-    out: list[tuple[int, bytes, bytes]] = []
+    out: list[tuple[int, int, int, int]] = []
     i = 0
     n = len(data)
     while i < n:
         start = i
         tag = data[i]
         i += 1
-        if tag in (0x00, 0xFF):
+        if tag == 0x00 or tag == 0xFF:
             raise MalformedTLV(f"padding or invalid tag byte {tag:02X} at offset {start}")
         if tag & 0x1F == 0x1F:
             if i >= n:
@@ -85,32 +85,43 @@ def split(data: bytes) -> list[tuple[int, bytes, bytes]]:
             tag = (tag << 8) | second
         if i >= n:
             raise MalformedTLV(f"tag {tag:02X} has no length")
-        first = data[i]
+        length = data[i]
         i += 1
-        if first < 0x80:
-            length = first
-        elif first == 0x81:
-            if i + 1 > n:
-                raise MalformedTLV("truncated length")
-            length = data[i]
-            i += 1
-            if length < 0x80:
-                raise MalformedTLV("non-minimal length encoding")
-        elif first == 0x82:
-            if i + 2 > n:
-                raise MalformedTLV("truncated length")
-            length = int.from_bytes(data[i : i + 2], "big")
-            i += 2
-            if length <= 0xFF:
-                raise MalformedTLV("non-minimal length encoding")
-        else:
-            raise MalformedTLV(f"unsupported length byte {first:02X}")
+        if length >= 0x80:
+            if length == 0x81:
+                if i + 1 > n:
+                    raise MalformedTLV("truncated length")
+                length = data[i]
+                i += 1
+                if length < 0x80:
+                    raise MalformedTLV("non-minimal length encoding")
+            elif length == 0x82:
+                if i + 2 > n:
+                    raise MalformedTLV("truncated length")
+                length = (data[i] << 8) | data[i + 1]
+                i += 2
+                if length <= 0xFF:
+                    raise MalformedTLV("non-minimal length encoding")
+            else:
+                raise MalformedTLV(f"unsupported length byte {length:02X}")
         if i + length > n:
             raise MalformedTLV(f"tag {tag:02X} value truncated ({n - i} of {length} bytes)")
-        value = bytes(data[i : i + length])
+        out.append((tag, start, i, i + length))
         i += length
-        out.append((tag, value, bytes(data[start:i])))
     return out
+
+
+def split(data: bytes) -> list[tuple[int, bytes, bytes]]:
+    """Split a byte string into ``(tag, value, raw_tlv)`` triples.
+
+    Accepts one- and two-byte tags (first byte with low five bits all set
+    introduces a second byte, which must not announce a third) and definite
+    lengths in short or 0x81/0x82 long form, minimally encoded. Raises
+    :class:`MalformedTLV` on truncation, indefinite or non-minimal lengths,
+    and on empty input left over as a lone tag.
+    """
+    data = bytes(data)
+    return [(tag, data[vstart:end], data[start:end]) for tag, start, vstart, end in _scan(data)]
 
 
 def parse(data: bytes, schema: Sequence[Field], *, allow_unknown_tail: bool = False
@@ -123,11 +134,12 @@ def parse(data: bytes, schema: Sequence[Field], *, allow_unknown_tail: bool = Fa
     (used only where a future protocol version may append data that is
     covered by a MAC or key schedule anyway).
     """
-    items = split(data)
+    data = bytes(data)
     result: dict[int, bytes] = {}
     pos = 0
-    for tag, value, _raw in items:
-        while pos < len(schema) and schema[pos].tag != tag:
+    count = len(schema)
+    for tag, _start, vstart, end in _scan(data):
+        while pos < count and schema[pos].tag != tag:
             if schema[pos].required:
                 if any(f.tag == tag for f in schema):
                     raise MalformedTLV(
@@ -135,23 +147,25 @@ def parse(data: bytes, schema: Sequence[Field], *, allow_unknown_tail: bool = Fa
                 raise MalformedTLV(
                     f"unexpected tag {tag:02X} (expected {schema[pos].tag:02X})")
             pos += 1
-        if pos == len(schema):
+        if pos == count:
             if tag in result or any(f.tag == tag for f in schema):
                 raise MalformedTLV(f"tag {tag:02X} duplicated or out of order")
             if allow_unknown_tail:
                 continue
             raise MalformedTLV(f"unexpected tag {tag:02X}")
         spec = schema[pos]
-        if spec.lengths is not None and len(value) not in spec.lengths:
+        length = end - vstart
+        if spec.lengths is not None and length not in spec.lengths:
             raise MalformedTLV(
-                f"tag {tag:02X} has length {len(value)}, expected one of {spec.lengths}")
-        if len(value) > spec.max_length:
-            raise MalformedTLV(f"tag {tag:02X} too long ({len(value)} bytes)")
-        result[tag] = value
+                f"tag {tag:02X} has length {length}, expected one of {spec.lengths}")
+        if length > spec.max_length:
+            raise MalformedTLV(f"tag {tag:02X} too long ({length} bytes)")
+        result[tag] = data[vstart:end]
         pos += 1
-    for spec in schema:
-        if spec.required and spec.tag not in result:
-            raise MalformedTLV(f"missing tag {spec.tag:02X}")
+    if len(result) < count:
+        for spec in schema:
+            if spec.required and spec.tag not in result:
+                raise MalformedTLV(f"missing tag {spec.tag:02X}")
     return result
 
 
@@ -161,7 +175,8 @@ def raw_field(data: bytes, tag: int) -> bytes:
     The SELECT answer's A5 field enters the key schedule byte for byte, so the
     reader keeps its exact encoding rather than re-encoding the value.
     """
-    for item_tag, _value, raw in split(data):
+    data = bytes(data)
+    for item_tag, start, _vstart, end in _scan(data):
         if item_tag == tag:
-            return raw
+            return data[start:end]
     raise MalformedTLV(f"missing tag {tag:02X}")
