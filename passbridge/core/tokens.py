@@ -1,10 +1,17 @@
 """Signed tokens: how a mobile factor (and a remote or nearby request) earns the core's trust.
 
 This lives in the core because the core accepts mobile factors only as
-tokens; it does no I/O. PyJWT checks the signature, the pinned algorithm,
-the audience and the presence of claims; everything about time is checked
-here against the injected clock, because PyJWT can only read the real wall
-clock and scenarios run in other years.
+tokens; it does no I/O. The signature is checked by PyJWT's own algorithm
+object for the key's pinned algorithm (``ES256`` or ``EdDSA``), with the key
+prepared once when the trust list is loaded. The compact serialisation is
+parsed here, once, with PyJWT's strictness (URL-safe alphabet only,
+canonical base64, padding only where PyJWT allows it), because
+``jwt.decode`` would parse it a second time character by character and that
+costs more than the signature check itself on a busy door. The audience,
+required-claim and ``sub``/``jti`` type checks that ``jwt.decode`` would run
+are made here with the same rules; everything about time is checked against
+the injected clock, because PyJWT can only read the real wall clock and
+scenarios run in other years.
 
 Every verifier returns a value and never raises, whatever the input: a
 rejection carries one of the three token reasons of rules.md section 4
@@ -13,12 +20,13 @@ detail that never contains key material.
 
 Order of checks, on purpose: size and shape, key lookup, signature (PyJWT),
 claim types, times, and only then the single-use ``jti`` record, so a forged
-or stale token can never burn a legitimate token's ``jti``.
+or stale token can never burn a legitimate token's ``jti``. No claim is
+trusted before the signature checks out except what picks the key.
 """
 
 from __future__ import annotations
 
-import base64
+import binascii
 import heapq
 import json
 import secrets
@@ -32,6 +40,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from jwt.algorithms import Algorithm
 
 from passbridge.clock import Clock
 from passbridge.core.model import Factor, Reason, Side, TrustedKey
@@ -102,6 +111,20 @@ def _fits(key: object, alg: str) -> bool:
     return isinstance(key, (ed25519.Ed25519PublicKey, ed25519.Ed25519PrivateKey))
 
 
+def _prepare(alg: str, key: object) -> tuple[Algorithm, Any] | None:
+    """PyJWT's verifier for ``alg`` and ``key`` prepared for it, if they belong together."""
+    if alg not in SUPPORTED_ALGS or not _fits(key, alg):
+        return None
+    algorithm = jwt.get_algorithm_by_name(alg)
+    try:
+        prepared = algorithm.prepare_key(key)
+    except (jwt.InvalidKeyError, TypeError, ValueError):
+        return None
+    if algorithm.check_key_length(prepared):
+        return None
+    return algorithm, prepared
+
+
 def load_private_key_pem(pem: str | bytes, alg: str) -> PrivateKey:
     """Load an unencrypted PKCS#8 private key and check it is the type ``alg`` needs."""
     _check_alg(alg)
@@ -164,6 +187,15 @@ class VerificationKey:
     alg: str
     key: PublicKey = field(repr=False)
     issuer: str | None = None
+    # PyJWT's algorithm object and the key it has prepared (curve checked),
+    # made once here rather than on every token; None for a key that does
+    # not fit its algorithm, which then verifies nothing.
+    _jws: tuple[Algorithm, Any] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_jws", _prepare(self.alg, self.key))
 
     @classmethod
     def from_pem(cls, kid: str, alg: str, pem: str, issuer: str | None = None) -> VerificationKey:
@@ -282,13 +314,76 @@ def _invalid(detail: str) -> TokenRejection:
     return TokenRejection(Reason.TOKEN_INVALID, detail)
 
 
-def _b64_json(segment: str) -> Any:
-    padded = segment + "=" * (-len(segment) % 4)
-    return json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+# base64url to standard base64 for binascii's strict decoder; "+" and "/" are
+# not base64url, so they become "!", which the strict decoder refuses.
+_TO_STANDARD_B64 = bytes.maketrans(b"-_+/", b"+/!!")
+# Bits of a segment's last character that carry no data, by its length mod 4.
+# They must be zero: otherwise two spellings decode to the same bytes (PyJWT
+# refuses those too, by re-encoding).
+_SPARE_BITS = (0, 0, 0b1111, 0b11)
+_B64URL_VALUE = [0] * 256
+for _i, _c in enumerate(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"):
+    _B64URL_VALUE[_c] = _i
+# Parsed headers by their exact segment: one bridge signs every token with the
+# same header, so after the first token it costs a dict lookup. Bounded; a
+# flood of distinct headers only empties it.
+_HEADER_CACHE: dict[bytes, dict[str, Any]] = {}
+_HEADER_CACHE_MAX = 256
+_JSON = json.JSONDecoder()
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+class _NotCanonical(ValueError):
+    """A segment that PyJWT's strict base64url decoding would refuse."""
+
+
+def _unb64(segment: bytes) -> bytes:
+    """Decode one base64url segment exactly as strictly as PyJWT does.
+
+    Only the URL-safe alphabet; "=" padding only to complete the last quad
+    (at most two); no length that leaves a lone character; unused bits zero.
+    """
+    body = segment.rstrip(b"=")
+    padding = len(segment) - len(body)
+    rem = len(body) % 4
+    if rem == 1 or padding > 2 or (padding and len(segment) % 4):
+        raise _NotCanonical
+    if body and _B64URL_VALUE[body[-1]] & _SPARE_BITS[rem]:
+        raise _NotCanonical
+    try:
+        return binascii.a2b_base64(
+            body.translate(_TO_STANDARD_B64) + b"=" * (-rem % 4), strict_mode=True
+        )
+    except binascii.Error as exc:
+        raise _NotCanonical from exc
+
+
+def _json(data: bytes) -> Any:
+    """``json.loads`` of a segment, by the quicker route when the text is plain UTF-8."""
+    try:
+        text = data.decode("utf-8")
+        value, end = _JSON.raw_decode(text)
+        if end == len(text):
+            return value
+    except ValueError:  # includes UnicodeDecodeError and JSONDecodeError
+        pass
+    # Surrounding whitespace, a BOM, UTF-16/32, or not JSON at all: the
+    # standard route decides (and raises for the last).
+    return json.loads(data)
+
+
+def _header(segment: bytes) -> Any:
+    header = _HEADER_CACHE.get(segment)
+    if header is not None:
+        return header
+    parsed = _json(_unb64(segment))
+    if isinstance(parsed, dict):
+        if len(_HEADER_CACHE) >= _HEADER_CACHE_MAX:
+            _HEADER_CACHE.clear()
+        _HEADER_CACHE[segment] = parsed
+    return parsed
+
+
+_NUMBER_TYPES = (int, float)
 
 
 KeyResolver = Callable[[dict[str, Any], dict[str, Any]], VerificationKey | None]
@@ -302,6 +397,43 @@ def by_kid(keys: Mapping[str, VerificationKey]) -> KeyResolver:
         return keys.get(kid) if isinstance(kid, str) else None
 
     return resolve
+
+
+@dataclass(frozen=True, slots=True)
+class _Policy:
+    """What one kind of token must satisfy; made once per verifier, not per token."""
+
+    audience: str | None
+    typ: tuple[str | None, ...] | None
+    string_claims: tuple[str, ...]
+    required: tuple[str, ...]
+    max_lifetime: float
+    leeway: float
+    replay_scope: str
+    check_claims: Callable[[dict[str, Any]], str | None] | None
+
+    @classmethod
+    def make(
+        cls,
+        *,
+        audience: str | None,
+        typ: Collection[str | None] | None,
+        string_claims: Collection[str],
+        max_lifetime: float,
+        leeway: float,
+        replay_scope: str,
+        check_claims: Callable[[dict[str, Any]], str | None] | None,
+    ) -> _Policy:
+        strings = tuple(string_claims)
+        required = ("iat", "exp", "jti", *strings, *(("aud",) if audience is not None else ()))
+        return cls(
+            audience, None if typ is None else tuple(typ), strings, required,
+            float(max_lifetime), float(leeway), replay_scope, check_claims,
+        )
+
+
+# header, claims, key, jti, issued at, expires at
+_Checked = tuple[dict[str, Any], dict[str, Any], VerificationKey, str, datetime, datetime]
 
 
 def verify_jws(
@@ -331,29 +463,31 @@ def verify_jws(
     before the ``jti`` is recorded.
     """
     try:
-        return _verify_jws(
-            token, resolve_key, clock=clock, replay_cache=replay_cache, audience=audience,
-            typ=typ, string_claims=string_claims, max_lifetime=max_lifetime, leeway=leeway,
-            replay_scope=replay_scope, check_claims=check_claims,
+        policy = _Policy.make(
+            audience=audience, typ=typ, string_claims=string_claims,
+            max_lifetime=max_lifetime, leeway=leeway, replay_scope=replay_scope,
+            check_claims=check_claims,
         )
+        checked = _check(token, resolve_key, policy, clock, replay_cache)
     except Exception as exc:  # noqa: BLE001 - any surprise is a refusal, never a grant
         return _invalid(f"malformed token ({type(exc).__name__})")
+    if isinstance(checked, TokenRejection):
+        return checked
+    header, claims, key, jti, issued_at, expires_at = checked
+    return VerifiedJws(
+        header=dict(header), claims=claims, key=key, issued_at=issued_at,
+        expires_at=expires_at, jti=jti,
+    )
 
 
-def _verify_jws(
+def _check(
     token: object,
     resolve_key: KeyResolver,
-    *,
+    p: _Policy,
     clock: Clock,
     replay_cache: ReplayCache,
-    audience: str | None,
-    typ: Collection[str | None] | None,
-    string_claims: Collection[str],
-    max_lifetime: float,
-    leeway: float,
-    replay_scope: str,
-    check_claims: Callable[[dict[str, Any]], str | None] | None,
-) -> VerifiedJws | TokenRejection:
+) -> _Checked | TokenRejection:
+    # --- size and shape
     if isinstance(token, bytes):
         if len(token) > MAX_TOKEN_BYTES:
             return _invalid("token too large")
@@ -367,109 +501,112 @@ def _verify_jws(
         return _invalid("token too large")
     if not token.isascii():
         return _invalid("token is not ASCII")
-    parts = token.split(".")
+    data = token.encode("ascii")
+    parts = data.split(b".")
     if len(parts) != 3 or not all(parts):
         return _invalid("not a compact JWS")
+    head, body, sig = parts
     try:
-        header = _b64_json(parts[0])
-        unverified = _b64_json(parts[1])
+        header = _header(head)
+        unverified = _json(_unb64(body))
+        signature = _unb64(sig)
+    except _NotCanonical:
+        return _invalid("a segment is not canonical base64url")
     except (ValueError, RecursionError):
         return _invalid("undecodable header or payload")
     if not isinstance(header, dict) or not isinstance(unverified, dict):
         return _invalid("header and payload must be JSON objects")
+
+    # --- header and key
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in SUPPORTED_ALGS:
         return _invalid(f"algorithm not accepted: {str(alg)[:20]!r}")
-    if typ is not None and header.get("typ") not in typ:
+    if p.typ is not None and header.get("typ") not in p.typ:
         return _invalid("wrong token type")
     if "crit" in header or header.get("b64", True) is not True:
         return _invalid("unsupported header parameters")
+    if "kid" in header and not isinstance(header["kid"], str):
+        return _invalid("unknown key (kid is not a string)")
     key = resolve_key(header, unverified)
     if key is None:
         return _invalid("unknown key")
     if alg != key.alg:
         return _invalid("algorithm does not match the key's pinned algorithm")
+    if key._jws is None:  # noqa: SLF001 - this module's own key object
+        return _invalid("key does not fit its pinned algorithm")
 
-    required = ["iat", "exp", "jti", *string_claims]
-    if audience is not None:
-        required.append("aud")
-    try:
-        decoded = jwt.decode(
-            token,
-            key.key,
-            algorithms=[key.alg],
-            audience=audience,
-            options={
-                "verify_signature": True,
-                "verify_exp": False,
-                "verify_iat": False,
-                "verify_nbf": False,
-                "verify_iss": False,
-                "verify_aud": audience is not None,
-                "strict_aud": False,
-                "require": required,
-            },
-        )
-    except jwt.InvalidSignatureError:
+    # --- signature, by PyJWT's algorithm object for the pinned algorithm
+    algorithm, prepared = key._jws  # noqa: SLF001
+    if not algorithm.verify(data[: len(head) + 1 + len(body)], prepared, signature):
         return _invalid("bad signature")
-    except jwt.InvalidAudienceError:
-        return _invalid("wrong audience")
-    except jwt.MissingRequiredClaimError as exc:
-        return _invalid(f"missing claim {exc.claim}")
-    except jwt.InvalidTokenError as exc:
-        return _invalid(f"rejected by JWS check ({type(exc).__name__})")
-    claims: dict[str, Any] = decoded
-    if not isinstance(claims, dict):
-        return _invalid("payload must be a JSON object")
+    claims: dict[str, Any] = unverified
 
-    for name in string_claims:
-        value = claims.get(name)
-        if not isinstance(value, str) or not value or len(value) > 256:
+    # --- the claim checks jwt.decode would make (presence, audience, sub type),
+    # then our own; a claim that is null counts as missing, as in PyJWT
+    for name in p.required:
+        if claims.get(name) is None:
+            return _invalid(f"missing claim {name}")
+    audience = p.audience
+    if audience is not None:
+        aud = claims["aud"]
+        if type(aud) is str:
+            if aud != audience:
+                return _invalid("wrong audience")
+        elif not aud:
+            return _invalid("missing claim aud")
+        elif type(aud) is not list or not all(type(a) is str for a in aud):
+            return _invalid("wrong audience (not a string or list of strings)")
+        elif audience not in aud:
+            return _invalid("wrong audience")
+    sub = claims.get("sub")
+    if sub is not None and type(sub) is not str:
+        return _invalid("claim sub must be a string")
+    for name in p.string_claims:
+        value = claims[name]
+        if type(value) is not str or not value or len(value) > 256:
             return _invalid(f"claim {name} must be a non-empty string")
     if key.issuer is not None and claims.get("iss") != key.issuer:
         return _invalid("issuer does not match the signing key")
-    jti = claims.get("jti")
-    if not isinstance(jti, str) or not MIN_JTI_CHARS <= len(jti) <= MAX_JTI_CHARS:
+    jti = claims["jti"]
+    if type(jti) is not str or not MIN_JTI_CHARS <= len(jti) <= MAX_JTI_CHARS:
         return _invalid("jti must be a string of 22-128 characters")
-    iat, exp = claims.get("iat"), claims.get("exp")
-    if not _is_number(iat) or not _is_number(exp):
+    # JSON gives int, float or bool; bool is not a time.
+    iat, exp = claims["iat"], claims["exp"]
+    if type(iat) not in _NUMBER_TYPES or type(exp) not in _NUMBER_TYPES:
         return _invalid("iat and exp must be numbers")
-    assert isinstance(iat, (int, float)) and isinstance(exp, (int, float))
     if not (exp > iat):
         return _invalid("exp must be after iat")
-    if exp - iat > max_lifetime:
-        return _invalid(f"lifetime over {max_lifetime:g} s")
+    if exp - iat > p.max_lifetime:
+        return _invalid(f"lifetime over {p.max_lifetime:g} s")
     nbf = claims.get("nbf")
-    if nbf is not None and not _is_number(nbf):
+    if nbf is not None and type(nbf) not in _NUMBER_TYPES:
         return _invalid("nbf must be a number")
-    if check_claims is not None:
-        problem = check_claims(claims)
+    if p.check_claims is not None:
+        problem = p.check_claims(claims)
         if problem is not None:
             return _invalid(problem)
 
+    # --- times, against the injected clock
     now = clock.now().timestamp()
+    leeway = p.leeway
     if iat > now + leeway:
         return _invalid("issued in the future")
-    if isinstance(nbf, (int, float)) and nbf > now + leeway:
+    if nbf is not None and nbf > now + leeway:
         return _invalid("not yet valid")
     if now > exp + leeway:
         return TokenRejection(Reason.TOKEN_EXPIRED, "token expired")
+    issued_at = datetime.fromtimestamp(iat, UTC)
+    expires_at = datetime.fromtimestamp(exp, UTC)
 
-    scope = claims.get(replay_scope)
+    # --- single use, last: nothing above can burn a genuine token's jti
+    scope = claims.get(p.replay_scope)
     scope_text = scope if isinstance(scope, str) else ""
     verdict = replay_cache.check_and_add(f"{scope_text}\x00{jti}", float(exp), now)
     if verdict is ReplayVerdict.REPLAYED:
         return TokenRejection(Reason.TOKEN_REPLAYED, "token already used")
     if verdict is ReplayVerdict.FULL:
         return _invalid("replay cache full")
-    return VerifiedJws(
-        header=header,
-        claims=claims,
-        key=key,
-        issued_at=datetime.fromtimestamp(iat, UTC),
-        expires_at=datetime.fromtimestamp(exp, UTC),
-        jti=jti,
-    )
+    return header, claims, key, jti, issued_at, expires_at
 
 
 # ---------------------------------------------------------------------------
@@ -577,41 +714,49 @@ class FactorTokenVerifier:
         self._keys = verification_keys(keys)
         self._resolve = by_kid(self._keys)
         self._clock = clock
-        self.leeway = leeway
         self.replay_cache = replay_cache if replay_cache is not None else ReplayCache(leeway=leeway)
+        self.leeway = leeway
 
-    def verify(self, token: object) -> VerifiedFactor | TokenRejection:
-        checked = verify_jws(
-            token,
-            self._resolve,
-            clock=self._clock,
-            replay_cache=self.replay_cache,
-            audience=self.site_id,
-            typ=(FACTOR_TOKEN_TYP,),
+    @property
+    def leeway(self) -> float:
+        return self._policy.leeway
+
+    @leeway.setter
+    def leeway(self, seconds: float) -> None:
+        self._policy = _Policy.make(
+            audience=self.site_id, typ=(FACTOR_TOKEN_TYP,),
             string_claims=("iss", "sub", "door", "side", "factor", "cred"),
-            max_lifetime=FACTOR_MAX_LIFETIME,
-            leeway=self.leeway,
+            max_lifetime=FACTOR_MAX_LIFETIME, leeway=seconds, replay_scope="iss",
             check_claims=_factor_claims_problem,
         )
-        if isinstance(checked, TokenRejection):
-            return checked
-        claims = checked.claims
-        return VerifiedFactor(
-            user=claims["sub"],
-            door=claims["door"],
-            side=Side(claims["side"]),
-            factor=Factor(claims["factor"]),
-            credential=claims["cred"],
-            evidence=claims["ev"],
-            jti=checked.jti,
-            issuer=claims["iss"],
-            issued_at=checked.issued_at,
-            expires_at=checked.expires_at,
-        )
+
+    def verify(self, token: object) -> VerifiedFactor | TokenRejection:
+        """Never raises: every token either becomes a VerifiedFactor or is refused."""
+        try:
+            checked = _check(token, self._resolve, self._policy, self._clock, self.replay_cache)
+            if isinstance(checked, TokenRejection):
+                return checked
+            _header, claims, _key, jti, issued_at, expires_at = checked
+            return VerifiedFactor(
+                user=claims["sub"],
+                door=claims["door"],
+                side=_SIDE_BY_VALUE[claims["side"]],
+                factor=_FACTOR_BY_VALUE[claims["factor"]],
+                credential=claims["cred"],
+                evidence=claims["ev"],
+                jti=jti,
+                issuer=claims["iss"],
+                issued_at=issued_at,
+                expires_at=expires_at,
+            )
+        except Exception as exc:  # noqa: BLE001 - any surprise is a refusal, never a grant
+            return _invalid(f"malformed token ({type(exc).__name__})")
 
 
-_SIDES = frozenset(s.value for s in Side)
-_TOKEN_FACTOR_VALUES = frozenset(f.value for f in TOKEN_FACTORS)
+_SIDE_BY_VALUE: dict[str, Side] = {s.value: s for s in Side}
+_FACTOR_BY_VALUE: dict[str, Factor] = {f.value: f for f in TOKEN_FACTORS}
+_SIDES = frozenset(_SIDE_BY_VALUE)
+_TOKEN_FACTOR_VALUES = frozenset(_FACTOR_BY_VALUE)
 
 
 def _factor_claims_problem(claims: dict[str, Any]) -> str | None:
