@@ -57,7 +57,7 @@ def write_site(tmp: Path) -> Path:
                                 "public_key_file": "backend.pub.pem"}]},
         "users": [
             {"id": "alice", "role": "site_admin", "cards": ["10001"], "pin": "2468",
-             "doors": "all", "remote_unlock": True},
+             "phones": ["alice-phone"], "doors": "all", "remote_unlock": True},
             {"id": "bob", "cards": ["20002"], "pin": "1357", "doors": ["side"]},
         ],
     }
@@ -128,12 +128,24 @@ def test_serve_driven_by_sim_then_stopped_by_sigterm(server: Server) -> None:
     pin = sim(server, "pin", "--door", "front", "--code", "2468",
               "--device-key-file", str(server.device_key_file))
     assert pin.stdout.startswith("granted access_granted door=front user=alice"), pin.stderr
-    stubbed = sim(server, "nfc", "--phone", "p", "--door", "front")
-    assert stubbed.returncode == 3
+    # The simulated radios: nfcpy over udp, bleak over bumble, the nearby JWS.
+    tap = sim(server, "nfc", "--phone", "alice-phone", "--door", "front")
+    assert tap.stdout.startswith("granted access_granted door=front user=alice"), tap.stderr
+    near = sim(server, "ble", "--phone", "alice-phone", "--door", "side", "--rssi", "-55")
+    assert near.stdout.startswith("granted access_granted door=side user=alice"), near.stderr
+    far = sim(server, "ble", "--phone", "alice-phone", "--door", "side", "--rssi", "-90")
+    assert far.stdout.startswith("denied too_far door=side user=alice"), far.stderr
+    nearby = sim(server, "nearby", "--phone", "alice-phone", "--door", "front")
+    assert nearby.stdout.startswith("granted access_granted door=front"), nearby.stderr
+    unseen = sim(server, "nearby", "--phone", "alice-phone", "--door", "front", "--rssi", "none")
+    assert unseen.stdout.startswith("denied not_nearby"), unseen.stderr
+    nobody = sim(server, "nfc", "--phone", "mallory-phone", "--door", "front")
+    assert nobody.returncode == 1 and "no_such_phone" in nobody.stderr
     code, out = server.stop(signal.SIGTERM)
     assert code == 0 and "stopped" in out, out
     reasons = sorted(audit_decisions(server.db).values())
-    assert reasons == ["access_granted", "access_granted", "access_granted"]
+    assert reasons == ["access_granted"] * 6 + ["not_nearby", "too_far"]
+    assert (server.db.parent / "sim-phones" / "alice-phone.pem").stat().st_mode & 0o077 == 0
     assert decision["decision_id"] in audit_decisions(server.db)
 
 
@@ -150,7 +162,7 @@ def test_bad_site_file_and_busy_port_fail_cleanly(tmp_path: Path, server: Server
                            str(tmp_path / "other" / "y.sqlite3"), "--port", port],
                           capture_output=True, text=True, timeout=30)
     assert busy.returncode == 1
-    assert busy.stderr.startswith("error: cannot listen on") and "Traceback" not in busy.stderr
+    assert "\nerror: cannot listen on" in "\n" + busy.stderr and "Traceback" not in busy.stderr
     garbage = tmp_path / "garbage.sqlite3"
     garbage.write_bytes(b"this is not a database" * 100)
     unreadable = subprocess.run([*PASSBRIDGE, "serve", "--site", str(tmp_path / "site.yaml"),
@@ -214,5 +226,5 @@ def test_schemathesis_finds_no_server_error(server: Server, tmp_path: Path) -> N
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert "12 selected / 12 total" in result.stdout
-    assert re.search(r"Fuzzing .*\n\n\s+✅ 12 passed", result.stdout), result.stdout
+    assert "16 selected / 16 total" in result.stdout
+    assert re.search(r"Fuzzing .*\n\n\s+✅ 16 passed", result.stdout), result.stdout

@@ -18,6 +18,7 @@ from passbridge.service import routes_admin, routes_decisions, routes_events
 from passbridge.service.http import MAX_BODY_BYTES, json_errors
 from passbridge.service.openapi import document
 from passbridge.service.runtime import Services
+from passbridge.service.simulated import SIM_AIR, SimulatedAir, add_simulated_radios
 from passbridge.service.state import SERVICES
 
 
@@ -37,8 +38,8 @@ async def metrics(request: web.Request) -> web.Response:
                         headers={"X-Content-Type-Options": "nosniff"})
 
 
-async def openapi(_request: web.Request) -> web.Response:
-    return web.json_response(document())
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(document(simulated=SIM_AIR in request.app))
 
 
 async def _audit_lifetime(app: web.Application) -> AsyncIterator[None]:
@@ -64,7 +65,9 @@ async def _end_live_feeds(app: web.Application) -> None:
     app[SERVICES].audit.end_feeds()
 
 
-def create_app(services: Services) -> web.Application:
+def create_app(services: Services, *, simulated: SimulatedAir | None = None) -> web.Application:
+    """``simulated``: the service's simulated radios, which add /v1/sim routes
+    (never present when the radios are real hardware)."""
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors])
     app[SERVICES] = services
     app.cleanup_ctx.append(_audit_lifetime)
@@ -76,4 +79,8 @@ def create_app(services: Services) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/openapi.json", openapi)
+    if simulated is not None:
+        if simulated not in services.radios:
+            services.radios.append(simulated)
+        add_simulated_radios(app, simulated)
     return app

@@ -32,19 +32,23 @@ log = logging.getLogger("passbridge.serve")
 # --- serve -------------------------------------------------------------------------
 
 
-def attach_radios(services: Any, *, nfc: str | None, ble: str | None) -> None:
-    """The lead's hook: append NFC reader / BLE central bridges to
-    ``services.radios`` (objects with async ``start``/``stop``); the app starts
-    them after the audit log opens and stops them before it closes.
+def attach_radios(services: Any, *, nfc: str | None, ble: str | None, db: Path) -> Any:
+    """Put the radios on ``services.radios``; the app starts them after the
+    audit log opens and stops them before it closes.
 
-    Without a named device the radios are simulated; real hardware is not
-    wired into serve yet, and saying so beats pretending to listen.
+    Without a named device the radios are simulated (returned, so the app
+    mounts its /v1/sim routes). Real hardware is not wired into serve yet,
+    and saying so beats pretending to listen.
     """
+    from passbridge.service.simulated import SIM_PHONES_DIR, SimulatedAir
     from passbridge.service.storage import StartupError
 
-    for option, spec, simulated in (("--nfc", nfc, "sim"), ("--ble", ble, "sim")):
-        if spec is not None and spec != simulated:
+    for option, spec in (("--nfc", nfc), ("--ble", ble)):
+        if spec is not None and spec != "sim":
             raise StartupError(f"{option} {spec}: real radio hardware is not wired into serve yet")
+    air = SimulatedAir(services, db.parent / SIM_PHONES_DIR)
+    services.radios.append(air)
+    return air
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -70,20 +74,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise StartupError(f"device key file {key_file}: {detail}") from exc
         services.device_keys = DeviceKeys([device_key])
-        attach_radios(services, nfc=args.nfc, ble=args.ble)
+        air = attach_radios(services, nfc=args.nfc, ble=args.ble, db=db)
     except StartupError as exc:
         asyncio.run(services.audit.store.close())
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_STARTUP
-    return asyncio.run(_serve(services, args.host, args.port, db, key_file))
+    return asyncio.run(_serve(services, air, args.host, args.port, db, key_file))
 
 
-async def _serve(services: Any, host: str, port: int, db: Path, key_file: Path) -> int:
+async def _serve(
+    services: Any, air: Any, host: str, port: int, db: Path, key_file: Path
+) -> int:
     from aiohttp import web
 
     from passbridge.service.app import create_app
 
-    runner = web.AppRunner(create_app(services), handle_signals=False,
+    runner = web.AppRunner(create_app(services, simulated=air), handle_signals=False,
                            shutdown_timeout=SHUTDOWN_SECONDS, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
@@ -149,10 +155,15 @@ def _run_sim(args: argparse.Namespace) -> int:
                 sim_client.pin(base, args.door, args.code, args.side, _device_key(args)))
         elif args.sim_command == "remote":
             decision = asyncio.run(_sim_remote(base, args))
+        elif args.sim_command == "nfc":
+            decision = asyncio.run(sim_client.nfc(base, args.door, args.phone, args.side))
+        elif args.sim_command == "ble":
+            decision = asyncio.run(
+                sim_client.ble(base, args.door, args.phone, args.side, args.rssi))
         else:
-            print(f"error: sim {args.sim_command}: needs the simulated radios wired into serve; "
-                  "not available yet", file=sys.stderr)
-            return EXIT_SIM_UNAVAILABLE
+            rssi = None if args.rssi == "none" else int(args.rssi)
+            key_file = Path(args.phone_key) if args.phone_key else None
+            decision = asyncio.run(sim_client.nearby(base, args.door, args.phone, rssi, key_file))
     except SimError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_SIM_REFUSED
@@ -210,11 +221,21 @@ def register(commands: Any) -> None:
     remote.add_argument("--door", required=True)
     remote.add_argument("--side", choices=("in", "out"), default="in")
     remote.add_argument("--site-id", help="the site id (default: asked from /healthz)")
-    for name, text in (("nearby", "a nearby unlock from a simulated phone"),
-                       ("nfc", "a simulated phone taps the service's NFC reader"),
-                       ("ble", "a Bluetooth unlock from a simulated phone")):
-        radio = sim_commands.add_parser(name, help=f"{text} (needs the radio wiring)")
-        radio.add_argument("--phone")
-        radio.add_argument("--door")
-        radio.add_argument("--rssi", type=int)
+    def phone_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--phone", required=True, help="a phone id of the site file")
+        p.add_argument("--door", required=True)
+        p.add_argument("--side", choices=("in", "out"), default="in")
+
+    nfc = sim_commands.add_parser("nfc", help="a simulated phone taps the door's NFC reader")
+    phone_args(nfc)
+    ble = sim_commands.add_parser("ble", help="a Bluetooth unlock from a simulated phone")
+    phone_args(ble)
+    ble.add_argument("--rssi", type=int, default=-50, help="dBm the reader hears (default -50)")
+    nearby = sim_commands.add_parser(
+        "nearby", help="the phone advertises, then asks for a nearby unlock")
+    phone_args(nearby)
+    nearby.add_argument("--rssi", default="-70",
+                        help="dBm the bridge hears, or 'none' for not seen (default -70)")
+    nearby.add_argument("--phone-key", metavar="FILE",
+                        help="the phone's private key (default: the service's sim-phones folder)")
     sim.set_defaults(func=_run_sim)

@@ -26,6 +26,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
     text = {
         400: "malformed request", 401: "caller not authenticated", 403: "not a site admin",
         404: "unknown door", 413: "request too large", 422: "configuration rejected",
+        503: "simulated radio failed",
     }
     return {str(s): {"description": text[s], "content": _json(_ERROR)} for s in statuses}
 
@@ -70,9 +71,10 @@ def _admin_op(summary: str, ok: dict[str, Any], statuses: tuple[int, ...],
     return op
 
 
-def document() -> dict[str, Any]:
+def document(*, simulated: bool = False) -> dict[str, Any]:
+    """``simulated``: include the /v1/sim routes a service with simulated radios has."""
     door_schema = {"$ref": "#/components/schemas/Door"}
-    return {
+    doc: dict[str, Any] = {
         "openapi": "3.0.3",
         "info": {
             "title": "passbridge",
@@ -253,5 +255,44 @@ def document() -> dict[str, Any]:
                     },
                 },
             },
+        },
+    }
+    if simulated:
+        doc["paths"].update(_simulation_paths())
+    return doc
+
+
+def _simulation_paths() -> dict[str, Any]:
+    rssi = {"type": "integer", "minimum": -127, "maximum": 20, "nullable": True}
+    phone_body = {"type": "object", "required": ["phone"], "properties": {
+        "phone": {"type": "string"}, "side": _SIDE, "rssi": rssi}}
+    decision = {"description": "the decision", "content": _json(
+        {"$ref": "#/components/schemas/Decision"})}
+
+    def op(summary: str, ok: dict[str, Any], body: dict[str, Any] | None) -> dict[str, Any]:
+        operation: dict[str, Any] = {
+            "summary": summary, "tags": ["simulation"],
+            "responses": {"200": ok, **_errors(400, 404, 413, 503)},
+        }
+        if body is not None:
+            operation["requestBody"] = {"required": True, "content": _json(body)}
+        return operation
+
+    return {
+        "/v1/sim": {"get": {"summary": "The simulated radios: phones, keys, reader key",
+                            "tags": ["simulation"], "responses": {"200": {
+                                "description": "simulation", "content": _json(
+                                    {"type": "object"})}}}},
+        "/v1/sim/doors/{door}/nfc": {"parameters": [_DOOR_PARAM], "post": op(
+            "A simulated phone taps the door's NFC reader", decision, phone_body)},
+        "/v1/sim/doors/{door}/ble": {"parameters": [_DOOR_PARAM], "post": op(
+            "A simulated phone makes a Bluetooth unlock", decision, phone_body)},
+        "/v1/sim/phones/{phone}/advertise": {
+            "parameters": [{"name": "phone", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "post": op("The phone advertises a fresh rotating id (rssi null: not seen)",
+                       {"description": "the advertised id", "content": _json(
+                           {"type": "object", "properties": {"adv": {"type": "string"}}})},
+                       {"type": "object", "properties": {"rssi": rssi}}),
         },
     }

@@ -4,6 +4,7 @@ backend send to a running service, made the way the real ones make it."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,56 @@ async def pin(base: str, door: str, code: str, side: str, device_key: str) -> di
 async def remote(base: str, door: str, token: str) -> dict[str, Any]:
     return await _request("POST", f"{base}/v1/doors/{door}/remote-unlock",
                           headers={"Authorization": f"Bearer {token}"})
+
+
+async def nfc(base: str, door: str, phone: str, side: str) -> dict[str, Any]:
+    """A simulated phone taps the door's reader (the service's nfcpy reader, udp)."""
+    return await _request("POST", f"{base}/v1/sim/doors/{door}/nfc",
+                          body={"phone": phone, "side": side})
+
+
+async def ble(base: str, door: str, phone: str, side: str, rssi: int) -> dict[str, Any]:
+    """A simulated phone approaches the door's Bluetooth reader at ``rssi`` dBm."""
+    return await _request("POST", f"{base}/v1/sim/doors/{door}/ble",
+                          body={"phone": phone, "side": side, "rssi": rssi})
+
+
+async def nearby(
+    base: str, door: str, phone: str, rssi: int | None, key_file: Path | None
+) -> dict[str, Any]:
+    """The phone advertises (or not, for ``rssi`` None), then the app signs a
+    nearby request with the phone's key and sends it, as the Pass app does."""
+    info = await _request("GET", f"{base}/v1/sim")
+    path = key_file or Path(str(info.get("phone_keys", ""))) / f"{phone}.pem"
+    try:
+        key = load_private_key_pem(path.read_bytes(), "ES256")
+    except (OSError, ValueError) as exc:
+        raise SimError(f"cannot read the phone's key {path}: {exc}") from exc
+    advert = await _request("POST", f"{base}/v1/sim/phones/{phone}/advertise",
+                            body={"rssi": rssi})
+    now = int(time.time())
+    token = jwt.encode(
+        {"cred": phone, "door": door, "adv": advert["adv"], "iat": now, "exp": now + 30,
+         "jti": new_jti()},
+        key, algorithm="ES256", headers={"kid": phone},
+    )
+    return await _request_text("POST", f"{base}/v1/doors/{door}/nearby-unlock", token)
+
+
+async def _request_text(method: str, url: str, text: str) -> dict[str, Any]:
+    try:
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as session, session.request(
+            method, url, data=text, headers={"Content-Type": "application/jwt"}
+        ) as resp:
+            data = await resp.json(content_type=None)
+            if resp.status != 200 or not isinstance(data, dict):
+                error = data.get("error", {}) if isinstance(data, dict) else {}
+                raise SimError(f"HTTP {resp.status} {error.get('code')}: {error.get('message')}")
+            return data
+    except aiohttp.ClientError as exc:
+        raise SimError(f"cannot reach {url}: {exc}") from exc
+    except (TimeoutError, ValueError) as exc:
+        raise SimError(f"no usable answer from {url}: {exc}") from exc
 
 
 def describe(decision: dict[str, Any]) -> str:

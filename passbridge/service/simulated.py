@@ -1,0 +1,181 @@
+"""The simulated radios of ``passbridge serve`` (the default when no real
+NFC reader or Bluetooth adapter is named).
+
+The service then hosts a simulated phone for every phone of the site file,
+its key kept in ``<database folder>/sim-phones/<phone>.pem`` (0600) and
+enrolled on first start, and answers ``/v1/sim/...`` so that ``passbridge
+sim nfc|ble|nearby`` can make those phones tap, approach and advertise.
+From the simulated phone onward everything is the production path:
+nfcpy's reader over its udp driver, bleak over the bumble backend, the
+bridge, the signed token, the core, the audit log. None of these routes
+exist when the radios are real.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from passbridge.core.decision import Decision
+from passbridge.core.model import Side
+from passbridge.core.tokens import load_private_key_pem, private_key_to_pem
+from passbridge.service.http import ApiError, json_body
+from passbridge.service.runtime import Services
+from passbridge.service.state import SERVICES
+from passbridge.sim.phone import SimulatedPhone
+from passbridge.sim.radios import SimulatedRadios, SimulationError
+
+log = logging.getLogger(__name__)
+
+SIM_PHONES_DIR = "sim-phones"
+
+
+def phone_key_path(phones_dir: Path, phone_id: str) -> Path:
+    return phones_dir / f"{phone_id}.pem"
+
+
+class SimulatedAir:
+    """A Radio (start/stop) holding the simulated phones and the air they share."""
+
+    def __init__(self, services: Services, phones_dir: Path) -> None:
+        self._services = services
+        self.phones_dir = phones_dir
+        self.phones: dict[str, SimulatedPhone] = {}
+        self._radios: SimulatedRadios | None = None
+
+    @property
+    def radios(self) -> SimulatedRadios:
+        if self._radios is None:
+            raise ApiError(503, "radios_not_started", "the simulated radios are not running")
+        return self._radios
+
+    async def start(self) -> None:
+        services = self._services
+        self.phones_dir.mkdir(parents=True, exist_ok=True)
+        for phone_id, user_id in services.site.user_by_phone.items():
+            phone = self._load_or_create(phone_id)
+            enrolment = services.keystore.phone(phone_id)
+            if enrolment is None:
+                services.keystore.enroll_phone(phone_id, user_id, phone.public_key_point)
+            elif enrolment.public_key != phone.public_key_point:
+                log.warning(
+                    "phone %s is enrolled with another key; its simulated taps will be "
+                    "refused (unknown_credential)", phone_id,
+                )
+            self.phones[phone_id] = phone
+        self._radios = SimulatedRadios(
+            services.controller, services.keystore, services.clock, services.proximity,
+            self.phones,
+        )
+        log.info("simulated radios: %d phones (keys in %s)", len(self.phones), self.phones_dir)
+
+    def _load_or_create(self, phone_id: str) -> SimulatedPhone:
+        path = phone_key_path(self.phones_dir, phone_id)
+        if path.exists():
+            key = load_private_key_pem(path.read_text(), "ES256")
+            return SimulatedPhone(phone_id, key)  # type: ignore[arg-type]
+        phone = SimulatedPhone.create(phone_id)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(private_key_to_pem(phone.credential_key))
+        return phone
+
+    async def stop(self) -> None:
+        if self._radios is not None:
+            await self._radios.close()
+            self._radios = None
+
+
+SIM_AIR = web.AppKey("sim_air", SimulatedAir)
+
+
+def _side(data: dict[str, Any]) -> Side:
+    value = data.get("side", "in")
+    if value not in ("in", "out"):
+        raise ApiError(400, "malformed_body", "side must be 'in' or 'out'")
+    return Side(value)
+
+
+def _phone(data: dict[str, Any], air: SimulatedAir) -> str:
+    phone = data.get("phone")
+    if not isinstance(phone, str) or phone not in air.phones:
+        known = ", ".join(sorted(air.phones)) or "none"
+        raise ApiError(404, "no_such_phone", f"no simulated phone {phone!r} (phones: {known})")
+    return phone
+
+
+def _rssi(data: dict[str, Any], default: int | None) -> int | None:
+    value = data.get("rssi", default)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not -127 <= value <= 20:
+        raise ApiError(400, "malformed_body", "rssi must be an integer dBm (-127..20) or null")
+    return value
+
+
+def _answer(decision: Decision) -> web.Response:
+    return web.json_response(decision.to_json())
+
+
+async def _door(request: web.Request) -> str:
+    door = request.match_info["door"]
+    request.app[SERVICES].core.door(door)  # UnknownDoor -> 404
+    return door
+
+
+async def describe(request: web.Request) -> web.Response:
+    air = request.app[SIM_AIR]
+    services = request.app[SERVICES]
+    return web.json_response({
+        "simulated": True,
+        "phones": sorted(air.phones),
+        "phone_keys": str(air.phones_dir),
+        "reader_public_key": services.keystore.reader_identity().public_key.hex(),
+    })
+
+
+async def nfc_tap(request: web.Request) -> web.Response:
+    air = request.app[SIM_AIR]
+    door = await _door(request)
+    data = await json_body(request)
+    try:
+        return _answer(await air.radios.nfc_tap(_phone(data, air), door, _side(data)))
+    except SimulationError as error:
+        raise ApiError(503, "simulation_failed", str(error)) from None
+
+
+async def ble_unlock(request: web.Request) -> web.Response:
+    air = request.app[SIM_AIR]
+    door = await _door(request)
+    data = await json_body(request)
+    rssi = _rssi(data, -50)
+    if rssi is None:
+        raise ApiError(400, "malformed_body", "a Bluetooth unlock needs an rssi")
+    try:
+        return _answer(await air.radios.ble_unlock(_phone(data, air), door, _side(data), rssi))
+    except SimulationError as error:
+        raise ApiError(503, "simulation_failed", str(error)) from None
+
+
+async def advertise(request: web.Request) -> web.Response:
+    air = request.app[SIM_AIR]
+    data = await json_body(request)
+    data.setdefault("phone", request.match_info["phone"])
+    try:
+        adv = await air.radios.advertise(_phone(data, air), _rssi(data, -70))
+    except SimulationError as error:
+        raise ApiError(503, "simulation_failed", str(error)) from None
+    return web.json_response({"adv": adv})
+
+
+def add_simulated_radios(app: web.Application, air: SimulatedAir) -> None:
+    """Mount the simulation routes; the air itself is one of services.radios."""
+    app[SIM_AIR] = air
+    app.router.add_get("/v1/sim", describe)
+    app.router.add_post("/v1/sim/doors/{door}/nfc", nfc_tap)
+    app.router.add_post("/v1/sim/doors/{door}/ble", ble_unlock)
+    app.router.add_post("/v1/sim/phones/{phone}/advertise", advertise)
