@@ -71,9 +71,9 @@ class Reason(StrEnum):
     NOT_NEARBY = "not_nearby"
     TOO_FAR = "too_far"
     NO_SUCH_DEVICE = "no_such_device"
-    TOKEN_INVALID = "token_invalid"
-    TOKEN_EXPIRED = "token_expired"
-    TOKEN_REPLAYED = "token_replayed"
+    TOKEN_INVALID = "token_invalid"  # noqa: S105 - a reason code, not a secret
+    TOKEN_EXPIRED = "token_expired"  # noqa: S105
+    TOKEN_REPLAYED = "token_replayed"  # noqa: S105
     INTERNAL_ERROR = "internal_error"
 
     @property
