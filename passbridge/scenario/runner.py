@@ -135,8 +135,11 @@ def _line(report: StepReport, site_tz: Any) -> str:
 
 
 def run_files(
-    paths: list[str], *, as_json: bool, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+    paths: list[str], *, as_json: bool, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
+    # Resolved per call: a default bound at import would outlive a redirected stdout.
+    out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
     import asyncio
 
     pin_key = secrets.token_bytes(32)
