@@ -176,6 +176,26 @@ async def test_nearby_for_another_door_and_replay_are_401(rig: tuple[Rig, Client
     assert await error_of(again, 401) == "token_replayed"
 
 
+async def test_nearby_expired_or_not_yet_valid_is_401(rig: tuple[Rig, Client]) -> None:
+    r, client = rig
+    r.services.proximity.observe(ADV, -60)
+    late = nearby_token(r.keys.phones["bob-phone"], r.clock, cred="bob-phone", door="side",
+                        adv=format_adv_id(ADV))
+    r.clock.advance(36)  # 30 s lifetime + 5 s leeway, and one more
+    r.services.proximity.observe(ADV, -60)
+    resp = await client.post("/v1/doors/side/nearby-unlock", data=late)
+    assert await error_of(resp, 401) == "token_expired"
+    now = int(r.clock.now().timestamp())
+    early = nearby_token(r.keys.phones["bob-phone"], r.clock, cred="bob-phone", door="side",
+                         adv=format_adv_id(ADV), iat=now + 60, exp=now + 90)
+    resp = await client.post("/v1/doors/side/nearby-unlock", data=early)
+    assert await error_of(resp, 401) == "token_invalid"
+    too_long = nearby_token(r.keys.phones["bob-phone"], r.clock, cred="bob-phone",
+                            door="side", adv=format_adv_id(ADV), exp=now + 3600)
+    resp = await client.post("/v1/doors/side/nearby-unlock", data=too_long)
+    assert await error_of(resp, 401) == "token_invalid"
+
+
 # --- factor tokens, card, keypad ------------------------------------------------
 
 
