@@ -12,9 +12,8 @@ import hashlib
 import hmac
 import struct
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
-from functools import cached_property
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -173,7 +172,7 @@ def hkdf_sha256(ikm: bytes, salt: bytes | None, info: bytes, length: int) -> byt
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(ikm)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class SaltInputs:
     """Everything both sides know after AUTH0 that enters every salt.
 
@@ -190,19 +189,36 @@ class SaltInputs:
     command_parameters: int
     authentication_policy: int
     select_a5: bytes  # the whole A5 TLV of the SELECT answer
+    # Everything between the label and the credential key is the same in every
+    # salt of a tap (STANDARD uses two, and both roles build one), so it is
+    # joined once, when the inputs are known.
+    _after_label: bytes = field(init=False, repr=False, compare=False)
 
-    @cached_property
-    def _after_label(self) -> bytes:
-        # Everything between the label and the credential key is the same in
-        # every salt of a tap (STANDARD uses two), so it is joined once.
-        return b"".join((
-            self.reader_id,
-            bytes([int(self.interface)]),
-            tlv.encode(0x5C, self.version),
-            self.reader_ephemeral_x,
-            self.transaction_id,
-            bytes([self.command_parameters, self.authentication_policy]),
-            self.select_a5,
+    def __init__(self, reader_public_x: bytes, reader_id: bytes, interface: Interface,
+                 version: bytes, reader_ephemeral_x: bytes, transaction_id: bytes,
+                 command_parameters: int, authentication_policy: int,
+                 select_a5: bytes) -> None:
+        # Built on every tap by both roles. The generated frozen __init__ sets
+        # each field through object.__setattr__; filling __dict__ in one call
+        # gives the same object for a fraction of the cost.
+        d = self.__dict__
+        d["reader_public_x"] = reader_public_x
+        d["reader_id"] = reader_id
+        d["interface"] = interface
+        d["version"] = version
+        d["reader_ephemeral_x"] = reader_ephemeral_x
+        d["transaction_id"] = transaction_id
+        d["command_parameters"] = command_parameters
+        d["authentication_policy"] = authentication_policy
+        d["select_a5"] = select_a5
+        d["_after_label"] = b"".join((
+            reader_id,
+            bytes((int(interface), )),
+            tlv.encode(0x5C, version),
+            reader_ephemeral_x,
+            transaction_id,
+            bytes((command_parameters, authentication_policy)),
+            select_a5,
         ))
 
     def salt(self, label: bytes, credential_public_x: bytes = b"") -> bytes:

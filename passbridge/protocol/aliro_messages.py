@@ -174,10 +174,6 @@ def parse_auth0_command(data: bytes) -> Auth0Command:
 class Auth0Response:
     endpoint_ephemeral_public_key: bytes
     cryptogram: bytes | None
-    # The point as a key object, set by the parser that checked it is on the
-    # curve, so the reader's ECDH does not decode it a second time.
-    endpoint_ephemeral_key: ec.EllipticCurvePublicKey | None = field(
-        default=None, compare=False, repr=False)
 
     def encode(self) -> bytes:
         fields = [(TAG_ENDPOINT_EPHEMERAL, self.endpoint_ephemeral_public_key)]
@@ -191,6 +187,17 @@ _AUTH0_RESPONSE_SCHEMA = (Field(TAG_ENDPOINT_EPHEMERAL, (65,)),
 
 
 def parse_auth0_response(data: bytes) -> Auth0Response:
+    point, cryptogram, _key = read_auth0_response(data)
+    return Auth0Response(point, cryptogram)
+
+
+def read_auth0_response(data: bytes
+                        ) -> tuple[bytes, bytes | None, ec.EllipticCurvePublicKey]:
+    """(phone ephemeral point, cryptogram or None, the point as a checked key).
+
+    What the reader needs on its tap path: the key object is kept so ECDH does
+    not decode the point a second time. Same checks as parse_auth0_response.
+    """
     data = bytes(data)
     # The schema admits exactly two byte layouts (86 41 <65> and the same
     # followed by 9D 40 <64>): recognise them directly, anything else goes
@@ -203,7 +210,7 @@ def parse_auth0_response(data: bytes) -> Auth0Response:
     else:
         f = tlv.parse(data, _AUTH0_RESPONSE_SCHEMA)
         point, cryptogram = f[TAG_ENDPOINT_EPHEMERAL], f.get(TAG_CRYPTOGRAM)
-    return Auth0Response(point, cryptogram, load_public_key(point))
+    return point, cryptogram, load_public_key(point)
 
 
 # ---------------------------------------------------------------- cryptogram
@@ -223,12 +230,25 @@ class CryptogramContent:
         ))
 
 
+def _is_cryptogram_layout(plaintext: bytes) -> bool:
+    # The schema admits one layout, 5E 02 <2> 91 14 <20> 92 14 <20>.
+    return (len(plaintext) == 48 and plaintext[0:2] == b"\x5e\x02"
+            and plaintext[4:6] == b"\x91\x14" and plaintext[26:28] == b"\x92\x14")
+
+
+def check_cryptogram_content(plaintext: bytes) -> None:
+    """Raise MalformedTLV unless ``plaintext`` is a well-formed cryptogram content.
+
+    The reader only needs the verdict; the known layout is recognised without
+    building the object, anything else takes the strict parser.
+    """
+    if not _is_cryptogram_layout(plaintext):
+        parse_cryptogram_content(plaintext)
+
+
 def parse_cryptogram_content(plaintext: bytes) -> CryptogramContent:
     plaintext = bytes(plaintext)
-    # The schema admits one layout, 5E 02 <2> 91 14 <20> 92 14 <20>; anything
-    # else takes the strict parser, which raises for it.
-    if len(plaintext) == 48 and plaintext[0:2] == b"\x5e\x02" \
-            and plaintext[4:6] == b"\x91\x14" and plaintext[26:28] == b"\x92\x14":
+    if _is_cryptogram_layout(plaintext):
         return CryptogramContent(plaintext[2:4], plaintext[6:26], plaintext[28:48])
     f = tlv.parse(plaintext, (Field(TAG_SIGNALING, (2,)),
                               Field(TAG_CREDENTIAL_TIMESTAMP, (20,)),

@@ -18,7 +18,7 @@ Flows:
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum, auto
 from functools import cached_property
@@ -137,6 +137,8 @@ class Failed:
 
 Event = SendCommand | Authenticated | Finished | Failed
 
+_FINISHED_EVENT = Finished()  # immutable and field-less: one instance serves every tap
+
 
 class _State(Enum):
     NEW = auto()
@@ -147,6 +149,13 @@ class _State(Enum):
     EXCHANGE_SENT = auto()
     FINISHED = auto()
     FAILED = auto()
+
+
+# Under Python 3.11 every ``_State.X`` is a descriptor call on the enum class;
+# the tap path reads states on each answer, so it uses plain module names.
+(_NEW, _SELECT_SENT, _AUTH0_SENT, _AUTH1_SENT, _AUTHENTICATED, _EXCHANGE_SENT, _FINISHED,
+ _FAILED) = _State
+_SW_OK = int(SW.OK)
 
 
 class _Abort(Exception):
@@ -196,10 +205,10 @@ class ReaderTransaction:
             self._ephemeral, self._ephemeral_public = key_pool.take_pair()
         else:
             self._ephemeral, self._ephemeral_public = generate_ephemeral_pair()
-        self._ephemeral_x = x_coordinate(self._ephemeral_public)
+        self._ephemeral_x = self._ephemeral_public[1:33]  # a point we encoded ourselves
         self.transaction_id = transaction_id or secrets.token_bytes(16)
         self._deterministic = deterministic_signatures
-        self._state = _State.NEW
+        self._state = _NEW
         self._salt_inputs: SaltInputs | None = None
         self._endpoint_ephemeral: bytes | None = None
         self._endpoint_key: ec.EllipticCurvePublicKey | None = None
@@ -212,15 +221,30 @@ class ReaderTransaction:
 
     def start(self) -> bytes:
         """The SELECT command that opens the tap."""
-        if self._state is not _State.NEW:
+        if self._state is not _NEW:
             raise RuntimeError("start() is called once per transaction")
-        self._state = _State.SELECT_SENT
+        self._state = _SELECT_SENT
         return msg.SELECT_COMMAND
 
     def receive(self, response_apdu: bytes) -> Event:
         """Feed the phone's answer to the last command; never raises on wire input."""
         try:
-            return self._receive(bytes(response_apdu))
+            state = self._state
+            handler: Callable[[bytes], Event]
+            if state is _SELECT_SENT:
+                handler = self._on_select
+            elif state is _AUTH0_SENT:
+                handler = self._on_auth0
+            elif state is _AUTH1_SENT:
+                handler = self._on_auth1
+            elif state is _EXCHANGE_SENT:
+                handler = self._on_exchange
+            else:
+                raise _Abort("out_of_order", f"no command outstanding (state {state.name})")
+            data, sw = split_response(bytes(response_apdu))
+            if sw != _SW_OK:
+                raise _Abort("status_word", f"{state.name} answered {sw:04X}")
+            return handler(data)
         except _Abort as abort:
             return self._fail(abort.reason, abort.detail)
         except (MalformedTLV, MalformedAPDU) as exc:
@@ -234,10 +258,10 @@ class ReaderTransaction:
 
     def door_status(self, granted: bool) -> bytes:
         """The EXCHANGE command telling the phone the door's decision."""
-        if self._state is not _State.AUTHENTICATED or self._channel is None:
+        if self._state is not _AUTHENTICATED or self._channel is None:
             raise RuntimeError("door_status() follows an Authenticated event")
         ciphertext = self._channel.encrypt(msg.reader_status_plaintext(granted))
-        self._state = _State.EXCHANGE_SENT
+        self._state = _EXCHANGE_SENT
         return msg.exchange_command(ciphertext)
 
     def control_flow(self, success: bool = False) -> bytes:
@@ -250,29 +274,14 @@ class ReaderTransaction:
 
     @property
     def done(self) -> bool:
-        return self._state in (_State.FINISHED, _State.FAILED)
+        return self._state in (_FINISHED, _FAILED)
 
     # ------------------------------------------------------------ steps
 
     def _fail(self, reason: str, detail: str) -> Failed:
-        self._state = _State.FAILED
+        self._state = _FAILED
         self._channel = None
         return Failed(reason, detail)
-
-    def _receive(self, raw: bytes) -> Event:
-        state = self._state
-        if state in (_State.NEW, _State.AUTHENTICATED, _State.FINISHED, _State.FAILED):
-            raise _Abort("out_of_order", f"no command outstanding (state {state.name})")
-        data, sw = split_response(raw)
-        if sw != SW.OK:
-            raise _Abort("status_word", f"{state.name} answered {sw:04X}")
-        if state is _State.SELECT_SENT:
-            return self._on_select(data)
-        if state is _State.AUTH0_SENT:
-            return self._on_auth0(data)
-        if state is _State.AUTH1_SENT:
-            return self._on_auth1(data)
-        return self._on_exchange(data)
 
     def _on_select(self, data: bytes) -> Event:
         answer = msg.parse_select_response(data)
@@ -292,30 +301,30 @@ class ReaderTransaction:
             select_a5=answer.a5_raw,
         )
         self.keys.salt_inputs = self._salt_inputs
-        self._state = _State.AUTH0_SENT
+        self._state = _AUTH0_SENT
         return SendCommand(msg.auth0_command(
             self._command_parameters, POLICY_USER_DEVICE, PROTOCOL_VERSION,
             self._ephemeral_public, self.transaction_id, identity.reader_id))
 
     def _on_auth0(self, data: bytes) -> Event:
-        answer = msg.parse_auth0_response(data)
+        point, cryptogram, key = msg.read_auth0_response(data)
         assert self._salt_inputs is not None
-        if answer.cryptogram is not None and self._command_parameters != COMMAND_FAST:
+        if cryptogram is not None and self._command_parameters != COMMAND_FAST:
             raise MalformedTLV("cryptogram in answer to a STANDARD AUTH0")
-        self._endpoint_ephemeral = answer.endpoint_ephemeral_public_key
-        self._endpoint_key = answer.endpoint_ephemeral_key
-        self._endpoint_x = x_coordinate(answer.endpoint_ephemeral_public_key)
-        if same_bytes(answer.endpoint_ephemeral_public_key, self._ephemeral_public):
+        self._endpoint_ephemeral = point
+        self._endpoint_key = key
+        self._endpoint_x = point[1:33]  # read_auth0_response checked the point
+        if same_bytes(point, self._ephemeral_public):
             raise _Abort("malformed", "phone echoed the reader's ephemeral key")
-        if answer.cryptogram is not None:
-            fast = self._match_cryptogram(answer.cryptogram)
+        if cryptogram is not None:
+            fast = self._match_cryptogram(cryptogram)
             if fast is not None:
                 return fast
         signed = authentication_data(self._identity.reader_id, self._endpoint_x,
                                      self._ephemeral_x, self.transaction_id, READER_CONTEXT)
         signature = sign_raw(self._identity.private_key, signed,
                              deterministic=self._deterministic)
-        self._state = _State.AUTH1_SENT
+        self._state = _AUTH1_SENT
         return SendCommand(msg.auth1_command(True, signature))
 
     def _match_cryptogram(self, cryptogram: bytes) -> Event | None:
@@ -333,7 +342,7 @@ class ReaderTransaction:
             except (CryptoFailure, ValueError):
                 continue
             try:
-                msg.parse_cryptogram_content(content)
+                msg.check_cryptogram_content(content)
             except MalformedTLV as exc:
                 # It authenticated under our key, so the phone is known but broken.
                 raise _Abort("malformed", f"cryptogram content: {exc}") from None
@@ -352,9 +361,9 @@ class ReaderTransaction:
         if not data:
             raise MalformedTLV("empty AUTH1 answer")
         endpoint_x = self._endpoint_x
-        # The parser already decoded and checked the phone's point: reuse it.
-        peer = self._endpoint_key or self._endpoint_ephemeral
-        kdh = derive_kdh(self._ephemeral, peer, self.transaction_id)
+        # read_auth0_response already decoded and checked the phone's point.
+        assert self._endpoint_key is not None
+        kdh = derive_kdh(self._ephemeral, self._endpoint_key, self.transaction_id)
         volatile = derive_volatile_keys(kdh, self._salt_inputs, endpoint_x)
         self.keys.kdh = kdh
         self.keys.volatile = volatile
@@ -380,7 +389,7 @@ class ReaderTransaction:
 
     def _authenticated(self, credential_id: str, public_key: bytes,
                        flow: Literal["standard", "fast"]) -> Authenticated:
-        self._state = _State.AUTHENTICATED
+        self._state = _AUTHENTICATED
         self.authenticated = Authenticated(credential_id, public_key, flow, self.transaction_id)
         return self.authenticated
 
@@ -388,9 +397,9 @@ class ReaderTransaction:
         assert self._channel is not None
         if data:
             self._channel.decrypt(data)  # authenticated; content is not used
-        self._state = _State.FINISHED
+        self._state = _FINISHED
         self._channel = None
-        return Finished()
+        return _FINISHED_EVENT
 
 
 class InMemoryCredentials:
@@ -403,7 +412,7 @@ class InMemoryCredentials:
 
     def __init__(self, enrolled: dict[bytes, str] | None = None) -> None:
         self._by_key: dict[bytes, str] = dict(enrolled or {})
-        self._persistent: dict[str, tuple[bytes, bytes]] = {}
+        self._persistent: dict[str, tuple[str, bytes, bytes]] = {}
 
     def enrol(self, credential_id: str, public_key: bytes) -> None:
         self._by_key[public_key] = credential_id
@@ -419,8 +428,8 @@ class InMemoryCredentials:
         return self._by_key.get(public_key)
 
     def persistent_keys(self) -> Iterable[tuple[str, bytes, bytes]]:
-        return [(cred, pub, kp) for cred, (pub, kp) in self._persistent.items()]
+        return tuple(self._persistent.values())
 
     def remember_persistent_key(self, credential_id: str, public_key: bytes,
                                 kpersistent: bytes) -> None:
-        self._persistent[credential_id] = (public_key, kpersistent)
+        self._persistent[credential_id] = (credential_id, public_key, kpersistent)
