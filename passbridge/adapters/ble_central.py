@@ -172,6 +172,19 @@ class ProximityTable:
                 return None
         return None
 
+    def strong(self, min_rssi: int, within: float = 2.0) -> list[Sighting]:
+        """Every id heard at >= ``min_rssi`` in the last ``within`` s, most recent
+        first: the phones close enough to a reader for a Bluetooth unlock."""
+        now = self._clock.elapsed()
+        found: list[Sighting] = []
+        for adv_id, entry in reversed(self._entries.items()):
+            if entry.last_seen < now - within:
+                break  # entries are ordered by last sighting
+            sighting = self.seen(adv_id, min_rssi, within)
+            if sighting is not None:
+                found.append(sighting)
+        return found
+
     def prune(self) -> None:
         """Drop everything older than ``max_age`` now (observe does it as it goes)."""
         self._expire(self._clock.elapsed())

@@ -32,21 +32,27 @@ log = logging.getLogger("passbridge.serve")
 # --- serve -------------------------------------------------------------------------
 
 
-def attach_radios(services: Any, *, nfc: str | None, ble: str | None, db: Path) -> Any:
+def attach_radios(
+    services: Any, *, nfc: list[str], ble: list[str], db: Path
+) -> Any:
     """Put the radios on ``services.radios``; the app starts them after the
     audit log opens and stops them before it closes.
 
-    Without a named device the radios are simulated (returned, so the app
-    mounts its /v1/sim routes). Real hardware is not wired into serve yet,
-    and saying so beats pretending to listen.
+    Each radio kind is simulated unless real devices of that kind are named
+    (``--nfc DEVICE=DOOR[:SIDE]``, ``--ble ADAPTER=DOOR[:SIDE]``). Returns
+    the simulated air (which adds the /v1/sim routes), or None when every
+    radio is real.
     """
+    from passbridge.service.hardware import BleDoorRadio, NfcDoorReader, Placement
     from passbridge.service.simulated import SIM_PHONES_DIR, SimulatedAir
-    from passbridge.service.storage import StartupError
 
-    for option, spec in (("--nfc", nfc), ("--ble", ble)):
-        if spec is not None and spec != "sim":
-            raise StartupError(f"{option} {spec}: real radio hardware is not wired into serve yet")
-    air = SimulatedAir(services, db.parent / SIM_PHONES_DIR)
+    for spec in nfc:
+        services.radios.append(NfcDoorReader(services, Placement.parse("--nfc", spec, services)))
+    for spec in ble:
+        services.radios.append(BleDoorRadio(services, Placement.parse("--ble", spec, services)))
+    if nfc and ble:
+        return None
+    air = SimulatedAir(services, db.parent / SIM_PHONES_DIR, nfc=not nfc, ble=not ble)
     services.radios.append(air)
     return air
 
@@ -91,7 +97,14 @@ async def _serve(
 
     runner = web.AppRunner(create_app(services, simulated=air), handle_signals=False,
                            shutdown_timeout=SHUTDOWN_SECONDS, access_log=None)
-    await runner.setup()
+    from passbridge.service.storage import StartupError
+
+    try:
+        await runner.setup()  # opens the audit log, starts the radios
+    except StartupError as exc:
+        await runner.cleanup()
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
     site = web.TCPSite(runner, host, port)
     try:
         await site.start()
@@ -193,8 +206,12 @@ def register(commands: Any) -> None:
     serve.add_argument("--device-key-file", metavar="FILE",
                        help="device key for card/keypad inputs (default: device-key beside "
                             "the database, created 0600 on first start)")
-    serve.add_argument("--nfc", metavar="DEVICE", help="NFC reader (default: simulated)")
-    serve.add_argument("--ble", metavar="ADAPTER", help="Bluetooth adapter (default: simulated)")
+    serve.add_argument("--nfc", metavar="DEVICE=DOOR[:SIDE]", action="append", default=[],
+                       help="a real NFC reader at a door side, e.g. usb:054c:06c3=front "
+                            "(repeatable; default: simulated)")
+    serve.add_argument("--ble", metavar="ADAPTER=DOOR[:SIDE]", action="append", default=[],
+                       help="a real Bluetooth adapter at a door side, e.g. hci0=front "
+                            "(repeatable; default: simulated)")
     serve.set_defaults(func=_cmd_serve)
 
     sim = commands.add_parser("sim", help="tester commands against a running service")

@@ -26,7 +26,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
     text = {
         400: "malformed request", 401: "caller not authenticated", 403: "not a site admin",
         404: "unknown door", 413: "request too large", 422: "configuration rejected",
-        503: "simulated radio failed",
+        409: "that radio is real hardware here", 503: "simulated radio failed",
     }
     return {str(s): {"description": text[s], "content": _json(_ERROR)} for s in statuses}
 
@@ -272,7 +272,7 @@ def _simulation_paths() -> dict[str, Any]:
     def op(summary: str, ok: dict[str, Any], body: dict[str, Any] | None) -> dict[str, Any]:
         operation: dict[str, Any] = {
             "summary": summary, "tags": ["simulation"],
-            "responses": {"200": ok, **_errors(400, 404, 413, 503)},
+            "responses": {"200": ok, **_errors(400, 404, 409, 413, 503)},
         }
         if body is not None:
             operation["requestBody"] = {"required": True, "content": _json(body)}

@@ -41,9 +41,15 @@ def phone_key_path(phones_dir: Path, phone_id: str) -> Path:
 class SimulatedAir:
     """A Radio (start/stop) holding the simulated phones and the air they share."""
 
-    def __init__(self, services: Services, phones_dir: Path) -> None:
+    def __init__(
+        self, services: Services, phones_dir: Path, *, nfc: bool = True, ble: bool = True
+    ) -> None:
+        """``nfc``/``ble``: which radio kinds are simulated (the others are real
+        hardware, and their /v1/sim routes answer 409)."""
         self._services = services
         self.phones_dir = phones_dir
+        self.nfc = nfc
+        self.ble = ble
         self.phones: dict[str, SimulatedPhone] = {}
         self._radios: SimulatedRadios | None = None
 
@@ -131,15 +137,22 @@ async def describe(request: web.Request) -> web.Response:
     air = request.app[SIM_AIR]
     services = request.app[SERVICES]
     return web.json_response({
-        "simulated": True,
+        "simulated": {"nfc": air.nfc, "ble": air.ble},
         "phones": sorted(air.phones),
         "phone_keys": str(air.phones_dir),
         "reader_public_key": services.keystore.reader_identity().public_key.hex(),
     })
 
 
+def _simulated(air: SimulatedAir, kind: str) -> None:
+    if not getattr(air, kind):
+        raise ApiError(409, "radio_is_real", f"this service's {kind.upper()} radio is real "
+                       "hardware; simulated phones cannot use it")
+
+
 async def nfc_tap(request: web.Request) -> web.Response:
     air = request.app[SIM_AIR]
+    _simulated(air, "nfc")
     door = await _door(request)
     data = await json_body(request)
     try:
@@ -150,6 +163,7 @@ async def nfc_tap(request: web.Request) -> web.Response:
 
 async def ble_unlock(request: web.Request) -> web.Response:
     air = request.app[SIM_AIR]
+    _simulated(air, "ble")
     door = await _door(request)
     data = await json_body(request)
     rssi = _rssi(data, -50)
@@ -163,6 +177,7 @@ async def ble_unlock(request: web.Request) -> web.Response:
 
 async def advertise(request: web.Request) -> web.Response:
     air = request.app[SIM_AIR]
+    _simulated(air, "ble")
     data = await json_body(request)
     data.setdefault("phone", request.match_info["phone"])
     try:
