@@ -11,10 +11,14 @@ from typing import Any
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from jwt.api_jws import PyJWS
+from jwt.exceptions import DecodeError
 
 from passbridge.clock import ManualClock
+from passbridge.core import tokens as token_module
 from passbridge.core.model import Factor, Reason, Side, TrustedKey
 from passbridge.core.tokens import (
     FACTOR_TOKEN_TYP,
@@ -519,3 +523,108 @@ def test_nearby_request_rejections(clock: ManualClock) -> None:
 ])
 def test_non_finite_and_huge_times_are_invalid(clock: ManualClock, bad: dict[str, Any]) -> None:
     rejected(make_verifier(clock).verify(sign(claims(clock, **bad))))
+
+
+# --- the fast base64url decoder and DER encoding against PyJWT and cryptography ----------
+
+B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def pyjwt_segment(segment: bytes) -> bytes | None:
+    """PyJWT's own decoding of one JWS segment, or None where PyJWT refuses it."""
+    try:
+        return PyJWS._decode_base64url_segment(segment, "payload")
+    except DecodeError:
+        return None
+
+
+def ours_segment(segment: bytes) -> bytes | None:
+    try:
+        return token_module._unb64(segment)
+    except ValueError:
+        return None
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(
+    # Real encodings, with and without PyJWT-style "=" padding.
+    st.binary(max_size=70).map(lambda b: base64.urlsafe_b64encode(b)),
+    st.binary(max_size=70).map(lambda b: base64.urlsafe_b64encode(b).rstrip(b"=")),
+    # Anything near the alphabet: stray padding, "+", "/", spaces, lone characters.
+    st.text(alphabet=B64URL_ALPHABET + "=+/ .\n", max_size=40).map(str.encode),
+    st.binary(max_size=40),
+))
+def test_unb64_agrees_with_pyjwt(segment: bytes) -> None:
+    assert ours_segment(segment) == pyjwt_segment(segment)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=48), st.integers(0, 3))
+def test_unb64_agrees_with_pyjwt_on_every_last_character(data: bytes, cut: int) -> None:
+    """Every possible last character, so unused low bits are exercised both ways."""
+    stem = base64.urlsafe_b64encode(data).rstrip(b"=")[: max(0, len(data) - cut)]
+    for last in B64URL_ALPHABET.encode():
+        segment = stem + bytes([last])
+        assert ours_segment(segment) == pyjwt_segment(segment)
+        padded = segment + b"=" * (-len(segment) % 4)
+        assert ours_segment(padded) == pyjwt_segment(padded)
+
+
+def test_token_with_pyjwt_style_padding_is_handled_as_pyjwt_does(clock: ManualClock) -> None:
+    """PyJWT accepts "=" padding on each segment (as some issuers send it): so do we,
+    and the padded spelling is the same token, single use included."""
+    token = mint(clock)
+    padded = ".".join(part + "=" * (-len(part) % 4) for part in token.split("."))
+    assert padded != token  # this token's segments do need padding
+    public = load_public_key_pem(public_key_to_pem(ES_KEY), "ES256")
+    reference = jwt.decode(padded, public, algorithms=["ES256"], audience=SITE,
+                           options={"verify_exp": False, "verify_iat": False})
+    assert reference == jwt.decode(token, public, algorithms=["ES256"], audience=SITE,
+                                   options={"verify_exp": False, "verify_iat": False})
+    verifier = make_verifier(clock)
+    got = verifier.verify(padded)
+    assert isinstance(got, VerifiedFactor) and got.jti == reference["jti"]
+    rejected(verifier.verify(token), Reason.TOKEN_REPLAYED)
+    # Padding PyJWT refuses (three "=", or "=" that does not complete a quad) we refuse too.
+    head, body, sig = token.split(".")
+    assert len(sig) % 4 == 2  # 64 bytes: one "=" leaves the quad incomplete
+    for bad in (f"{head}.{body}===.{sig}", f"{head}.{body}.{sig}="):
+        with pytest.raises(jwt.DecodeError):
+            jwt.decode(bad, public, algorithms=["ES256"], audience=SITE,
+                       options={"verify_exp": False, "verify_iat": False})
+        rejected(make_verifier(clock).verify(bad))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(
+    st.binary(min_size=64, max_size=64),
+    # Halves with leading zero bytes and top bits set, the DER edge cases.
+    st.tuples(st.integers(0, 2**256 - 1), st.integers(0, 2**256 - 1)).map(
+        lambda rs: rs[0].to_bytes(32, "big") + rs[1].to_bytes(32, "big")),
+    st.tuples(st.integers(0, 2**20), st.integers(2**255, 2**256 - 1)).map(
+        lambda rs: rs[0].to_bytes(32, "big") + rs[1].to_bytes(32, "big")),
+))
+def test_p256_raw_to_der_matches_cryptography(raw: bytes) -> None:
+    r, s = int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")
+    assert token_module.p256_raw_to_der(raw) == encode_dss_signature(r, s)
+
+
+def test_es256_signatures_with_leading_zero_halves_verify(clock: ManualClock) -> None:
+    """Signatures whose r or s starts with a zero byte take the general DER route."""
+    verifier = make_verifier(clock)
+    seen_zero = False
+    for _ in range(600):  # about 1 in 128 signatures has such a half
+        token = mint(clock)
+        signature = base64.urlsafe_b64decode(token.split(".")[2] + "==")
+        if signature[0] == 0 or signature[32] == 0:
+            seen_zero = True
+            assert isinstance(verifier.verify(token), VerifiedFactor)
+            break
+    assert seen_zero
+
+
+def test_wrong_length_es256_signature_is_bad_signature(clock: ManualClock) -> None:
+    head, body, sig = mint(clock).split(".")
+    raw = base64.urlsafe_b64decode(sig + "==")
+    for bad in (raw[:63], raw + b"\x00", b"\x00" * 64):
+        assert "signature" in rejected(make_verifier(clock).verify(f"{head}.{body}.{b64(bad)}"))

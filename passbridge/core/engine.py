@@ -13,25 +13,34 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from passbridge.clock import Moment
 from passbridge.core.credentials import mask_card
-from passbridge.core.decision import Decision, Presentation, ResolvedState, new_decision_id
+from passbridge.core.decision import (
+    Decision,
+    Presentation,
+    ResolvedState,
+    build_decision,
+    new_decision_id,
+)
 from passbridge.core.model import (
     CARD_EQUIVALENT,
     MOBILE_FACTORS,
+    REASON_RESULT,
     Door,
     DoorState,
     Factor,
     Reason,
+    Result,
     Side,
     Site,
     User,
 )
 from passbridge.core.pin import pin_hash, pin_matches
-from passbridge.core.schedule import Override, resolve_state
+from passbridge.core.schedule import Override, minute_is_uniform, resolve_state
 from passbridge.core.tokens import FactorTokenVerifier, TokenRejection
 from passbridge.core.two_factor import PendingCard, TwoFactorMemory
 from passbridge.errors import ConfigError, Problem, UnknownDoor
@@ -42,11 +51,29 @@ log = logging.getLogger(__name__)
 NEARBY_RSSI_MIN = -80
 NEARBY_MAX_AGE_SECONDS = 10.0
 OVERRIDE_MAX_MINUTES = 7 * 24 * 60
+_LOCKDOWN = ResolvedState(DoorState.LOCKED, "lockdown")
+# Enum members the decision path tests on every call, as module constants:
+# on Python 3.11 reading ``Factor.CARD`` costs ten times a global lookup.
+_IN = Side.IN
+_CARD, _PIN, _BLE, _NEARBY, _REMOTE = (
+    Factor.CARD, Factor.PIN, Factor.BLE, Factor.NEARBY, Factor.REMOTE
+)
+_LOCKED, _UNLOCKED, _TWO_FACTOR = DoorState.LOCKED, DoorState.UNLOCKED, DoorState.TWO_FACTOR
+_GRANTED = Result.GRANTED
+_ACCESS_GRANTED = Reason.ACCESS_GRANTED
+# Factors whose credential a decision shows unchanged (a card is masked, a PIN hidden).
+_SHOWN_AS_IS = frozenset(Factor) - {Factor.CARD, Factor.PIN}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MINUTE = timedelta(minutes=1)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Context:
-    """What every decision about one presentation shares."""
+    """What every decision about one presentation shares.
+
+    Internal and never mutated after it is made; not frozen because a frozen
+    dataclass costs several times as much to build, once per decision.
+    """
 
     door: Door
     side: Side
@@ -76,6 +103,8 @@ class DoorCore:
         self._overrides: dict[str, Override] = {}
         self._site_lockdown = False
         self._door_lockdowns: set[str] = set()
+        # door id -> (UTC minute, door, zone, state): see _scheduled.
+        self._schedule_cache: dict[str, tuple[int, Door, ZoneInfo, ResolvedState]] = {}
         self._lock = threading.RLock()
 
     # --- configuration ---------------------------------------------------
@@ -104,6 +133,7 @@ class DoorCore:
             for door_id in self._site.doors:
                 if door_id not in site.doors:
                     self._memory.forget_door(door_id)
+            self._schedule_cache.clear()
             self._site = site
 
     def door(self, door_id: str) -> Door:
@@ -118,14 +148,35 @@ class DoorCore:
             return self._resolve(self.door(door_id), moment)
 
     def _resolve(self, door: Door, moment: Moment) -> ResolvedState:
-        override = self._overrides.get(door.id)
+        override = self._overrides.get(door.id) if self._overrides else None
         if override is not None and moment.elapsed >= override.ends_elapsed:
             del self._overrides[door.id]
             override = None
-        lockdown = self._site_lockdown or door.id in self._door_lockdowns
-        return resolve_state(
-            door, self._site.timezone, moment.utc, lockdown=lockdown, override=override
-        )
+        # The first two rules of resolve_state, here so that only the
+        # schedule's answer needs caching.
+        if self._site_lockdown or door.id in self._door_lockdowns:
+            return _LOCKDOWN
+        if override is not None:
+            return ResolvedState(override.state, "override")
+        # The schedule and exceptions, resolved once per minute: they only
+        # look at the site-local date and minute, so the answer for one UTC
+        # minute holds for all of it where that minute is one local minute
+        # (minute_is_uniform checks that before an answer is kept). One entry
+        # per door; a new site (new Door objects, maybe a new zone) never
+        # matches an old entry.
+        at = moment.utc
+        tz = self._site.timezone
+        if at.tzinfo is not UTC and (at.tzinfo is None or at.utcoffset() is None):
+            # resolve_state refuses naive instants: let it say so.
+            return resolve_state(door, tz, at, lockdown=False, override=None)
+        minute = (at - _EPOCH) // _ONE_MINUTE  # exactly schedule.utc_minute(at)
+        cached = self._schedule_cache.get(door.id)
+        if cached is not None and cached[0] == minute and cached[1] is door and cached[2] is tz:
+            return cached[3]
+        resolved = resolve_state(door, tz, at, lockdown=False, override=None)
+        if minute_is_uniform(minute, tz):
+            self._schedule_cache[door.id] = (minute, door, tz, resolved)
+        return resolved
 
     def override(self, door_id: str) -> Override | None:
         with self._lock:
@@ -193,9 +244,13 @@ class DoorCore:
     # --- decisions -------------------------------------------------------
     def decide(self, presentation: Presentation, moment: Moment) -> Decision:
         """A wired factor (card or PIN). Mobile factors come only as tokens."""
-        if presentation.factor in MOBILE_FACTORS:
-            raise ValueError(f"{presentation.factor} factors reach the core only as tokens")
-        return self._guarded(presentation, moment)
+        p = presentation
+        if p.factor in MOBILE_FACTORS:
+            raise ValueError(f"{p.factor} factors reach the core only as tokens")
+        return self._guarded(
+            self.door(p.door),  # UnknownDoor is the caller's 404
+            p.factor, p.side, p.user, p.credential, p.secret, p.evidence, moment,
+        )
 
     def decide_token(self, token: str, moment: Moment, *, door_hint: str | None = None) -> Decision:
         """A signed factor token from a trusted bridge.
@@ -208,29 +263,29 @@ class DoorCore:
                 Reason.TOKEN_INVALID, "no bridge keys are trusted", door_hint, moment
             )
         try:
-            checked = self._tokens.verify(token)
+            # The verified claims as a plain tuple: no intermediate objects on
+            # the hot path (see FactorTokenVerifier.verify_fields).
+            checked = self._tokens.verify_fields(token)
         except Exception:  # noqa: BLE001 - fail secure on any verifier fault
             log.exception("token verifier failed")
             return self._reject_token(Reason.INTERNAL_ERROR, "verifier error", door_hint, moment)
         if isinstance(checked, TokenRejection):
             return self._reject_token(checked.reason, checked.detail, door_hint, moment)
-        verified = checked
-        if door_hint is not None and verified.door != door_hint:
+        # The evidence dict was parsed from this very token: no one else holds it.
+        user, door_id, side, factor, credential, evidence, _jti = checked
+        if door_hint is not None and door_id != door_hint:
             return self._reject_token(
                 Reason.TOKEN_INVALID, "token is for another door", door_hint, moment
             )
-        if verified.door not in self._site.doors:
-            raise UnknownDoor(verified.door)
-        presentation = Presentation(
-            factor=verified.factor,
-            door=verified.door,
-            side=verified.side,
-            user=verified.user,
-            credential=verified.credential,
-            evidence=dict(verified.evidence),
-            token_id=verified.jti,
-        )
-        return self._guarded(presentation, moment)
+        door = self._site.doors.get(door_id)
+        if door is None:
+            raise UnknownDoor(door_id)
+        # _guarded, inlined on this hot path.
+        with self._lock:
+            try:
+                return self._decide(door, factor, side, user, credential, None, evidence, moment)
+            except Exception:  # noqa: BLE001
+                return self._internal_error(door, side, factor, moment)
 
     def deny_unauthenticated(
         self,
@@ -287,55 +342,91 @@ class DoorCore:
             log.exception("state resolution failed for door %s", door.id)
             return ResolvedState(DoorState.LOCKED, "internal_error")
 
-    def _guarded(self, presentation: Presentation, moment: Moment) -> Decision:
-        """Any fault inside a decision denies: a door never opens by accident."""
-        door = self.door(presentation.door)  # UnknownDoor is the caller's 404
+    def _guarded(
+        self,
+        door: Door,
+        factor: Factor,
+        side: Side,
+        user_id: str | None,
+        credential: str | None,
+        secret: str | None,
+        evidence: Mapping[str, Any],
+        moment: Moment,
+    ) -> Decision:
+        """Any fault inside a decision denies: a door never opens by accident.
+
+        The presentation arrives as its parts (see ``Presentation`` for their
+        meaning) so that a token never needs an intermediate object.
+        """
         with self._lock:
             try:
-                return self._decide(door, presentation, moment)
-            except Exception:  # noqa: BLE001
-                log.exception("decision failed (door %s, factor %s)", door.id, presentation.factor)
-                return Decision(
-                    id=new_decision_id(),
-                    result=Reason.INTERNAL_ERROR.result,
-                    reason=Reason.INTERNAL_ERROR,
-                    door=door.id,
-                    side=presentation.side,
-                    factor=presentation.factor,
-                    user=None,
-                    credential=None,
-                    state=None,
-                    state_source=None,
-                    revision=self._site.revision,
-                    at=moment.utc,
-                    detail="internal error; see the service log",
+                return self._decide(
+                    door, factor, side, user_id, credential, secret, evidence, moment
                 )
+            except Exception:  # noqa: BLE001
+                return self._internal_error(door, side, factor, moment)
 
-    def _decide(self, door: Door, p: Presentation, moment: Moment) -> Decision:
-        # 1. The device must exist on this door and side.
-        missing = self._missing_device(door, p.side, p.factor)
+    def _internal_error(self, door: Door, side: Side, factor: Factor, moment: Moment) -> Decision:
+        """The denial for a fault inside a decision (called from its except block)."""
+        log.exception("decision failed (door %s, factor %s)", door.id, factor)
+        return Decision(
+            id=new_decision_id(),
+            result=Reason.INTERNAL_ERROR.result,
+            reason=Reason.INTERNAL_ERROR,
+            door=door.id,
+            side=side,
+            factor=factor,
+            user=None,
+            credential=None,
+            state=None,
+            state_source=None,
+            revision=self._site.revision,
+            at=moment.utc,
+            detail="internal error; see the service log",
+        )
+
+    def _decide(
+        self,
+        door: Door,
+        factor: Factor,
+        side: Side,
+        user_id: str | None,
+        credential: str | None,
+        secret: str | None,
+        evidence: Mapping[str, Any],
+        moment: Moment,
+    ) -> Decision:
+        # 1. The device must exist on this door and side. (Only an exit side,
+        # a PIN or a door without a reader can lack one: skip the call otherwise.)
+        missing = (
+            self._missing_device(door, side, factor)
+            if side is not _IN or factor is _PIN or not door.reader
+            else None
+        )
         resolved = self._resolve(door, moment)
-        ctx = _Context(door, p.side, p.factor, resolved, moment)
-        shown_credential = self._shown_credential(p)
+        ctx = _Context(door, side, factor, resolved, moment)
+        shown_credential = (
+            credential if factor in _SHOWN_AS_IS else self._shown_credential(factor, credential)
+        )
         if missing:
             return self._decision(
                 ctx, Reason.NO_SUCH_DEVICE, credential=shown_credential, detail=missing
             )
 
-        user = self._identify(p)
+        user = self._identify(factor, user_id, credential)
 
         # 2. Lockdown and locked doors deny everyone but a site admin's remote unlock.
-        if resolved.state is DoorState.LOCKED:
+        if resolved.state is _LOCKED:
             reason = Reason.LOCKDOWN if resolved.source == "lockdown" else Reason.DOOR_LOCKED
             if (
-                p.factor is Factor.REMOTE
+                factor is _REMOTE
                 and user is not None
                 and user.is_site_admin
                 and user.may_open(door.id)
             ):
                 return self._decision(
                     ctx,
-                    Reason.ACCESS_GRANTED,
+                    _ACCESS_GRANTED,
                     user=user,
                     credential=shown_credential,
                     detail=f"site admin remote unlock during {reason.value}",
@@ -343,11 +434,11 @@ class DoorCore:
             return self._decision(ctx, reason, user=user, credential=shown_credential)
 
         # 3. An unlocked door needs nothing; the presentation is logged.
-        if resolved.state is DoorState.UNLOCKED:
+        if resolved.state is _UNLOCKED:
             return self._decision(ctx, Reason.DOOR_UNLOCKED, user=user, credential=shown_credential)
 
-        if p.factor is Factor.PIN:
-            return self._decide_pin(ctx, p.secret or "")
+        if factor is _PIN:
+            return self._decide_pin(ctx, secret or "")
 
         # 4. Who is it, and may they open this door?
         if user is None:
@@ -359,24 +450,25 @@ class DoorCore:
             )
 
         # 5. Path evidence and path permissions.
-        if p.factor is Factor.REMOTE and not (user.remote_unlock or user.is_site_admin):
+        if factor is _REMOTE and not (user.remote_unlock or user.is_site_admin):
             return self._decision(
                 ctx, Reason.REMOTE_NOT_PERMITTED, user=user, credential=shown_credential
             )
-        if p.factor is Factor.NEARBY and not _nearby_evidence_ok(p.evidence):
+        if factor is _NEARBY and not _nearby_evidence_ok(evidence):
             return self._decision(
                 ctx,
                 Reason.NOT_NEARBY,
                 user=user,
                 credential=shown_credential,
-                detail=_describe_evidence(p.evidence),
+                detail=_describe_evidence(evidence),
             )
-        if p.factor is Factor.BLE:
-            if ctx.entering_two_factor:
+        entering_two_factor = resolved.state is _TWO_FACTOR and side is _IN
+        if factor is _BLE:
+            if entering_two_factor:
                 return self._decision(
                     ctx, Reason.BLE_NOT_ALLOWED, user=user, credential=shown_credential
                 )
-            rssi = p.evidence.get("rssi")
+            rssi = evidence.get("rssi")
             if not isinstance(rssi, int) or isinstance(rssi, bool) or rssi < door.ble_rssi_min:
                 return self._decision(
                     ctx,
@@ -386,13 +478,13 @@ class DoorCore:
                     detail=f"rssi {rssi} below the door's {door.ble_rssi_min} dBm",
                 )
 
-        if not ctx.entering_two_factor:
+        if not entering_two_factor:
             return self._decision(
-                ctx, Reason.ACCESS_GRANTED, user=user, credential=shown_credential
+                ctx, _ACCESS_GRANTED, user=user, credential=shown_credential
             )
 
         # 6. Two-factor entry.
-        if p.factor in CARD_EQUIVALENT:
+        if factor in CARD_EQUIVALENT:
             return self._card_step(ctx, user, shown_credential)
         if door.strict_two_factor:
             return self._decision(
@@ -402,7 +494,7 @@ class DoorCore:
             return self._decision(
                 ctx, Reason.PROFILE_INCOMPLETE, user=user, credential=shown_credential
             )
-        bypass = Reason.BYPASS_NEARBY if p.factor is Factor.NEARBY else Reason.BYPASS_REMOTE
+        bypass = Reason.BYPASS_NEARBY if factor is _NEARBY else Reason.BYPASS_REMOTE
         return self._decision(ctx, bypass, user=user, credential=shown_credential)
 
     def _card_step(self, ctx: _Context, user: User, credential: str | None) -> Decision:
@@ -475,30 +567,32 @@ class DoorCore:
             return "the keypad is on the entry side"
         return None
 
-    def _identify(self, p: Presentation) -> User | None:
+    def _identify(
+        self, factor: Factor, user_id: str | None, credential: str | None
+    ) -> User | None:
         site = self._site
-        if p.factor is Factor.CARD:
-            user_id = site.user_by_card.get(p.credential or "")
-            return site.users.get(user_id) if user_id else None
-        if p.factor is Factor.PIN:
+        if factor is _CARD:
+            card_user = site.user_by_card.get(credential or "")
+            return site.users.get(card_user) if card_user else None
+        if factor is _PIN:
             return None
-        user = site.users.get(p.user or "")
+        user = site.users.get(user_id or "")
         if user is None:
             return None
-        if p.factor is Factor.REMOTE:
+        if factor is _REMOTE:
             return user
         # A phone factor must come from a phone enrolled to that very user.
-        if p.credential is None or site.user_by_phone.get(p.credential) != user.id:
+        if credential is None or site.user_by_phone.get(credential) != user.id:
             return None
         return user
 
     @staticmethod
-    def _shown_credential(p: Presentation) -> str | None:
-        if p.factor is Factor.CARD:
-            return mask_card(p.credential or "")
-        if p.factor is Factor.PIN:
+    def _shown_credential(factor: Factor, credential: str | None) -> str | None:
+        if factor is Factor.CARD:
+            return mask_card(credential or "")
+        if factor is Factor.PIN:
             return None
-        return p.credential
+        return credential
 
     def _decision(
         self,
@@ -509,22 +603,23 @@ class DoorCore:
         credential: str | None = None,
         detail: str | None = None,
     ) -> Decision:
-        result = reason.result
-        return Decision(
-            id=new_decision_id(),
-            result=result,
-            reason=reason,
-            door=ctx.door.id,
-            side=ctx.side,
-            factor=ctx.factor,
-            user=user.id if user else None,
-            credential=credential,
-            state=ctx.resolved.state,
-            state_source=ctx.resolved.source,
-            revision=self._site.revision,
-            at=ctx.moment.utc,
-            unlock_seconds=ctx.door.unlock_seconds if result.value == "granted" else None,
-            detail=detail,
+        result = REASON_RESULT[reason]
+        resolved = ctx.resolved
+        return build_decision(
+            new_decision_id(),
+            result,
+            reason,
+            ctx.door.id,
+            ctx.side,
+            ctx.factor,
+            user.id if user else None,
+            credential,
+            resolved.state,
+            resolved.source,
+            self._site.revision,
+            ctx.moment.utc,
+            ctx.door.unlock_seconds if result is _GRANTED else None,
+            detail,
         )
 
 

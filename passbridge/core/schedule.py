@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from passbridge.core.decision import ResolvedState
@@ -102,6 +102,31 @@ def resolve_state(
         if window_covers(window, day, minute):
             return ResolvedState(window.state, f"schedule:{window.name}")
     return ResolvedState(DoorState.ACCESS_CONTROLLED, "default")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MINUTE = timedelta(minutes=1)
+_LAST_MICROSECOND = timedelta(seconds=59, microseconds=999_999)
+
+
+def utc_minute(at: datetime) -> int:
+    """Whole minutes from the epoch to the aware instant ``at`` (exact: no float)."""
+    return (at - _EPOCH) // _ONE_MINUTE
+
+
+def minute_is_uniform(minute: int, tz: ZoneInfo) -> bool:
+    """Whether all of UTC minute ``minute`` is one single local minute in ``tz``.
+
+    True unless the zone's offset is not a whole number of minutes (old
+    local mean times) or changes inside that minute. Where it holds, a
+    door's resolved state is the same for every instant of the minute
+    (the rules only look at the local date and minute), so a caller may
+    resolve once per UTC minute and reuse the answer.
+    """
+    start = _EPOCH + minute * _ONE_MINUTE
+    first = start.astimezone(tz).utcoffset()
+    last = (start + _LAST_MICROSECOND).astimezone(tz).utcoffset()
+    return first is not None and first == last and not first % _ONE_MINUTE
 
 
 def local_minute(at: datetime, tz: ZoneInfo) -> tuple[date, int]:

@@ -1,9 +1,13 @@
 """Signed tokens: how a mobile factor (and a remote or nearby request) earns the core's trust.
 
 This lives in the core because the core accepts mobile factors only as
-tokens; it does no I/O. The signature is checked by PyJWT's own algorithm
-object for the key's pinned algorithm (``ES256`` or ``EdDSA``), with the key
-prepared once when the trust list is loaded. The compact serialisation is
+tokens; it does no I/O. PyJWT mints every token and prepares (and so
+validates) every verification key once, when the trust list is loaded. An
+``EdDSA`` signature is checked by PyJWT's own algorithm object; an ``ES256``
+one by the same pyca/cryptography call that object makes, minus its
+per-token overhead (a fresh ``ECDSA`` object and ``int``-based DER encoding
+every time): the raw ``r || s`` is wrapped in DER directly and verified with
+the prepared key. The compact serialisation is
 parsed here, once, with PyJWT's strictness (URL-safe alphabet only,
 canonical base64, padding only where PyJWT allows it), because
 ``jwt.decode`` would parse it a second time character by character and that
@@ -18,7 +22,7 @@ rejection carries one of the three token reasons of rules.md section 4
 (``token_invalid``, ``token_expired``, ``token_replayed``) and an operator
 detail that never contains key material.
 
-Order of checks, on purpose: size and shape, key lookup, signature (PyJWT),
+Order of checks, on purpose: size and shape, key lookup, signature,
 claim types, times, and only then the single-use ``jti`` record, so a forged
 or stale token can never burn a legitimate token's ``jti``. No claim is
 trusted before the signature checks out except what picks the key.
@@ -31,18 +35,22 @@ import heapq
 import json
 import secrets
 import threading
+import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
+from json.scanner import make_scanner
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives import serialization
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from jwt.algorithms import Algorithm
 
-from passbridge.clock import Clock
+from passbridge.clock import Clock, SystemClock
 from passbridge.core.model import Factor, Reason, Side, TrustedKey
 
 FACTOR_TOKEN_TYP = "pb-factor+jwt"  # noqa: S105 - a media type, not a secret
@@ -125,6 +133,75 @@ def _prepare(alg: str, key: object) -> tuple[Algorithm, Any] | None:
     return algorithm, prepared
 
 
+SignatureCheck = Callable[[bytes, bytes], bool]
+
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+# DER pieces for a P-256 (r, s) pair whose halves both start with a non-zero
+# byte (all but about 1 in 128 signatures): INTEGER headers by the half's top
+# bit (set: a 0x00 byte keeps it positive), SEQUENCE header by how many
+# halves needed that byte.
+_DER_INTEGER = (b"\x02\x20", b"\x02\x21\x00")
+_DER_SEQUENCE = (b"\x30\x44", b"\x30\x45", b"\x30\x46")
+
+
+def p256_raw_to_der(raw: bytes) -> bytes:
+    """The DER ECDSA-Sig-Value of a 64-byte JWS ``r || s`` signature.
+
+    The same bytes as ``encode_dss_signature`` of the two halves (a
+    property test holds it to that), built directly in the common case.
+    """
+    if len(raw) != 64:
+        raise ValueError("an ES256 signature is 64 bytes")
+    r, s = raw[:32], raw[32:]
+    r0, s0 = r[0], s[0]
+    if r0 and s0:
+        hr, hs = r0 >> 7, s0 >> 7
+        return b"".join((_DER_SEQUENCE[hr + hs], _DER_INTEGER[hr], r, _DER_INTEGER[hs], s))
+    return encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
+
+
+def _signature_check(alg: str, key: object) -> SignatureCheck | None:
+    """A ``(signing input, signature) -> bool`` check for a key pinned to ``alg``.
+
+    None for a key that does not fit its algorithm (PyJWT's ``prepare_key``
+    and key-length checks decide), which then verifies nothing. ES256 makes
+    the call PyJWT's ``ECAlgorithm.verify`` makes, with the same outcome for
+    every input: a signature that is not 64 bytes, or does not verify, is
+    False.
+    """
+    jws = _prepare(alg, key)
+    if jws is None:
+        return None
+    algorithm, prepared = jws
+    if alg != "ES256":
+        def by_pyjwt(message: bytes, signature: bytes) -> bool:
+            return bool(algorithm.verify(message, prepared, signature))
+
+        return by_pyjwt
+    public = prepared.public_key() if isinstance(prepared, ec.EllipticCurvePrivateKey) else prepared
+    assert isinstance(public, ec.EllipticCurvePublicKey)
+    verify = public.verify
+
+    def es256(message: bytes, signature: bytes) -> bool:
+        if len(signature) != 64:
+            return False
+        # p256_raw_to_der, inlined for the common case.
+        r0, s0 = signature[0], signature[32]
+        if r0 and s0:
+            hr, hs = r0 >> 7, s0 >> 7
+            der = b"".join((_DER_SEQUENCE[hr + hs], _DER_INTEGER[hr], signature[:32],
+                            _DER_INTEGER[hs], signature[32:]))
+        else:
+            der = p256_raw_to_der(signature)
+        try:
+            verify(der, message, _ECDSA_SHA256)
+        except InvalidSignature:
+            return False
+        return True
+
+    return es256
+
+
 def load_private_key_pem(pem: str | bytes, alg: str) -> PrivateKey:
     """Load an unencrypted PKCS#8 private key and check it is the type ``alg`` needs."""
     _check_alg(alg)
@@ -187,15 +264,15 @@ class VerificationKey:
     alg: str
     key: PublicKey = field(repr=False)
     issuer: str | None = None
-    # PyJWT's algorithm object and the key it has prepared (curve checked),
-    # made once here rather than on every token; None for a key that does
-    # not fit its algorithm, which then verifies nothing.
-    _jws: tuple[Algorithm, Any] | None = field(
+    # The signature check for the pinned algorithm, with the key prepared
+    # by PyJWT (curve checked) once here rather than on every token; None
+    # for a key that does not fit its algorithm, which then verifies nothing.
+    _signature: SignatureCheck | None = field(
         default=None, init=False, repr=False, compare=False
     )
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_jws", _prepare(self.alg, self.key))
+        object.__setattr__(self, "_signature", _signature_check(self.alg, self.key))
 
     @classmethod
     def from_pem(cls, kid: str, alg: str, pem: str, issuer: str | None = None) -> VerificationKey:
@@ -236,46 +313,75 @@ class ReplayVerdict(Enum):
     FULL = "full"
 
 
+# As module constants for the hot path: on Python 3.11 reading an enum member
+# as a class attribute costs ten times a global lookup.
+_FRESH, _USED, _FULL = ReplayVerdict.FRESH, ReplayVerdict.REPLAYED, ReplayVerdict.FULL
+
+
 class ReplayCache:
     """Single-use record of token ids, kept until each one's expiry plus leeway.
 
-    Pruning is lazy and amortised: a heap ordered by expiry releases entries
-    from the front as time passes. When full of unexpired entries it refuses
-    new tokens rather than forgetting one still in its lifetime, which would
-    let that token be replayed. Thread-safe: NFC and BLE adapters verify from
-    their own threads.
+    Pruning is lazy and amortised: ids are grouped by their exact expiry
+    time (a bridge's tokens mostly share whole-second expiries), a heap
+    orders the groups, and a group goes as a whole once its expiry plus
+    leeway has passed. Recording an id is a set insert and a list append;
+    only the first id of a new expiry touches the heap. When full of
+    unexpired entries it refuses new tokens rather than forgetting one still
+    in its lifetime, which would let that token be replayed. Thread-safe:
+    NFC and BLE adapters verify from their own threads.
     """
 
     def __init__(self, max_entries: int = 1_000_000, *, leeway: float = DEFAULT_LEEWAY) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.max_entries = max_entries
-        self.leeway = leeway
-        self._expiry: dict[str, float] = {}
-        self._heap: list[tuple[float, str]] = []
+        self._seen: set[str] = set()
+        self._by_expiry: dict[float, list[str]] = {}
+        self._heap: list[float] = []  # the keys of _by_expiry
+        # The soonest expiry plus leeway: before then there is nothing to prune.
+        self._next_prune = float("inf")
         self._lock = threading.Lock()
+        self.leeway = leeway
+
+    @property
+    def leeway(self) -> float:
+        return self._leeway
+
+    @leeway.setter
+    def leeway(self, seconds: float) -> None:
+        with self._lock:
+            self._leeway = seconds
+            self._next_prune = self._heap[0] + seconds if self._heap else float("inf")
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._expiry)
+            return len(self._seen)
 
     def _prune(self, now: float) -> None:
-        heap = self._heap
-        while heap and heap[0][0] + self.leeway < now:
-            _, key = heapq.heappop(heap)
-            self._expiry.pop(key, None)
+        heap, leeway = self._heap, self._leeway
+        while heap and heap[0] + leeway < now:
+            self._seen.difference_update(self._by_expiry.pop(heapq.heappop(heap)))
+        self._next_prune = heap[0] + leeway if heap else float("inf")
 
     def check_and_add(self, key: str, expires_at: float, now: float) -> ReplayVerdict:
         """Record ``key`` as used until ``expires_at`` (epoch seconds), atomically."""
         with self._lock:
-            self._prune(now)
-            if key in self._expiry:
-                return ReplayVerdict.REPLAYED
-            if len(self._expiry) >= self.max_entries:
-                return ReplayVerdict.FULL
-            self._expiry[key] = expires_at
-            heapq.heappush(self._heap, (expires_at, key))
-            return ReplayVerdict.FRESH
+            if now > self._next_prune:
+                self._prune(now)
+            seen = self._seen
+            if key in seen:
+                return _USED
+            if len(seen) >= self.max_entries:
+                return _FULL
+            seen.add(key)
+            group = self._by_expiry.get(expires_at)
+            if group is not None:
+                group.append(key)
+                return _FRESH
+            self._by_expiry[expires_at] = [key]
+            heapq.heappush(self._heap, expires_at)
+            self._next_prune = min(self._next_prune, expires_at + self._leeway)
+            return _FRESH
 
 
 # ---------------------------------------------------------------------------
@@ -329,7 +435,12 @@ for _i, _c in enumerate(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 # flood of distinct headers only empties it.
 _HEADER_CACHE: dict[bytes, dict[str, Any]] = {}
 _HEADER_CACHE_MAX = 256
-_JSON = json.JSONDecoder()
+# The C scanner behind json.loads, called directly: json.loads and
+# JSONDecoder.raw_decode add Python-level frames and a whitespace regex.
+_SCAN_JSON: Callable[[str, int], tuple[Any, int]] = make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+# "=" padding that completes the last quad, by the unpadded length mod 4
+# (None: a lone character, which no encoding produces).
+_PADDING = (b"", None, b"==", b"=")
 
 
 class _NotCanonical(ValueError):
@@ -342,6 +453,17 @@ def _unb64(segment: bytes) -> bytes:
     Only the URL-safe alphabet; "=" padding only to complete the last quad
     (at most two); no length that leaves a lone character; unused bits zero.
     """
+    if segment and segment[-1] != 61:  # no "=": what JWS producers send
+        quad_rem = len(segment) & 3
+        pad = _PADDING[quad_rem]
+        if pad is None or _B64URL_VALUE[segment[-1]] & _SPARE_BITS[quad_rem]:
+            raise _NotCanonical
+        try:
+            return binascii.a2b_base64(
+                segment.translate(_TO_STANDARD_B64) + pad, strict_mode=True
+            )
+        except binascii.Error as exc:
+            raise _NotCanonical from exc
     body = segment.rstrip(b"=")
     padding = len(segment) - len(body)
     rem = len(body) % 4
@@ -361,10 +483,10 @@ def _json(data: bytes) -> Any:
     """``json.loads`` of a segment, by the quicker route when the text is plain UTF-8."""
     try:
         text = data.decode("utf-8")
-        value, end = _JSON.raw_decode(text)
+        value, end = _SCAN_JSON(text, 0)
         if end == len(text):
             return value
-    except ValueError:  # includes UnicodeDecodeError and JSONDecodeError
+    except (ValueError, StopIteration):  # not UTF-8, not JSON, or not from index 0
         pass
     # Surrounding whitespace, a BOM, UTF-16/32, or not JSON at all: the
     # standard route decides (and raises for the last).
@@ -411,6 +533,10 @@ class _Policy:
     leeway: float
     replay_scope: str
     check_claims: Callable[[dict[str, Any]], str | None] | None
+    # Optional shortcut, given the claims, the key's issuer and the audience:
+    # True only when every check of _claims_problem would pass (so they may
+    # be skipped); False means "look closely".
+    claims_pass: Callable[[dict[str, Any], str | None, str | None], bool] | None = None
 
     @classmethod
     def make(
@@ -423,17 +549,23 @@ class _Policy:
         leeway: float,
         replay_scope: str,
         check_claims: Callable[[dict[str, Any]], str | None] | None,
+        claims_pass: Callable[[dict[str, Any], str | None, str | None], bool] | None = None,
     ) -> _Policy:
         strings = tuple(string_claims)
         required = ("iat", "exp", "jti", *strings, *(("aud",) if audience is not None else ()))
         return cls(
             audience, None if typ is None else tuple(typ), strings, required,
-            float(max_lifetime), float(leeway), replay_scope, check_claims,
+            float(max_lifetime), float(leeway), replay_scope, check_claims, claims_pass,
         )
 
 
-# header, claims, key, jti, issued at, expires at
-_Checked = tuple[dict[str, Any], dict[str, Any], VerificationKey, str, datetime, datetime]
+# header, claims, key, jti, iat, exp (epoch seconds, as the token gives them)
+_Checked = tuple[dict[str, Any], dict[str, Any], VerificationKey, str, float, float]
+# The key a token's header (and, for some resolvers, its unverified claims)
+# picks, or why none: (header segment, header, unverified claims) -> verdict.
+HeaderVerdict = Callable[
+    [bytes, dict[str, Any], dict[str, Any]], "VerificationKey | TokenRejection"
+]
 
 
 def verify_jws(
@@ -468,56 +600,29 @@ def verify_jws(
             max_lifetime=max_lifetime, leeway=leeway, replay_scope=replay_scope,
             check_claims=check_claims,
         )
-        checked = _check(token, resolve_key, policy, clock, replay_cache)
+
+        def header_key(
+            _head: bytes, header: dict[str, Any], unverified: dict[str, Any]
+        ) -> VerificationKey | TokenRejection:
+            return _header_key(header, unverified, policy, resolve_key)
+
+        checked = _check(token, header_key, policy, _epoch_seconds(clock), replay_cache)
+        if isinstance(checked, TokenRejection):
+            return checked
+        header, claims, key, jti, iat, exp = checked
+        return VerifiedJws(
+            header=dict(header), claims=claims, key=key,
+            issued_at=datetime.fromtimestamp(iat, UTC),
+            expires_at=datetime.fromtimestamp(exp, UTC), jti=jti,
+        )
     except Exception as exc:  # noqa: BLE001 - any surprise is a refusal, never a grant
         return _invalid(f"malformed token ({type(exc).__name__})")
-    if isinstance(checked, TokenRejection):
-        return checked
-    header, claims, key, jti, issued_at, expires_at = checked
-    return VerifiedJws(
-        header=dict(header), claims=claims, key=key, issued_at=issued_at,
-        expires_at=expires_at, jti=jti,
-    )
 
 
-def _check(
-    token: object,
-    resolve_key: KeyResolver,
-    p: _Policy,
-    clock: Clock,
-    replay_cache: ReplayCache,
-) -> _Checked | TokenRejection:
-    # --- size and shape
-    if isinstance(token, bytes):
-        if len(token) > MAX_TOKEN_BYTES:
-            return _invalid("token too large")
-        try:
-            token = token.decode("ascii")
-        except UnicodeDecodeError:
-            return _invalid("token is not ASCII")
-    if not isinstance(token, str):
-        return _invalid("token is not a string")
-    if len(token) > MAX_TOKEN_BYTES:
-        return _invalid("token too large")
-    if not token.isascii():
-        return _invalid("token is not ASCII")
-    data = token.encode("ascii")
-    parts = data.split(b".")
-    if len(parts) != 3 or not all(parts):
-        return _invalid("not a compact JWS")
-    head, body, sig = parts
-    try:
-        header = _header(head)
-        unverified = _json(_unb64(body))
-        signature = _unb64(sig)
-    except _NotCanonical:
-        return _invalid("a segment is not canonical base64url")
-    except (ValueError, RecursionError):
-        return _invalid("undecodable header or payload")
-    if not isinstance(header, dict) or not isinstance(unverified, dict):
-        return _invalid("header and payload must be JSON objects")
-
-    # --- header and key
+def _header_key(
+    header: dict[str, Any], unverified: dict[str, Any], p: _Policy, resolve_key: KeyResolver
+) -> VerificationKey | TokenRejection:
+    """The header checks, in order, then the key; nothing here is trusted yet."""
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in SUPPORTED_ALGS:
         return _invalid(f"algorithm not accepted: {str(alg)[:20]!r}")
@@ -532,19 +637,19 @@ def _check(
         return _invalid("unknown key")
     if alg != key.alg:
         return _invalid("algorithm does not match the key's pinned algorithm")
-    if key._jws is None:  # noqa: SLF001 - this module's own key object
+    if key._signature is None:  # noqa: SLF001 - this module's own key object
         return _invalid("key does not fit its pinned algorithm")
+    return key
 
-    # --- signature, by PyJWT's algorithm object for the pinned algorithm
-    algorithm, prepared = key._jws  # noqa: SLF001
-    if not algorithm.verify(data[: len(head) + 1 + len(body)], prepared, signature):
-        return _invalid("bad signature")
-    claims: dict[str, Any] = unverified
 
-    # --- the claim checks jwt.decode would make (presence, audience, sub type),
-    # then our own; a claim that is null counts as missing, as in PyJWT
+def _claims_problem(
+    claims: dict[str, Any], key: VerificationKey, p: _Policy
+) -> TokenRejection | None:
+    """The claim checks jwt.decode would make (presence, audience, sub type),
+    then our own, in order; a claim that is null counts as missing, as in PyJWT."""
+    get = claims.get
     for name in p.required:
-        if claims.get(name) is None:
+        if get(name) is None:
             return _invalid(f"missing claim {name}")
     audience = p.audience
     if audience is not None:
@@ -558,14 +663,14 @@ def _check(
             return _invalid("wrong audience (not a string or list of strings)")
         elif audience not in aud:
             return _invalid("wrong audience")
-    sub = claims.get("sub")
+    sub = get("sub")
     if sub is not None and type(sub) is not str:
         return _invalid("claim sub must be a string")
     for name in p.string_claims:
         value = claims[name]
         if type(value) is not str or not value or len(value) > 256:
             return _invalid(f"claim {name} must be a non-empty string")
-    if key.issuer is not None and claims.get("iss") != key.issuer:
+    if key.issuer is not None and get("iss") != key.issuer:
         return _invalid("issuer does not match the signing key")
     jti = claims["jti"]
     if type(jti) is not str or not MIN_JTI_CHARS <= len(jti) <= MAX_JTI_CHARS:
@@ -578,35 +683,110 @@ def _check(
         return _invalid("exp must be after iat")
     if exp - iat > p.max_lifetime:
         return _invalid(f"lifetime over {p.max_lifetime:g} s")
-    nbf = claims.get("nbf")
+    nbf = get("nbf")
     if nbf is not None and type(nbf) not in _NUMBER_TYPES:
         return _invalid("nbf must be a number")
     if p.check_claims is not None:
         problem = p.check_claims(claims)
         if problem is not None:
             return _invalid(problem)
+    return None
+
+
+def _epoch_seconds(clock: Clock) -> Callable[[], float]:
+    """The injected clock's ``now()`` as epoch seconds.
+
+    The system clock's is ``time.time()`` (the reading ``datetime.now``
+    makes too), without building a datetime to take it apart again.
+    """
+    if type(clock) is SystemClock:
+        return time.time
+
+    def read() -> float:
+        return clock.now().timestamp()
+
+    return read
+
+
+def _check(
+    token: object,
+    header_key: HeaderVerdict,
+    p: _Policy,
+    now_seconds: Callable[[], float],
+    replay_cache: ReplayCache,
+) -> _Checked | TokenRejection:
+    # --- size and shape
+    if type(token) is not str:
+        if isinstance(token, bytes):
+            if len(token) > MAX_TOKEN_BYTES:
+                return _invalid("token too large")
+            try:
+                token = token.decode("ascii")
+            except UnicodeDecodeError:
+                return _invalid("token is not ASCII")
+        if not isinstance(token, str):
+            return _invalid("token is not a string")
+    if len(token) > MAX_TOKEN_BYTES:
+        return _invalid("token too large")
+    if not token.isascii():
+        return _invalid("token is not ASCII")
+    data = token.encode("ascii")
+    parts = data.split(b".")
+    if len(parts) != 3 or b"" in parts:
+        return _invalid("not a compact JWS")
+    head, body, sig = parts
+    try:
+        header = _header(head)
+        unverified = _json(_unb64(body))
+        signature = _unb64(sig)
+    except _NotCanonical:
+        return _invalid("a segment is not canonical base64url")
+    except (ValueError, RecursionError):
+        return _invalid("undecodable header or payload")
+    if type(header) is not dict or type(unverified) is not dict:
+        return _invalid("header and payload must be JSON objects")
+
+    # --- header and key (kid, typ, alg pinned per key)
+    key = header_key(head, header, unverified)
+    if isinstance(key, TokenRejection):
+        return key
+    check_signature = key._signature  # noqa: SLF001 - this module's own key object
+    assert check_signature is not None  # header_key refuses keys without one
+
+    # --- signature, for the key's pinned algorithm
+    if not check_signature(data[: len(head) + 1 + len(body)], signature):
+        return _invalid("bad signature")
+    claims: dict[str, Any] = unverified
+    get = claims.get
+    if p.claims_pass is None or not p.claims_pass(claims, key.issuer, p.audience):
+        problem = _claims_problem(claims, key, p)
+        if problem is not None:
+            return problem
+    jti, iat, exp, nbf = claims["jti"], claims["iat"], claims["exp"], get("nbf")
 
     # --- times, against the injected clock
-    now = clock.now().timestamp()
+    now = now_seconds()
     leeway = p.leeway
     if iat > now + leeway:
         return _invalid("issued in the future")
     if nbf is not None and nbf > now + leeway:
         return _invalid("not yet valid")
     if now > exp + leeway:
-        return TokenRejection(Reason.TOKEN_EXPIRED, "token expired")
-    issued_at = datetime.fromtimestamp(iat, UTC)
-    expires_at = datetime.fromtimestamp(exp, UTC)
+        return _EXPIRED
 
     # --- single use, last: nothing above can burn a genuine token's jti
-    scope = claims.get(p.replay_scope)
-    scope_text = scope if isinstance(scope, str) else ""
+    scope = get(p.replay_scope)
+    scope_text = scope if type(scope) is str else ""
     verdict = replay_cache.check_and_add(f"{scope_text}\x00{jti}", float(exp), now)
-    if verdict is ReplayVerdict.REPLAYED:
-        return TokenRejection(Reason.TOKEN_REPLAYED, "token already used")
-    if verdict is ReplayVerdict.FULL:
-        return _invalid("replay cache full")
-    return header, claims, key, jti, issued_at, expires_at
+    if verdict is _FRESH:
+        return header, claims, key, jti, iat, exp
+    if verdict is _USED:
+        return _REPLAYED
+    return _invalid("replay cache full")
+
+
+_EXPIRED = TokenRejection(Reason.TOKEN_EXPIRED, "token expired")
+_REPLAYED = TokenRejection(Reason.TOKEN_REPLAYED, "token already used")
 
 
 # ---------------------------------------------------------------------------
@@ -698,6 +878,12 @@ class FactorTokenMinter:
         return jwt.encode(claims, self._key, algorithm=self.alg, headers=headers)
 
 
+# What FactorTokenVerifier.verify_fields gives the core for a good token:
+# user, door, side, factor, credential, evidence, jti.
+FactorFields = tuple[str, str, Side, Factor, str, dict[str, Any], str]
+_HEADER_VERDICTS_MAX = 64
+
+
 class FactorTokenVerifier:
     """The core side: turns a factor token into a VerifiedFactor or a rejection."""
 
@@ -714,7 +900,12 @@ class FactorTokenVerifier:
         self._keys = verification_keys(keys)
         self._resolve = by_kid(self._keys)
         self._clock = clock
+        self._now = _epoch_seconds(clock)
         self.replay_cache = replay_cache if replay_cache is not None else ReplayCache(leeway=leeway)
+        # Header segment -> the key it picks or why none. A factor token's key
+        # depends on its header alone (kid, alg, typ) and this verifier's
+        # fixed trust list, and a bridge sends the same header every time.
+        self._header_verdicts: dict[bytes, VerificationKey | TokenRejection] = {}
         self.leeway = leeway
 
     @property
@@ -727,16 +918,49 @@ class FactorTokenVerifier:
             audience=self.site_id, typ=(FACTOR_TOKEN_TYP,),
             string_claims=("iss", "sub", "door", "side", "factor", "cred"),
             max_lifetime=FACTOR_MAX_LIFETIME, leeway=seconds, replay_scope="iss",
-            check_claims=_factor_claims_problem,
+            check_claims=_factor_claims_problem, claims_pass=_factor_claims_pass,
         )
+        self._header_verdicts = {}
+
+    def _header_key(
+        self, head: bytes, header: dict[str, Any], unverified: dict[str, Any]
+    ) -> VerificationKey | TokenRejection:
+        verdicts = self._header_verdicts
+        verdict = verdicts.get(head)
+        if verdict is None:
+            verdict = _header_key(header, unverified, self._policy, self._resolve)
+            if len(verdicts) >= _HEADER_VERDICTS_MAX:
+                verdicts.clear()  # a flood of distinct headers only empties it
+            verdicts[head] = verdict
+        return verdict
+
+    def verify_fields(self, token: object) -> FactorFields | TokenRejection:
+        """What the core needs of a good token, as a plain tuple; never raises.
+
+        Exactly the checks of ``verify`` (it is built on this), without
+        making a VerifiedFactor and its datetimes on the core's hot path.
+        """
+        try:
+            checked = _check(token, self._header_key, self._policy, self._now,
+                             self.replay_cache)
+            if isinstance(checked, TokenRejection):
+                return checked
+            claims = checked[1]
+            return (
+                claims["sub"], claims["door"], _SIDE_BY_VALUE[claims["side"]],
+                _FACTOR_BY_VALUE[claims["factor"]], claims["cred"], claims["ev"], checked[3],
+            )
+        except Exception as exc:  # noqa: BLE001 - any surprise is a refusal, never a grant
+            return _invalid(f"malformed token ({type(exc).__name__})")
 
     def verify(self, token: object) -> VerifiedFactor | TokenRejection:
         """Never raises: every token either becomes a VerifiedFactor or is refused."""
         try:
-            checked = _check(token, self._resolve, self._policy, self._clock, self.replay_cache)
+            checked = _check(token, self._header_key, self._policy, self._now,
+                             self.replay_cache)
             if isinstance(checked, TokenRejection):
                 return checked
-            _header, claims, _key, jti, issued_at, expires_at = checked
+            _header, claims, _key, jti, iat, exp = checked
             return VerifiedFactor(
                 user=claims["sub"],
                 door=claims["door"],
@@ -746,8 +970,8 @@ class FactorTokenVerifier:
                 evidence=claims["ev"],
                 jti=jti,
                 issuer=claims["iss"],
-                issued_at=issued_at,
-                expires_at=expires_at,
+                issued_at=datetime.fromtimestamp(iat, UTC),
+                expires_at=datetime.fromtimestamp(exp, UTC),
             )
         except Exception as exc:  # noqa: BLE001 - any surprise is a refusal, never a grant
             return _invalid(f"malformed token ({type(exc).__name__})")
@@ -757,6 +981,36 @@ _SIDE_BY_VALUE: dict[str, Side] = {s.value: s for s in Side}
 _FACTOR_BY_VALUE: dict[str, Factor] = {f.value: f for f in TOKEN_FACTORS}
 _SIDES = frozenset(_SIDE_BY_VALUE)
 _TOKEN_FACTOR_VALUES = frozenset(_FACTOR_BY_VALUE)
+
+
+def _factor_claims_pass(claims: dict[str, Any], issuer: str | None, audience: str | None) -> bool:
+    """The factor policy's claim checks as one expression, for the common case.
+
+    True only when ``_claims_problem`` (with ``_factor_claims_problem``)
+    would find nothing: every condition here implies one of its checks
+    passes, and each of its checks is implied by one here. Anything unusual
+    (an ``nbf``, an audience list, any doubt) is False, and the careful
+    checks then give the exact reason.
+    """
+    get = claims.get
+    iss, sub, door, cred = get("iss"), get("sub"), get("door"), get("cred")
+    side, factor, jti, aud = get("side"), get("factor"), get("jti"), get("aud")
+    iat: Any = get("iat")
+    exp: Any = get("exp")
+    return (
+        type(iss) is str and 0 < len(iss) <= 256 and (issuer is None or iss == issuer)
+        and type(sub) is str and 0 < len(sub) <= 256
+        and type(door) is str and 0 < len(door) <= 256
+        and type(cred) is str and 0 < len(cred) <= 256
+        and type(side) is str and side in _SIDES
+        and type(factor) is str and factor in _TOKEN_FACTOR_VALUES
+        and type(jti) is str and MIN_JTI_CHARS <= len(jti) <= MAX_JTI_CHARS
+        and type(iat) in _NUMBER_TYPES and type(exp) in _NUMBER_TYPES
+        and exp > iat and exp - iat <= FACTOR_MAX_LIFETIME
+        and audience is not None and type(aud) is str and aud == audience
+        and get("nbf") is None
+        and type(get("ev")) is dict
+    )
 
 
 def _factor_claims_problem(claims: dict[str, Any]) -> str | None:
