@@ -112,6 +112,41 @@ def test_group_commit_batches_records_queued_during_a_commit(db: Path) -> None:
         assert audit.stats.commits == 2
 
 
+def test_large_and_mixed_batches_commit_once_with_each_seq_its_own_row(db: Path) -> None:
+    """A batch of more decisions than one INSERT takes, with admin changes among them:
+    one commit, and every future's seq is the row that holds that record."""
+    release = threading.Event()
+    held = threading.Event()
+    with AuditLog(db, clock=ManualClock(AT)) as audit:
+
+        def hold(_rows: list[dict[str, Any]]) -> None:
+            if not held.is_set():
+                held.set()
+                release.wait(10)
+
+        audit.subscribe(hold)
+        audit.append(decision(0)).result(10)
+        assert held.wait(10)
+        decisions = [decision(i) for i in range(1, 1201)]
+        futures: list[tuple[str, Future[int]]] = []
+        for i, d in enumerate(decisions):
+            futures.append((d.id, audit.append(d)))
+            if i in (3, 600, 601, 1199):
+                futures.append((f"change-{i}", audit.append_change("lockdown", {"n": i})))
+        release.set()
+        seqs = {key: f.result(10) for key, f in futures}
+        assert audit.stats.commits == 2 and audit.stats.records == 1205
+        rows = {r["seq"]: r for r in audit.events(limit=1000)}
+        rows.update({r["seq"]: r for r in audit.events(after_seq=max(rows), limit=1000)})
+        for key, seq in seqs.items():
+            row = rows[seq]
+            if key.startswith("change-"):
+                assert (row["kind"], row["payload"]) == ("lockdown", {"n": int(key[7:])})
+            else:
+                assert row["decision_id"] == key
+        assert sorted(seqs.values()) == [s for s in sorted(rows) if s > 1]
+
+
 def test_one_per_commit_mode_commits_each_record_alone(db: Path) -> None:
     with AuditLog(db, one_per_commit=True) as audit:
         futures = [audit.append(decision(i)) for i in range(20)]

@@ -25,6 +25,7 @@ from passbridge.core.tokens import (
     BadKey,
     FactorTokenMinter,
     FactorTokenVerifier,
+    MintedTokens,
     ReplayCache,
     ReplayVerdict,
     TokenRejection,
@@ -628,3 +629,106 @@ def test_wrong_length_es256_signature_is_bad_signature(clock: ManualClock) -> No
     raw = base64.urlsafe_b64decode(sig + "==")
     for bad in (raw[:63], raw + b"\x00", b"\x00" * 64):
         assert "signature" in rejected(make_verifier(clock).verify(f"{head}.{body}.{b64(bad)}"))
+
+
+# --- tokens minted in this process (MintedTokens) ------------------------------------------
+
+
+class CountingSignature:
+    """Wraps a key's signature check to count how often it really runs."""
+
+    def __init__(self, key: VerificationKey) -> None:
+        self.calls = 0
+        self._check = key._signature
+        object.__setattr__(key, "_signature", self)
+
+    def __call__(self, message: bytes, signature: bytes) -> bool:
+        self.calls += 1
+        assert self._check is not None
+        return self._check(message, signature)
+
+
+def in_process(clock: ManualClock, **kwargs: Any) -> tuple[FactorTokenMinter,
+                                                            FactorTokenVerifier,
+                                                            MintedTokens, CountingSignature]:
+    record = MintedTokens(ES_KEY.public_key(), **kwargs)
+    verifier = make_verifier(clock, minted_here=record)
+    counter = CountingSignature(verifier._keys["b1"])
+    return minter(clock, record=record), verifier, record, counter
+
+
+def mint_with(m: FactorTokenMinter) -> str:
+    return m.mint(user="u1", door="front", side=Side.IN, factor=Factor.NFC,
+                  credential="phone-1", evidence={"txn": "00ff"})
+
+
+def test_token_minted_in_process_skips_only_the_signature_check(clock: ManualClock) -> None:
+    m, verifier, record, counter = in_process(clock)
+    token = mint_with(m)
+    got = verifier.verify(token)
+    assert isinstance(got, VerifiedFactor) and got.user == "u1"
+    assert (record.vouched, counter.calls, len(record)) == (1, 0, 0)
+    # Used up: the same bytes again are verified in full, then refused as a replay.
+    rejected(verifier.verify(token), Reason.TOKEN_REPLAYED)
+    assert (record.vouched, counter.calls) == (1, 1)
+
+
+def test_same_key_token_not_minted_in_process_is_verified_in_full(clock: ManualClock) -> None:
+    m, verifier, record, counter = in_process(clock)
+    mint_with(m)  # something is in the record, just not this token
+    outside = mint(clock)  # same private key and kid, another minter without the record
+    assert isinstance(verifier.verify(outside), VerifiedFactor)
+    assert (record.vouched, counter.calls) == (0, 1)
+    by_hand = sign(claims(clock))  # PyJWT directly, same key
+    assert isinstance(verifier.verify(by_hand), VerifiedFactor)
+    assert (record.vouched, counter.calls) == (0, 2)
+
+
+def test_modified_in_process_token_is_rejected(clock: ManualClock) -> None:
+    m, verifier, record, counter = in_process(clock)
+    token = mint_with(m)
+    head, body, sig = token.split(".")
+    payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    payload["sub"] = "mallory"
+    forged = f"{head}.{b64json(payload)}.{sig}"
+    assert "signature" in rejected(verifier.verify(forged))
+    assert (record.vouched, counter.calls) == (0, 1)
+    # Altered in a way base64 still decodes the same (padding added): other bytes,
+    # so no vouch; the signature is still good, so it verifies, once.
+    padded = ".".join(part + "=" * (-len(part) % 4) for part in token.split("."))
+    assert isinstance(verifier.verify(padded), VerifiedFactor)
+    assert (record.vouched, counter.calls) == (0, 2)
+    rejected(verifier.verify(token), Reason.TOKEN_REPLAYED)  # the same jti
+
+
+def test_in_process_token_still_meets_every_claim_and_time_check(clock: ManualClock) -> None:
+    m, verifier, record, _ = in_process(clock)
+    stale = mint_with(m)
+    clock.advance(16)  # exp is +10 s, leeway 5 s
+    rejected(verifier.verify(stale), Reason.TOKEN_EXPIRED)
+    other_site = FactorTokenMinter("b1", ES_KEY, kid="b1", site_id="elsewhere", clock=clock,
+                                   record=record)
+    assert "audience" in rejected(verifier.verify(mint_with(other_site)))
+    assert record.vouched == 2  # both were vouched for, and both refused on their claims
+
+
+def test_vouch_needs_the_minters_key_in_the_trust_list(clock: ManualClock) -> None:
+    """A record for a key the verifier does not trust under that kid vouches for nothing."""
+    record = MintedTokens(OTHER_ES_KEY.public_key())
+    verifier = make_verifier(clock, minted_here=record)
+    rogue = FactorTokenMinter("b1", OTHER_ES_KEY, kid="b1", site_id=SITE, clock=clock,
+                              record=record)
+    assert "signature" in rejected(verifier.verify(mint_with(rogue)))
+    assert record.vouched == 0
+    with pytest.raises(BadKey):
+        FactorTokenMinter("b1", ES_KEY, kid="b1", site_id=SITE, clock=clock, record=record)
+
+
+def test_minted_record_is_bounded(clock: ManualClock) -> None:
+    m, verifier, record, counter = in_process(clock, max_entries=3)
+    tokens = [mint_with(m) for _ in range(5)]
+    assert len(record) == 3
+    for token in tokens:
+        assert isinstance(verifier.verify(token), VerifiedFactor)
+    # The two oldest were forgotten and verified in full; the rest were vouched for.
+    assert (record.vouched, counter.calls) == (3, 2)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -79,6 +80,18 @@ _SELECT = (
     "factor, state, state_source, revision, unlock_seconds, detail, payload FROM events"
 )
 _INSERT_CHANGE = "INSERT INTO events (kind, at, payload) VALUES (?, ?, ?)"
+# Decisions per INSERT statement: well under SQLite's 32766 bound variables.
+_ROWS_PER_INSERT = 512
+_ROW_PLACEHOLDERS = f"({', '.join('?' for _ in _DECISION_COLUMNS)})"
+
+
+@functools.lru_cache(maxsize=_ROWS_PER_INSERT)
+def _insert_decisions(rows: int) -> str:
+    """One INSERT statement for ``rows`` decisions."""
+    if rows == 1:
+        return _INSERT_DECISION
+    values = ", ".join([_ROW_PLACEHOLDERS] * rows)
+    return f"INSERT INTO events ({', '.join(_DECISION_COLUMNS)}) VALUES {values}"  # noqa: S608
 
 
 class AuditUnavailable(RuntimeError):
@@ -125,9 +138,10 @@ def _create_private_file(path: Path) -> None:
     os.close(fd)
 
 
-def _connect(path: Path | str) -> sqlite3.Connection:
+def _connect(path: Path | str, *, cached_statements: int = 128) -> sqlite3.Connection:
     conn = sqlite3.connect(
-        str(path), timeout=10.0, isolation_level=None, check_same_thread=False
+        str(path), timeout=10.0, isolation_level=None, check_same_thread=False,
+        cached_statements=cached_statements,
     )
     conn.execute("PRAGMA busy_timeout = 10000")
     return conn
@@ -221,7 +235,8 @@ class AuditLog:
             if str(path) == ":memory:":
                 raise ValueError("the audit log needs a file")
             _create_private_file(self.path)
-            self._write = _connect(self.path)
+            # Room in the statement cache for every multi-row INSERT size.
+            self._write = _connect(self.path, cached_statements=_ROWS_PER_INSERT + 64)
             mode = self._write.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise sqlite3.OperationalError(f"journal_mode is {mode}, not wal")
@@ -369,30 +384,51 @@ class AuditLog:
                 log.exception("audit subscriber failed")
 
     def _insert(self, batch: list[_Pending]) -> list[int]:
-        """One transaction, one COMMIT (one fsync) for the whole batch.
+        """The whole batch made durable by one COMMIT (one fsync).
 
-        Runs of the same statement go through ``executemany``. Their ``seq``
-        values are consecutive: ``seq`` is AUTOINCREMENT, this connection is
-        the only writer, and BEGIN IMMEDIATE keeps every other one out until
-        the COMMIT, so each row takes the previous row's ``seq`` plus one.
+        Consecutive decisions go in as one multi-row INSERT. The usual batch
+        (decisions only) is then a single statement in autocommit mode: its
+        own transaction, committed before the call returns. That matters for
+        more than the round trips: the sqlite3 module lets go of the GIL
+        around every statement step (every row of an ``executemany``), and
+        each time the writer wants it back it can wait for the event loop's
+        switch interval, so fewer steps means a shorter commit under load.
+        A batch that needs several statements (admin changes among the
+        decisions, or more rows than one statement takes) is wrapped in
+        BEGIN IMMEDIATE ... COMMIT.
+
+        The ``seq`` values of one statement's rows are consecutive: ``seq`` is
+        AUTOINCREMENT, this connection is the only writer of ``events``, and a
+        statement holds the write lock from its first row to its last, so
+        each row takes the previous row's ``seq`` plus one.
         """
+        statements: list[tuple[str, list[Any], int]] = []
+        start, n = 0, len(batch)
+        while start < n:
+            sql = batch[start].sql
+            if sql is not _INSERT_DECISION:
+                statements.append((sql, list(batch[start].params), 1))
+                start += 1
+                continue
+            end = start + 1
+            while end < n and end - start < _ROWS_PER_INSERT and batch[end].sql is sql:
+                end += 1
+            params: list[Any] = []
+            for pending in batch[start:end]:
+                params.extend(pending.params)
+            statements.append((_insert_decisions(end - start), params, end - start))
+            start = end
         conn = self._write
         seqs: list[int] = []
+        if len(statements) == 1:
+            sql, params, rows = statements[0]
+            last = int(conn.execute(sql, params).lastrowid or 0)
+            return list(range(last - rows + 1, last + 1))
         try:
             conn.execute("BEGIN IMMEDIATE")
-            start, n = 0, len(batch)
-            while start < n:
-                sql = batch[start].sql
-                end = start + 1
-                while end < n and batch[end].sql is sql:
-                    end += 1
-                if end - start == 1:
-                    seqs.append(int(conn.execute(sql, batch[start].params).lastrowid or 0))
-                else:
-                    conn.executemany(sql, [pending.params for pending in batch[start:end]])
-                    last = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
-                    seqs.extend(range(last - (end - start) + 1, last + 1))
-                start = end
+            for sql, params, rows in statements:
+                last = int(conn.execute(sql, params).lastrowid or 0)
+                seqs.extend(range(last - rows + 1, last + 1))
             conn.execute("COMMIT")
         except sqlite3.Error:
             with contextlib.suppress(sqlite3.Error):

@@ -31,6 +31,7 @@ trusted before the signature checks out except what picks the key.
 from __future__ import annotations
 
 import binascii
+import hashlib
 import heapq
 import json
 import secrets
@@ -708,12 +709,17 @@ def _epoch_seconds(clock: Clock) -> Callable[[], float]:
     return read
 
 
+# (key, the exact token bytes) -> whether the signature step may be skipped.
+Vouch = Callable[[VerificationKey, bytes], bool]
+
+
 def _check(
     token: object,
     header_key: HeaderVerdict,
     p: _Policy,
     now_seconds: Callable[[], float],
     replay_cache: ReplayCache,
+    vouched: Vouch | None = None,
 ) -> _Checked | TokenRejection:
     # --- size and shape
     if type(token) is not str:
@@ -753,8 +759,11 @@ def _check(
     check_signature = key._signature  # noqa: SLF001 - this module's own key object
     assert check_signature is not None  # header_key refuses keys without one
 
-    # --- signature, for the key's pinned algorithm
-    if not check_signature(data[: len(head) + 1 + len(body)], signature):
+    # --- signature, for the key's pinned algorithm (unless these exact bytes
+    # were minted by this process's own bridge with that very key)
+    if (vouched is None or not vouched(key, data)) and not check_signature(
+        data[: len(head) + 1 + len(body)], signature
+    ):
         return _invalid("bad signature")
     claims: dict[str, Any] = unverified
     get = claims.get
@@ -818,8 +827,81 @@ def new_jti() -> str:
     return secrets.token_urlsafe(24)
 
 
+class MintedTokens:
+    """The exact tokens this process's own minter signed, for its own verifier.
+
+    When the in-process bridge and the core share a process, the core may
+    trust a token without checking its ECDSA signature again IF it can tell
+    that these are exactly the bytes the minter produced: the minter signed
+    them with its key a moment ago, so the signature is good by construction.
+    The record holds the SHA-256 digest of each minted token (never the
+    token) and is consulted by a dict lookup on the digest of the presented
+    bytes: forged or altered bytes cannot have a recorded digest, and the
+    lookup's timing depends on that digest, not on how much of a genuine
+    token an attacker guessed. A digest is taken out when it is used, so it
+    vouches once; a second presentation of the same bytes is verified in
+    full (and is then a replay). Only the signature step is skipped: the
+    header, key pinning, every claim, the times and the single-use ``jti``
+    are checked exactly as for any token.
+
+    Bounded: beyond ``max_entries`` the oldest digests are forgotten, and a
+    token whose digest was forgotten is simply verified in full. The
+    verifier accepts the vouch only for a key of its trust list that holds
+    the minter's own public key (see FactorTokenVerifier).
+    """
+
+    def __init__(self, public_key: PublicKey, *, max_entries: int = 1024) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self.public_key = public_key
+        self.max_entries = max_entries
+        self.vouched = 0  # how many tokens skipped the signature check (for tests, metrics)
+        self._digests: dict[bytes, None] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._digests)
+
+    def add(self, token: str) -> None:
+        digest = hashlib.sha256(token.encode("ascii")).digest()
+        with self._lock:
+            digests = self._digests
+            while len(digests) >= self.max_entries:
+                del digests[next(iter(digests))]  # the oldest
+            digests[digest] = None
+
+    def take(self, token: bytes) -> bool:
+        """Whether these exact bytes were minted here and not yet used; uses them up."""
+        digest = hashlib.sha256(token).digest()
+        with self._lock:
+            if digest not in self._digests:
+                return False
+            del self._digests[digest]
+            self.vouched += 1
+            return True
+
+
+def _same_public_key(a: object, b: object) -> bool:
+    """Whether two keys are the same public key (compared once, at set-up)."""
+    def spki(key: object) -> bytes | None:
+        if isinstance(key, (ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey)):
+            key = key.public_key()
+        if isinstance(key, (ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey)):
+            return key.public_bytes(serialization.Encoding.DER,
+                                    serialization.PublicFormat.SubjectPublicKeyInfo)
+        return None
+
+    first = spki(a)
+    return first is not None and first == spki(b)
+
+
 class FactorTokenMinter:
-    """The bridge side: signs one accepted factor into a short-lived token."""
+    """The bridge side: signs one accepted factor into a short-lived token.
+
+    ``record``: a MintedTokens this minter adds every token to, for a
+    verifier in the same process (see MintedTokens); it must be made for
+    this minter's own public key.
+    """
 
     def __init__(
         self,
@@ -831,10 +913,13 @@ class FactorTokenMinter:
         site_id: str,
         clock: Clock,
         lifetime: float = 10.0,
+        record: MintedTokens | None = None,
     ) -> None:
         _check_alg(alg)
         if not _fits(private_key, alg):
             raise BadKey(f"private key type does not match algorithm {alg}")
+        if record is not None and not _same_public_key(record.public_key, private_key):
+            raise BadKey("the minted-token record is for another key")
         if not 0 < lifetime <= FACTOR_MAX_LIFETIME:
             raise ValueError(f"lifetime must be in (0, {FACTOR_MAX_LIFETIME:g}] seconds")
         self.bridge_id = bridge_id
@@ -844,6 +929,7 @@ class FactorTokenMinter:
         self.lifetime = lifetime
         self._clock = clock
         self._key = private_key
+        self._record = record
 
     def __repr__(self) -> str:
         return f"FactorTokenMinter(bridge_id={self.bridge_id!r}, kid={self.kid!r}, alg={self.alg})"
@@ -875,7 +961,10 @@ class FactorTokenMinter:
             "ev": evidence or {},
         }
         headers = {"kid": self.kid, "typ": FACTOR_TOKEN_TYP}
-        return jwt.encode(claims, self._key, algorithm=self.alg, headers=headers)
+        token = jwt.encode(claims, self._key, algorithm=self.alg, headers=headers)
+        if self._record is not None:
+            self._record.add(token)
+        return token
 
 
 # What FactorTokenVerifier.verify_fields gives the core for a good token:
@@ -895,9 +984,17 @@ class FactorTokenVerifier:
         clock: Clock,
         leeway: float = DEFAULT_LEEWAY,
         replay_cache: ReplayCache | None = None,
+        minted_here: MintedTokens | None = None,
     ) -> None:
         self.site_id = site_id
         self._keys = verification_keys(keys)
+        # The in-process minter's record, and the kids of this trust list
+        # that hold its public key: the only keys its vouch stands in for.
+        self._minted_here = minted_here
+        self._vouch_kids = frozenset(
+            kid for kid, key in self._keys.items()
+            if minted_here is not None and _same_public_key(key.key, minted_here.public_key)
+        )
         self._resolve = by_kid(self._keys)
         self._clock = clock
         self._now = _epoch_seconds(clock)
@@ -934,15 +1031,20 @@ class FactorTokenVerifier:
             verdicts[head] = verdict
         return verdict
 
+    def _vouched(self, key: VerificationKey, data: bytes) -> bool:
+        """Whether the in-process minter made exactly these bytes (see MintedTokens)."""
+        minted = self._minted_here
+        return minted is not None and key.kid in self._vouch_kids and minted.take(data)
+
     def verify_fields(self, token: object) -> FactorFields | TokenRejection:
         """What the core needs of a good token, as a plain tuple; never raises.
 
-        Exactly the checks of ``verify`` (it is built on this), without
-        making a VerifiedFactor and its datetimes on the core's hot path.
+        Exactly the checks of ``verify``, without making a VerifiedFactor and
+        its datetimes on the core's hot path.
         """
         try:
             checked = _check(token, self._header_key, self._policy, self._now,
-                             self.replay_cache)
+                             self.replay_cache, self._vouched)
             if isinstance(checked, TokenRejection):
                 return checked
             claims = checked[1]
@@ -957,7 +1059,7 @@ class FactorTokenVerifier:
         """Never raises: every token either becomes a VerifiedFactor or is refused."""
         try:
             checked = _check(token, self._header_key, self._policy, self._now,
-                             self.replay_cache)
+                             self.replay_cache, self._vouched)
             if isinstance(checked, TokenRejection):
                 return checked
             _header, claims, _key, jti, iat, exp = checked

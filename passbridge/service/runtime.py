@@ -22,6 +22,7 @@ from passbridge.core.model import Site
 from passbridge.core.tokens import (
     FactorTokenMinter,
     FactorTokenVerifier,
+    MintedTokens,
     ReplayCache,
     VerificationKey,
     verification_keys,
@@ -57,6 +58,8 @@ class Services:
     # Set when the app owns the audit store and must close it at shutdown.
     close_audit: bool = True
     started: float = field(default_factory=time.monotonic)
+    # The in-process bridge's record of the tokens it minted (see MintedTokens).
+    minted: MintedTokens | None = None
 
     @property
     def site(self) -> Site:
@@ -78,14 +81,20 @@ def assemble(
     The in-process bridge signs with the key store's bridge key; the core
     trusts it alongside the site's ``trust.bridges`` and bridges trusted in
     the key store. Backends come from the site file and the key store.
+
+    The bridge and the core share this process, so the bridge records the
+    exact tokens it mints and the core skips the signature check for those
+    very bytes only, checking everything else (MintedTokens; see
+    docs/decisions.md, "In-process factor tokens").
     """
     bridge = keystore.bridge_key()
     trusted = verification_keys([*site.bridges, *keystore.trusted_keys("bridge"),
                                  bridge.trusted()])
-    verifier = FactorTokenVerifier(site.id, trusted, clock=clock)
+    minted_here = MintedTokens(bridge.private_key.public_key())
+    verifier = FactorTokenVerifier(site.id, trusted, clock=clock, minted_here=minted_here)
     core = DoorCore(site, pin_key=keystore.pin_key(), tokens=verifier)
     minter = FactorTokenMinter(bridge.id, bridge.private_key, alg=bridge.alg, site_id=site.id,
-                               clock=clock)
+                               clock=clock, record=minted_here)
     audit = PublishingAudit(store)
     controller = DoorController(core, audit, clock, minter=minter)
     metrics = Metrics()
@@ -101,6 +110,7 @@ def assemble(
         device_keys=device_keys if device_keys is not None else DeviceKeys(),
         metrics=metrics,
         close_audit=close_audit,
+        minted=minted_here,
     )
 
 
