@@ -2,11 +2,17 @@
 
 Starts ``passbridge serve`` (temporary site and database) and an aiohttp
 hello-world server, each in its own process, drives both with the same
-bounded loopback load (10 concurrent clients, a fixed request count), and
-times the crypto every unlock must do (backend-token verify, factor-token
-sign and verify) raw in this process. Stops by itself.
+bounded loopback load (10 concurrent clients, a fixed request count per
+round), and times the crypto every unlock must do (backend-token verify and
+the in-process bridge's factor-token sign; the core takes that exact token
+on the minter's word, see docs/decisions.md) raw in this process. Stops by
+itself.
 
-    .venv/bin/python scripts/bench_http.py [--requests 3000] [--clients 10]
+The two servers are measured in alternating rounds and the report gives
+medians: on a small shared machine one run can be 20% off either way, and
+a slow moment then hits both sides of a round alike.
+
+    .venv/bin/python scripts/bench_http.py [--requests 3000] [--clients 10] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from passbridge.core.model import Factor, Side
 from passbridge.core.tokens import (
     FactorTokenMinter,
     FactorTokenVerifier,
+    MintedTokens,
     ReplayCache,
     VerificationKey,
     generate_private_key,
@@ -104,15 +111,21 @@ async def drive(url: str, requests: list[tuple[str, dict[str, str]]], method: st
 
 
 def crypto_floor(n: int) -> float:
-    """Unlocks/s if the server did nothing but the unlock's signatures."""
+    """Unlocks/s if the server did nothing but the unlock's token work.
+
+    As the service does it: the backend JWT verified, the factor token minted
+    by PyJWT and checked by the core, which takes the in-process bridge's
+    exact bytes without a second ECDSA verify (MintedTokens).
+    """
     clock = SystemClock()
     backend = generate_private_key("ES256")
     bridge = generate_private_key("ES256")
     keys = {BACKEND: VerificationKey(BACKEND, "ES256", backend.public_key(), BACKEND)}  # type: ignore[union-attr]
-    minter = FactorTokenMinter("b", bridge, site_id="bench", clock=clock)
+    minted = MintedTokens(bridge.public_key())
+    minter = FactorTokenMinter("b", bridge, site_id="bench", clock=clock, record=minted)
     verifier = FactorTokenVerifier(
         "bench", {"b": VerificationKey("b", "ES256", bridge.public_key(), "b")},  # type: ignore[union-attr]
-        clock=clock)
+        clock=clock, minted_here=minted)
     cache = ReplayCache()
     tokens = [backend_token(backend, "ES256", backend=BACKEND, site="bench", user="u",
                             door="d", now=time.time()) for _ in range(n)]
@@ -137,6 +150,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating rounds of each server; the report gives medians")
     parser.add_argument("--hello-world", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.hello_world:
@@ -162,21 +177,31 @@ def main() -> int:
                              "--port", "0"], tmp)
         hello, hello_url = start([sys.executable, __file__, "--hello-world"], tmp)
         try:
-            total = args.warmup + args.requests
+            n, rounds = args.requests, args.rounds
             now = time.time()
             remote = [("/v1/doors/front/remote-unlock", {"Authorization": "Bearer " + backend_token(
                 key, "ES256", backend=BACKEND, site="bench", user="alice", door="front",
-                now=now, lifetime=60)}) for _ in range(total)]
-            plain = [("/", {}) for _ in range(total)]
+                now=now, lifetime=60)}) for _ in range(args.warmup + n * rounds)]
+            plain = [("/", {}) for _ in range(args.warmup + n)]
 
-            async def run() -> tuple[tuple[float, list[float]], tuple[float, list[float]]]:
+            async def run() -> tuple[list[float], list[float], list[float], list[float]]:
                 await drive(hello_url, plain[: args.warmup], "GET", args.clients)
-                hw = await drive(hello_url, plain[args.warmup:], "GET", args.clients)
                 await drive(url, remote[: args.warmup], "POST", args.clients)
-                pb = await drive(url, remote[args.warmup:], "POST", args.clients)
-                return hw, pb
+                hw_rates: list[float] = []
+                pb_rates: list[float] = []
+                hw_lat: list[float] = []
+                pb_lat: list[float] = []
+                for r in range(rounds):
+                    batch = remote[args.warmup + r * n: args.warmup + (r + 1) * n]
+                    sides = [("hw", hello_url, plain[args.warmup:], "GET"),
+                             ("pb", url, batch, "POST")]
+                    for name, target, requests, method in sides if r % 2 == 0 else sides[::-1]:
+                        elapsed, lat = await drive(target, requests, method, args.clients)
+                        (hw_rates if name == "hw" else pb_rates).append(n / elapsed)
+                        (hw_lat if name == "hw" else pb_lat).extend(lat)
+                return hw_rates, pb_rates, hw_lat, pb_lat
 
-            (hw_time, hw_lat), (pb_time, pb_lat) = asyncio.run(run())
+            hw_rates, pb_rates, hw_lat, pb_lat = asyncio.run(run())
         finally:
             server.terminate()
             hello.terminate()
@@ -184,19 +209,27 @@ def main() -> int:
             hello.communicate(timeout=20)
         floor = crypto_floor(2000)
 
-    hw_rate = args.requests / hw_time
-    pb_rate = args.requests / pb_time
-    print(f"load: {args.requests} requests, {args.clients} concurrent clients, loopback")
+    hw_rate = statistics.median(hw_rates)
+    pb_rate = statistics.median(pb_rates)
+    ratio = statistics.median(p / h for p, h in zip(pb_rates, hw_rates, strict=True))
+
+    def spread(rates: list[float]) -> str:
+        return f"(rounds {min(rates):,.0f}-{max(rates):,.0f})"
+
+    print(f"load: {args.requests} requests per round, {args.rounds} alternating rounds, "
+          f"{args.clients} concurrent clients, loopback; medians")
     print(f"hello-world:    {hw_rate:8.0f} req/s   p50 {statistics.median(hw_lat) * 1e3:6.2f} ms"
-          f"   p99 {pct(hw_lat, 0.99) * 1e3:6.2f} ms")
+          f"   p99 {pct(hw_lat, 0.99) * 1e3:6.2f} ms   {spread(hw_rates)}")
     print(f"remote unlock:  {pb_rate:8.0f} req/s   p50 {statistics.median(pb_lat) * 1e3:6.2f} ms"
-          f"   p99 {pct(pb_lat, 0.99) * 1e3:6.2f} ms   (durable audit, group commit)")
-    print(f"crypto floor:   {floor:8.0f} unlocks/s (backend verify + factor sign + verify, "
-          "one thread)")
-    print(f"ratio to hello-world: {pb_rate / hw_rate:.2f} (target >= 0.35)")
+          f"   p99 {pct(pb_lat, 0.99) * 1e3:6.2f} ms   {spread(pb_rates)}   "
+          "(durable audit, group commit)")
+    print(f"crypto floor:   {floor:8.0f} unlocks/s (backend verify + factor mint + core check "
+          "of the in-process token, one thread)")
+    print(f"ratio to hello-world: {ratio:.2f} (median of per-round ratios; target >= 0.35)")
     print(f"ratio to crypto floor: {pb_rate / floor:.2f}")
+    met = ratio >= 0.35 and pct(pb_lat, 0.99) < 0.010
     print(f"p99 target < 10 ms: {'met' if pct(pb_lat, 0.99) < 0.010 else 'NOT met'}")
-    return 0
+    return 0 if met else 1
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from passbridge.clock import Clock, SystemClock
-from passbridge.core.decision import Decision
+from passbridge.core.decision import ENUM_TEXT, Decision
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,8 @@ _STOP = object()
 
 
 def _iso(at: datetime) -> str:
+    if at.tzinfo is UTC:  # what the clocks give: no conversion to make
+        return at.isoformat()
     if at.tzinfo is None:
         raise ValueError("audit timestamps must be timezone-aware")
     return at.astimezone(UTC).isoformat()
@@ -148,11 +150,12 @@ def _connect(path: Path | str, *, cached_statements: int = 128) -> sqlite3.Conne
 
 
 def _decision_params(decision: Decision) -> tuple[Any, ...]:
+    factor, state = decision.factor, decision.state
     return (
-        DECISION, _iso(decision.at), decision.id, decision.result.value,
-        decision.reason.value, decision.door, decision.side.value, decision.user,
-        decision.credential, decision.factor.value if decision.factor else None,
-        decision.state.value if decision.state else None, decision.state_source,
+        DECISION, _iso(decision.at), decision.id, ENUM_TEXT[decision.result],
+        ENUM_TEXT[decision.reason], decision.door, ENUM_TEXT[decision.side], decision.user,
+        decision.credential, ENUM_TEXT[factor] if factor else None,
+        ENUM_TEXT[state] if state else None, decision.state_source,
         decision.revision, decision.unlock_seconds, decision.detail,
     )
 

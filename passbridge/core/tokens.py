@@ -944,16 +944,18 @@ class FactorTokenMinter:
         credential: str,
         evidence: dict[str, Any] | None = None,
     ) -> str:
-        if Factor(factor) not in TOKEN_FACTORS:
+        factor = factor if type(factor) is Factor else Factor(factor)
+        if factor not in TOKEN_FACTORS:
             raise ValueError(f"factor {factor} is never sent as a token")
+        side = side if type(side) is Side else Side(side)
         iat = int(self._clock.now().timestamp())
         claims = {
             "iss": self.bridge_id,
             "aud": self.site_id,
             "sub": user,
             "door": door,
-            "side": Side(side).value,
-            "factor": Factor(factor).value,
+            "side": _SIDE_TEXT[side],
+            "factor": _FACTOR_TEXT[factor],
             "cred": credential,
             "iat": iat,
             "exp": iat + (int(self.lifetime) if self.lifetime.is_integer() else self.lifetime),
@@ -1080,6 +1082,8 @@ class FactorTokenVerifier:
 
 
 _SIDE_BY_VALUE: dict[str, Side] = {s.value: s for s in Side}
+_SIDE_TEXT: dict[Side, str] = {s: s.value for s in Side}
+_FACTOR_TEXT: dict[Factor, str] = {f: f.value for f in Factor}
 _FACTOR_BY_VALUE: dict[str, Factor] = {f.value: f for f in TOKEN_FACTORS}
 _SIDES = frozenset(_SIDE_BY_VALUE)
 _TOKEN_FACTOR_VALUES = frozenset(_FACTOR_BY_VALUE)
@@ -1161,7 +1165,40 @@ def verify_backend_request(
     ``door``, when given, must equal the ``door`` claim (the URL's door).
     Admin calls that are not about one door pass ``require_door=False``.
     """
-    strings = ("iss", "sub", "door") if require_door else ("iss", "sub")
+    try:
+        policy = _backend_policy(site_id, door, require_door, float(leeway))
+        resolve = by_kid(keys)
+
+        def header_key(
+            _head: bytes, header: dict[str, Any], unverified: dict[str, Any]
+        ) -> VerificationKey | TokenRejection:
+            return _header_key(header, unverified, policy, resolve)
+
+        checked = _check(token, header_key, policy, _epoch_seconds(clock), replay_cache)
+        if isinstance(checked, TokenRejection):
+            return checked
+        _header, claims, _key, jti, iat, exp = checked
+        return VerifiedBackendRequest(
+            issuer=claims["iss"], user=claims["sub"], door=claims.get("door"),
+            role=claims.get("role"), jti=jti,
+            issued_at=datetime.fromtimestamp(iat, UTC),
+            expires_at=datetime.fromtimestamp(exp, UTC), claims=claims,
+        )
+    except Exception as exc:  # noqa: BLE001 - any surprise is a refusal, never a grant
+        return _invalid(f"malformed token ({type(exc).__name__})")
+
+
+# Backend-request policies by (site, door, require_door, leeway): the same few
+# on every request, so made once. Bounded; a flood of doors only empties it.
+_BACKEND_POLICIES: dict[tuple[str, str | None, bool, float], _Policy] = {}
+_BACKEND_POLICIES_MAX = 1024
+
+
+def _backend_policy(site_id: str, door: str | None, require_door: bool, leeway: float) -> _Policy:
+    key = (site_id, door, require_door, leeway)
+    policy = _BACKEND_POLICIES.get(key)
+    if policy is not None:
+        return policy
 
     def problem(claims: dict[str, Any]) -> str | None:
         claimed_door = claims.get("door")
@@ -1174,20 +1211,16 @@ def verify_backend_request(
             return "claim role must be a string"
         return None
 
-    checked = verify_jws(
-        token, by_kid(keys), clock=clock, replay_cache=replay_cache, audience=site_id,
-        typ=(None, "JWT"), string_claims=strings, max_lifetime=BACKEND_MAX_LIFETIME,
-        leeway=leeway, check_claims=problem,
+    policy = _Policy.make(
+        audience=site_id, typ=(None, "JWT"),
+        string_claims=("iss", "sub", "door") if require_door else ("iss", "sub"),
+        max_lifetime=BACKEND_MAX_LIFETIME, leeway=leeway, replay_scope="iss",
+        check_claims=problem,
     )
-    if isinstance(checked, TokenRejection):
-        return checked
-    claims = checked.claims
-    return VerifiedBackendRequest(
-        issuer=claims["iss"], user=claims["sub"], door=claims.get("door"),
-        role=claims.get("role"),
-        jti=checked.jti, issued_at=checked.issued_at, expires_at=checked.expires_at,
-        claims=claims,
-    )
+    if len(_BACKEND_POLICIES) >= _BACKEND_POLICIES_MAX:
+        _BACKEND_POLICIES.clear()
+    _BACKEND_POLICIES[key] = policy
+    return policy
 
 
 @dataclass(frozen=True, slots=True)

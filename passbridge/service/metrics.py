@@ -3,10 +3,12 @@ not justify a client library, and the format is small and stable."""
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import threading
 from collections import Counter
 
-from passbridge.core.decision import Decision
+from passbridge.core.decision import ENUM_TEXT, Decision
 from passbridge.core.model import Reason
 
 # Seconds; decisions include the durable audit write, so milliseconds matter.
@@ -27,21 +29,23 @@ class Metrics:
         self._lock = threading.Lock()
         self._decisions: Counter[tuple[str, str]] = Counter()
         self._token_failures: Counter[tuple[str, str]] = Counter()
-        self._buckets = [0] * len(LATENCY_BUCKETS)
+        # Decisions by the first bucket their latency fits (the last: none fits).
+        self._first_bucket = [0] * (len(LATENCY_BUCKETS) + 1)
         self._latency_sum = 0.0
         self._latency_count = 0
 
     def observe_decision(self, decision: Decision, latency: float) -> None:
         """A DoorController observer: every answered decision, with its latency."""
+        reason = decision.reason
+        # The first bucket the latency fits; render() sums them up cumulatively.
+        first = bisect.bisect_left(LATENCY_BUCKETS, latency)
         with self._lock:
-            self._decisions[(decision.result.value, decision.reason.value)] += 1
+            self._decisions[(ENUM_TEXT[decision.result], ENUM_TEXT[reason])] += 1
             self._latency_sum += latency
             self._latency_count += 1
-            for i, bound in enumerate(LATENCY_BUCKETS):
-                if latency <= bound:
-                    self._buckets[i] += 1
-            if decision.reason in TOKEN_REASONS:
-                self._token_failures[("factor", decision.reason.value)] += 1
+            self._first_bucket[first] += 1
+            if reason in TOKEN_REASONS:
+                self._token_failures[("factor", ENUM_TEXT[reason])] += 1
 
     def token_failure(self, path: str, reason: Reason) -> None:
         """A caller's token refused before any decision (remote, nearby, admin)."""
@@ -63,7 +67,8 @@ class Metrics:
                 "# HELP passbridge_decision_seconds Time from input to recorded decision.",
                 "# TYPE passbridge_decision_seconds histogram",
             ]
-            for bound, n in zip(LATENCY_BUCKETS, self._buckets, strict=True):
+            cumulative = itertools.accumulate(self._first_bucket)
+            for bound, n in zip(LATENCY_BUCKETS, cumulative, strict=False):
                 lines.append(f'passbridge_decision_seconds_bucket{{le="{bound:g}"}} {n}')
             lines.append(f'passbridge_decision_seconds_bucket{{le="+Inf"}} {self._latency_count}')
             lines.append(f"passbridge_decision_seconds_sum {self._latency_sum:.6f}")
