@@ -120,11 +120,11 @@ def crypto_floor(n: int) -> float:
     clock = SystemClock()
     backend = generate_private_key("ES256")
     bridge = generate_private_key("ES256")
-    keys = {BACKEND: VerificationKey(BACKEND, "ES256", backend.public_key(), BACKEND)}  # type: ignore[union-attr]
+    keys = {BACKEND: VerificationKey(BACKEND, "ES256", backend.public_key(), BACKEND)}
     minted = MintedTokens(bridge.public_key())
     minter = FactorTokenMinter("b", bridge, site_id="bench", clock=clock, record=minted)
     verifier = FactorTokenVerifier(
-        "bench", {"b": VerificationKey("b", "ES256", bridge.public_key(), "b")},  # type: ignore[union-attr]
+        "bench", {"b": VerificationKey("b", "ES256", bridge.public_key(), "b")},
         clock=clock, minted_here=minted)
     cache = ReplayCache()
     tokens = [backend_token(backend, "ES256", backend=BACKEND, site="bench", user="u",
@@ -182,7 +182,7 @@ def main() -> int:
             remote = [("/v1/doors/front/remote-unlock", {"Authorization": "Bearer " + backend_token(
                 key, "ES256", backend=BACKEND, site="bench", user="alice", door="front",
                 now=now, lifetime=60)}) for _ in range(args.warmup + n * rounds)]
-            plain = [("/", {}) for _ in range(args.warmup + n)]
+            plain: list[tuple[str, dict[str, str]]] = [("/", {}) for _ in range(args.warmup + n)]
 
             async def run() -> tuple[list[float], list[float], list[float], list[float]]:
                 await drive(hello_url, plain[: args.warmup], "GET", args.clients)
