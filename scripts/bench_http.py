@@ -68,7 +68,11 @@ def hello_world_main() -> None:
         print(f"hello-world on http://{host}:{port}", flush=True)
         await asyncio.Event().wait()
 
-    asyncio.run(run())
+    # The same event loop as ``passbridge serve`` (uvloop where installed), so
+    # the ratio compares the application, not the loops.
+    from passbridge.service.commands import run_event_loop
+
+    run_event_loop(run())  # type: ignore[arg-type]
 
 
 def start(cmd: list[str], cwd: Path) -> tuple[subprocess.Popen[str], str]:
