@@ -76,6 +76,7 @@ PIN_TIMEOUT_RANGE = (3, 60)
 _MAX_KEY_FILE = 16 * 1024  # a PEM public key is well under 1 KiB; never read /dev/zero
 
 _E = TypeVar("_E", bound=StrEnum)
+_T = TypeVar("_T")
 _TIME = re.compile(r"([0-9]{1,2}):([0-9]{2})")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _PIN = re.compile(r"[0-9]{4,16}")
@@ -490,15 +491,26 @@ def _parse_windows(
         windows.append((wpath, ScheduleWindow(name=name, days=days, start=start, end=end,
                                               state=state)))
     if clean:
-        for j, (jpath, later) in enumerate(windows):
-            for ipath, earlier in windows[:j]:
-                shared = windows_overlap(earlier, later)
-                if shared is not None:
-                    weekday, minute = shared
-                    check.fail(jpath, f"window {later.name!r} and window {earlier.name!r} "
-                                      f"({ipath}) both cover {weekday} {_hhmm(minute)}; "
-                                      "windows of one door must not overlap")
+        _reject_overlaps(check, "window", [(p, w.name, w) for p, w in windows], windows_overlap)
     return tuple(window for _, window in windows)
+
+
+def _reject_overlaps(
+    check: _Checker,
+    kind: str,
+    placed: list[tuple[str, str, _T]],
+    overlap: Callable[[_T, _T], tuple[object, int] | None],
+) -> None:
+    """Two windows (or exceptions) of one door covering the same moment would
+    make first-match arbitrary: name both and the first moment they share."""
+    for j, (jpath, later_name, later) in enumerate(placed):
+        for ipath, earlier_name, earlier in placed[:j]:
+            shared = overlap(earlier, later)
+            if shared is not None:
+                when, minute = shared  # a weekday name, or a date (str() is ISO)
+                check.fail(jpath, f"{kind} {later_name!r} and {kind} {earlier_name!r} "
+                                  f"({ipath}) both cover {when} {_hhmm(minute)}; "
+                                  f"{kind}s of one door must not overlap")
 
 
 def _parse_days(check: _Checker, w: Mapping[str, Any], wpath: str) -> frozenset[int]:
@@ -559,14 +571,9 @@ def _parse_exceptions(
         exceptions.append((epath, DoorException(id=exc_id, date=first, start=start, end=end,
                                                 state=state, repeat=repeat, until=until)))
     if clean:
-        for j, (jpath, later) in enumerate(exceptions):
-            for ipath, earlier in exceptions[:j]:
-                shared = exceptions_overlap(earlier, later)
-                if shared is not None:
-                    day, minute = shared
-                    check.fail(jpath, f"exception {later.id!r} and exception {earlier.id!r} "
-                                      f"({ipath}) both cover {day.isoformat()} {_hhmm(minute)}; "
-                                      "exceptions of one door must not overlap")
+        _reject_overlaps(
+            check, "exception", [(p, e.id, e) for p, e in exceptions], exceptions_overlap
+        )
     return tuple(exc for _, exc in exceptions)
 
 
