@@ -212,17 +212,55 @@ class SaltInputs:
         d["authentication_policy"] = authentication_policy
         d["select_a5"] = select_a5
         d["_after_label"] = b"".join((
-            reader_id,
-            bytes((int(interface), )),
-            tlv.encode(0x5C, version),
-            reader_ephemeral_x,
-            transaction_id,
-            bytes((command_parameters, authentication_policy)),
-            select_a5,
-        ))
+            _salt_head(reader_id, interface, version), reader_ephemeral_x, transaction_id,
+            bytes((command_parameters, authentication_policy)), select_a5))
 
     def salt(self, label: bytes, credential_public_x: bytes = b"") -> bytes:
         return b"".join((self.reader_public_x, label, self._after_label, credential_public_x))
+
+
+def _salt_head(reader_id: bytes, interface: Interface, version: bytes) -> bytes:
+    """The salt bytes between the label and the reader's ephemeral key."""
+    return b"".join((reader_id, bytes((int(interface),)), tlv.encode(0x5C, version)))
+
+
+class SaltTemplate:
+    """The salt inputs a reader knows before a tap starts, joined once.
+
+    Reader key, reader id, interface, version, command parameters and policy
+    are the same on every tap a reader makes with one flow; only the
+    ephemeral key, the transaction id and the phone's A5 field change. A
+    reader keeps one template per flow and fills in those three per tap,
+    which gives the same :class:`SaltInputs` as the constructor.
+    """
+
+    __slots__ = ("_fixed", "_head", "_params")
+
+    def __init__(self, reader_public_x: bytes, reader_id: bytes, interface: Interface,
+                 version: bytes, command_parameters: int, authentication_policy: int) -> None:
+        self._fixed = {
+            "reader_public_x": reader_public_x,
+            "reader_id": reader_id,
+            "interface": interface,
+            "version": version,
+            "command_parameters": command_parameters,
+            "authentication_policy": authentication_policy,
+        }
+        self._head = _salt_head(reader_id, interface, version)
+        self._params = bytes((command_parameters, authentication_policy))
+
+    def inputs(self, reader_ephemeral_x: bytes, transaction_id: bytes,
+               select_a5: bytes) -> SaltInputs:
+        salt_inputs = SaltInputs.__new__(SaltInputs)  # every field is set below
+        d = salt_inputs.__dict__
+        d.update(self._fixed)
+        d["reader_ephemeral_x"] = reader_ephemeral_x
+        d["transaction_id"] = transaction_id
+        d["select_a5"] = select_a5
+        d["_after_label"] = b"".join((self._head, reader_ephemeral_x, transaction_id,
+                                      self._params, select_a5))
+        return salt_inputs
+
 
 
 @dataclass(frozen=True)

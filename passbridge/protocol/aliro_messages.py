@@ -133,12 +133,11 @@ def auth0_command(command_parameters: int, authentication_policy: int, version: 
             len(reader_id)) == (2, 65, 16, 32) and 0 <= command_parameters <= 0xFF \
             and 0 <= authentication_policy <= 0xFF:
         # Every AUTH0 a reader sends has these sizes: the TLVs with their headers
-        # spelt out, built in one join on the tap path. Lc = 129 data bytes.
-        return b"".join((
-            b"\x80\x80\x00\x00\x81\x41\x01", bytes((command_parameters,)),
-            b"\x42\x01", bytes((authentication_policy,)), b"\x5c\x02", version,
-            b"\x87\x41", reader_ephemeral_public_key, b"\x4c\x10", transaction_id,
-            b"\x4d\x20", reader_id, b"\x00"))
+        # spelt out (Lc = 129 data bytes), the layout auth0_framing holds.
+        opening, middle, closing = auth0_framing(command_parameters, authentication_policy,
+                                                 version, reader_id)
+        return b"".join((opening, reader_ephemeral_public_key, middle, transaction_id,
+                         closing))
     data = tlv.encode_all((
         (TAG_COMMAND_PARAMETERS, bytes([command_parameters])),
         (TAG_POLICY, bytes([authentication_policy])),
@@ -148,6 +147,23 @@ def auth0_command(command_parameters: int, authentication_policy: int, version: 
         (TAG_READER_ID, reader_id),
     ))
     return CommandAPDU(CLA_PROPRIETARY, INS_AUTH0, 0, 0, data, 0x00).encode()
+
+
+def auth0_framing(command_parameters: int, authentication_policy: int, version: bytes,
+                  reader_id: bytes) -> tuple[bytes, bytes, bytes]:
+    """The fixed pieces of every AUTH0 one reader sends in one flow.
+
+    ``opening + ephemeral key + middle + transaction id + closing`` is the
+    AUTH0 command of :func:`auth0_command`. Only the ephemeral key and the
+    transaction id change from tap to tap, so a reader joins the rest once.
+    """
+    if len(version) != 2 or len(reader_id) != 32 or not 0 <= command_parameters <= 0xFF \
+            or not 0 <= authentication_policy <= 0xFF:
+        raise ValueError("AUTH0 framing needs a 2-byte version and a 32-byte reader id")
+    opening = b"".join((b"\x80\x80\x00\x00\x81\x41\x01", bytes((command_parameters,)),
+                        b"\x42\x01", bytes((authentication_policy,)), b"\x5c\x02", version,
+                        b"\x87\x41"))
+    return opening, b"\x4c\x10", b"\x4d\x20" + reader_id + b"\x00"
 
 
 _AUTH0_SCHEMA = (

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum, auto
 from functools import cached_property
+from hmac import compare_digest
 from typing import Literal, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -39,6 +40,7 @@ from passbridge.protocol.aliro_crypto import (
     FastKeys,
     Interface,
     SaltInputs,
+    SaltTemplate,
     SecureChannel,
     VolatileKeys,
     authentication_data,
@@ -49,7 +51,6 @@ from passbridge.protocol.aliro_crypto import (
     derive_volatile_keys,
     generate_ephemeral_pair,
     public_key_bytes,
-    same_bytes,
     sign_raw,
     verify_raw,
     x_coordinate,
@@ -96,6 +97,36 @@ class ReaderIdentity:
     def public_x(self) -> bytes:
         return x_coordinate(self.public_key)
 
+    @cached_property
+    def _tap_templates(self) -> dict[tuple[Interface, int], _TapTemplate]:
+        return {}
+
+    def tap_template(self, interface: Interface, command_parameters: int) -> _TapTemplate:
+        """What every tap of this reader on ``interface`` with one flow shares."""
+        key = (interface, command_parameters)
+        template = self._tap_templates.get(key)
+        if template is None:
+            template = self._tap_templates[key] = _TapTemplate(
+                SaltTemplate(self.public_x, self.reader_id, interface, PROTOCOL_VERSION,
+                             command_parameters, POLICY_USER_DEVICE),
+                *msg.auth0_framing(command_parameters, POLICY_USER_DEVICE, PROTOCOL_VERSION,
+                                   self.reader_id))
+        return template
+
+
+@dataclass(frozen=True)
+class _TapTemplate:
+    """Salt inputs and AUTH0 framing fixed per reader identity, interface and flow.
+
+    Joined once, the first time a reader taps with them, so a tap only adds
+    its own ephemeral key, transaction id and the phone's A5 field.
+    """
+
+    salt: SaltTemplate
+    auth0_opening: bytes
+    auth0_middle: bytes
+    auth0_closing: bytes
+
 
 class CredentialDirectory(Protocol):
     """How the reader resolves a phone; backed by enrolment storage."""
@@ -111,17 +142,33 @@ class CredentialDirectory(Protocol):
         """Store the key a STANDARD tap yielded so the next tap can be FAST."""
 
 
-@dataclass(frozen=True)
+# Events are built on every step of a tap. The dataclass-generated frozen
+# __init__ sets each field through object.__setattr__; these write the
+# instance dict directly, which gives the same (frozen, comparable) object.
+
+
+@dataclass(frozen=True, init=False)
 class SendCommand:
     apdu: bytes
 
+    def __init__(self, apdu: bytes) -> None:
+        self.__dict__["apdu"] = apdu
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, init=False)
 class Authenticated:
     credential_id: str
     public_key: bytes
     flow: Literal["standard", "fast"]
     transaction_id: bytes
+
+    def __init__(self, credential_id: str, public_key: bytes,
+                 flow: Literal["standard", "fast"], transaction_id: bytes) -> None:
+        d = self.__dict__
+        d["credential_id"] = credential_id
+        d["public_key"] = public_key
+        d["flow"] = flow
+        d["transaction_id"] = transaction_id
 
 
 @dataclass(frozen=True)
@@ -198,6 +245,7 @@ class ReaderTransaction:
         self._credentials = credentials
         self._interface = interface
         self._command_parameters = COMMAND_FAST if prefer_fast else COMMAND_STANDARD
+        self._template = identity.tap_template(interface, self._command_parameters)
         if ephemeral_private_key is not None:
             self._ephemeral = ephemeral_private_key
             self._ephemeral_public = public_key_bytes(ephemeral_private_key)
@@ -241,10 +289,14 @@ class ReaderTransaction:
                 handler = self._on_exchange
             else:
                 raise _Abort("out_of_order", f"no command outstanding (state {state.name})")
-            data, sw = split_response(bytes(response_apdu))
+            raw = bytes(response_apdu)
+            n = len(raw)
+            if n < 2 or n > 258:
+                split_response(raw)  # raises MalformedAPDU saying why
+            sw = (raw[-2] << 8) | raw[-1]
             if sw != _SW_OK:
                 raise _Abort("status_word", f"{state.name} answered {sw:04X}")
-            return handler(data)
+            return handler(raw[:-2])
         except _Abort as abort:
             return self._fail(abort.reason, abort.detail)
         except (MalformedTLV, MalformedAPDU) as exc:
@@ -288,23 +340,14 @@ class ReaderTransaction:
         if PROTOCOL_VERSION not in answer.versions:
             raise _Abort("unsupported_version",
                          "phone offers " + ",".join(v.hex() for v in answer.versions))
-        identity = self._identity
-        self._salt_inputs = SaltInputs(
-            reader_public_x=identity.public_x,
-            reader_id=identity.reader_id,
-            interface=self._interface,
-            version=PROTOCOL_VERSION,
-            reader_ephemeral_x=self._ephemeral_x,
-            transaction_id=self.transaction_id,
-            command_parameters=self._command_parameters,
-            authentication_policy=POLICY_USER_DEVICE,
-            select_a5=answer.a5_raw,
-        )
-        self.keys.salt_inputs = self._salt_inputs
+        template = self._template
+        transaction_id = self.transaction_id
+        self._salt_inputs = self.keys.salt_inputs = template.salt.inputs(
+            self._ephemeral_x, transaction_id, answer.a5_raw)
         self._state = _AUTH0_SENT
-        return SendCommand(msg.auth0_command(
-            self._command_parameters, POLICY_USER_DEVICE, PROTOCOL_VERSION,
-            self._ephemeral_public, self.transaction_id, identity.reader_id))
+        return SendCommand(b"".join((template.auth0_opening, self._ephemeral_public,
+                                     template.auth0_middle, transaction_id,
+                                     template.auth0_closing)))
 
     def _on_auth0(self, data: bytes) -> Event:
         point, cryptogram, key = msg.read_auth0_response(data)
@@ -314,7 +357,7 @@ class ReaderTransaction:
         self._endpoint_ephemeral = point
         self._endpoint_key = key
         self._endpoint_x = point[1:33]  # read_auth0_response checked the point
-        if same_bytes(point, self._ephemeral_public):
+        if compare_digest(point, self._ephemeral_public):
             raise _Abort("malformed", "phone echoed the reader's ephemeral key")
         if cryptogram is not None:
             fast = self._match_cryptogram(cryptogram)
