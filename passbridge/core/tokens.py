@@ -48,7 +48,10 @@ import jwt
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 from jwt.algorithms import Algorithm
 
 from passbridge.clock import Clock, SystemClock
@@ -930,6 +933,19 @@ class FactorTokenMinter:
         self._clock = clock
         self._key = private_key
         self._record = record
+        # Every token of this minter has the same protected header, so its
+        # segment is encoded once, exactly as PyJWT's encode would (sorted
+        # keys, compact separators). Signing then takes the prepared key
+        # directly: PyJWT's encode re-prepares the key, rebuilds the header
+        # and goes through ``int`` to turn the DER signature into ``r || s``
+        # on every token. A kid or issuer that is not a string keeps PyJWT's
+        # own path (and its TypeError).
+        self._sign: Callable[[bytes], bytes] | None = None
+        if isinstance(self.kid, str) and isinstance(bridge_id, str):
+            header = {"alg": alg, "kid": self.kid, "typ": FACTOR_TOKEN_TYP}
+            self._head = _b64url(json.dumps(header, separators=(",", ":"), sort_keys=True)
+                                 .encode()) + b"."
+            self._sign = _signer(alg, private_key)
 
     def __repr__(self) -> str:
         return f"FactorTokenMinter(bridge_id={self.bridge_id!r}, kid={self.kid!r}, alg={self.alg})"
@@ -962,11 +978,63 @@ class FactorTokenMinter:
             "jti": new_jti(),
             "ev": evidence or {},
         }
-        headers = {"kid": self.kid, "typ": FACTOR_TOKEN_TYP}
-        token = jwt.encode(claims, self._key, algorithm=self.alg, headers=headers)
+        sign = self._sign
+        if sign is None:
+            headers = {"kid": self.kid, "typ": FACTOR_TOKEN_TYP}
+            token = jwt.encode(claims, self._key, algorithm=self.alg, headers=headers)
+        else:
+            signing_input = self._head + _b64url(_compact_json(claims).encode())
+            token = (signing_input + b"." + _b64url(sign(signing_input))).decode("ascii")
         if self._record is not None:
             self._record.add(token)
         return token
+
+
+_B64_URLSAFE = bytes.maketrans(b"+/", b"-_")
+# json.dumps(..., separators=(",", ":")) makes a new encoder on every call;
+# this is the very same encoder, made once.
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _b64url(data: bytes) -> bytes:
+    """Unpadded base64url, the same bytes as PyJWT's ``base64url_encode``."""
+    return binascii.b2a_base64(data, newline=False).translate(_B64_URLSAFE).rstrip(b"=")
+
+
+def p256_der_to_raw(der: bytes) -> bytes:
+    """The 64-byte JWS ``r || s`` of a DER ECDSA-Sig-Value from a P-256 key.
+
+    The same bytes as PyJWT's ``der_to_raw_signature``; the DER is read
+    directly in the shapes a P-256 signer emits, anything else by
+    ``decode_dss_signature``.
+    """
+    if len(der) >= 8 and der[0] == 0x30 and der[1] == len(der) - 2 and der[2] == 0x02:
+        rlen = der[3]
+        r = der[4: 4 + rlen]
+        at = 4 + rlen
+        if at + 2 <= len(der) and der[at] == 0x02 and 1 <= rlen <= 33:
+            slen = der[at + 1]
+            s = der[at + 2:]
+            if len(s) == slen and 1 <= slen <= 33 and r[0] < 0x80 and s[0] < 0x80:
+                r, s = r.lstrip(b"\x00"), s.lstrip(b"\x00")
+                if len(r) <= 32 and len(s) <= 32:
+                    return r.rjust(32, b"\x00") + s.rjust(32, b"\x00")
+    r_int, s_int = decode_dss_signature(der)
+    return r_int.to_bytes(32, "big") + s_int.to_bytes(32, "big")
+
+
+def _signer(alg: str, key: PrivateKey) -> Callable[[bytes], bytes]:
+    """``signing input -> raw JWS signature`` for a private key that fits ``alg``."""
+    if alg == "ES256":
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        sign_ec = key.sign
+
+        def es256(message: bytes) -> bytes:
+            return p256_der_to_raw(sign_ec(message, _ECDSA_SHA256))
+
+        return es256
+    assert isinstance(key, ed25519.Ed25519PrivateKey)
+    return key.sign
 
 
 # What FactorTokenVerifier.verify_fields gives the core for a good token:
