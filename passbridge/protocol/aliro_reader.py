@@ -17,12 +17,12 @@ Flows:
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum, auto
 from functools import cached_property
 from hmac import compare_digest
+from os import urandom
 from typing import Literal, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -245,7 +245,8 @@ class ReaderTransaction:
         self._credentials = credentials
         self._interface = interface
         self._command_parameters = COMMAND_FAST if prefer_fast else COMMAND_STANDARD
-        self._template = identity.tap_template(interface, self._command_parameters)
+        self._template = (identity._tap_templates.get((interface, self._command_parameters))
+                          or identity.tap_template(interface, self._command_parameters))
         if ephemeral_private_key is not None:
             self._ephemeral = ephemeral_private_key
             self._ephemeral_public = public_key_bytes(ephemeral_private_key)
@@ -254,7 +255,7 @@ class ReaderTransaction:
         else:
             self._ephemeral, self._ephemeral_public = generate_ephemeral_pair()
         self._ephemeral_x = self._ephemeral_public[1:33]  # a point we encoded ourselves
-        self.transaction_id = transaction_id or secrets.token_bytes(16)
+        self.transaction_id = transaction_id or urandom(16)  # what secrets.token_bytes reads
         self._deterministic = deterministic_signatures
         self._state = _NEW
         self._salt_inputs: SaltInputs | None = None
@@ -262,7 +263,10 @@ class ReaderTransaction:
         self._endpoint_key: ec.EllipticCurvePublicKey | None = None
         self._endpoint_x = b""
         self._channel: SecureChannel | None = None
-        self.keys = DerivedKeys()
+        self._kdh: bytes | None = None
+        self._volatile: VolatileKeys | None = None
+        self._fast: FastKeys | None = None
+        self._kpersistent: bytes | None = None
         self.authenticated: Authenticated | None = None
 
     # ------------------------------------------------------------ public API
@@ -278,16 +282,8 @@ class ReaderTransaction:
         """Feed the phone's answer to the last command; never raises on wire input."""
         try:
             state = self._state
-            handler: Callable[[bytes], Event]
-            if state is _SELECT_SENT:
-                handler = self._on_select
-            elif state is _AUTH0_SENT:
-                handler = self._on_auth0
-            elif state is _AUTH1_SENT:
-                handler = self._on_auth1
-            elif state is _EXCHANGE_SENT:
-                handler = self._on_exchange
-            else:
+            if state is not _SELECT_SENT and state is not _AUTH0_SENT \
+                    and state is not _AUTH1_SENT and state is not _EXCHANGE_SENT:
                 raise _Abort("out_of_order", f"no command outstanding (state {state.name})")
             raw = bytes(response_apdu)
             n = len(raw)
@@ -296,7 +292,13 @@ class ReaderTransaction:
             sw = (raw[-2] << 8) | raw[-1]
             if sw != _SW_OK:
                 raise _Abort("status_word", f"{state.name} answered {sw:04X}")
-            return handler(raw[:-2])
+            if state is _AUTH0_SENT:
+                return self._on_auth0(raw[:-2])
+            if state is _SELECT_SENT:
+                return self._on_select(raw[:-2])
+            if state is _EXCHANGE_SENT:
+                return self._on_exchange(raw[:-2])
+            return self._on_auth1(raw[:-2])
         except _Abort as abort:
             return self._fail(abort.reason, abort.detail)
         except (MalformedTLV, MalformedAPDU) as exc:
@@ -325,6 +327,16 @@ class ReaderTransaction:
         return msg.control_flow_command(0x01 if success else 0x00, 0x00)
 
     @property
+    def keys(self) -> DerivedKeys:
+        """What the tap has derived so far (a fresh snapshot on each read).
+
+        Built on demand rather than kept up to date during the tap: conformance
+        tests and vector scripts read it, the tap itself never does.
+        """
+        return DerivedKeys(kdh=self._kdh, volatile=self._volatile, fast=self._fast,
+                           kpersistent=self._kpersistent, salt_inputs=self._salt_inputs)
+
+    @property
     def done(self) -> bool:
         return self._state in (_FINISHED, _FAILED)
 
@@ -342,7 +354,7 @@ class ReaderTransaction:
                          "phone offers " + ",".join(v.hex() for v in answer.versions))
         template = self._template
         transaction_id = self.transaction_id
-        self._salt_inputs = self.keys.salt_inputs = template.salt.inputs(
+        self._salt_inputs = template.salt.inputs(
             self._ephemeral_x, transaction_id, answer.a5_raw)
         self._state = _AUTH0_SENT
         return SendCommand(b"".join((template.auth0_opening, self._ephemeral_public,
@@ -392,8 +404,8 @@ class ReaderTransaction:
             credential_id = self._credentials.credential_for_public_key(public_key)
             if credential_id is None:
                 raise _Abort("unknown_credential", "persistent key of a revoked credential")
-            self.keys.fast = fast
-            self.keys.kpersistent = kpersistent
+            self._fast = fast
+            self._kpersistent = kpersistent
             self._channel = SecureChannel(send_key=fast.exchange_sk_reader,
                                           receive_key=fast.exchange_sk_device, is_reader=True)
             return self._authenticated(credential_id, public_key, "fast")
@@ -408,8 +420,8 @@ class ReaderTransaction:
         assert self._endpoint_key is not None
         kdh = derive_kdh(self._ephemeral, self._endpoint_key, self.transaction_id)
         volatile = derive_volatile_keys(kdh, self._salt_inputs, endpoint_x)
-        self.keys.kdh = kdh
-        self.keys.volatile = volatile
+        self._kdh = kdh
+        self._volatile = volatile
         channel = SecureChannel(send_key=volatile.exchange_sk_reader,
                                 receive_key=volatile.exchange_sk_device, is_reader=True)
         answer = msg.parse_auth1_answer(channel.decrypt(data))
@@ -425,7 +437,7 @@ class ReaderTransaction:
         if credential_id is None:
             raise _Abort("unknown_credential", "no enrolled credential for this key")
         kpersistent = derive_kpersistent(kdh, self._salt_inputs, endpoint_x, public_key)
-        self.keys.kpersistent = kpersistent
+        self._kpersistent = kpersistent
         self._credentials.remember_persistent_key(credential_id, public_key, kpersistent)
         self._channel = channel
         return self._authenticated(credential_id, public_key, "standard")
