@@ -105,7 +105,10 @@ class DoorController:
             credential=credential,
             evidence=evidence,
         )
-        return await self.token(token, door_hint=door)
+        # What ``token`` does, inline: one coroutine fewer to resume after the commit.
+        started = time.perf_counter()
+        decision = self.core.decide_token(token, self.clock.moment(), door_hint=door)
+        return await self._answer(decision, started)
 
     async def bridge_failure(
         self,
