@@ -931,6 +931,7 @@ class FactorTokenMinter:
         self.site_id = site_id
         self.lifetime = lifetime
         self._clock = clock
+        self._now = _epoch_seconds(clock)
         self._key = private_key
         self._record = record
         # Every token of this minter has the same protected header, so its
@@ -964,7 +965,7 @@ class FactorTokenMinter:
         if factor not in TOKEN_FACTORS:
             raise ValueError(f"factor {factor} is never sent as a token")
         side = side if type(side) is Side else Side(side)
-        iat = int(self._clock.now().timestamp())
+        iat = int(self._now())
         claims = {
             "iss": self.bridge_id,
             "aud": self.site_id,
