@@ -1325,6 +1325,7 @@ class VerifiedNearbyRequest:
     jti: str
     issued_at: datetime
     expires_at: datetime
+    side: Side = Side.IN  # optional ``side`` claim: the exit side of an In/Out door
 
     @property
     def ok(self) -> bool:
@@ -1359,6 +1360,8 @@ def verify_nearby_request(
     def problem(claims: dict[str, Any]) -> str | None:
         if door is not None and claims["door"] != door:
             return "request is for another door"
+        if claims.get("side", "in") not in ("in", "out"):
+            return "side must be 'in' or 'out'"
         return None
 
     checked = verify_jws(
@@ -1370,6 +1373,7 @@ def verify_nearby_request(
         return checked
     claims = checked.claims
     return VerifiedNearbyRequest(
+        side=Side(claims.get("side", "in")),
         credential=claims["cred"], door=claims["door"], adv=claims["adv"], jti=checked.jti,
         issued_at=checked.issued_at, expires_at=checked.expires_at,
     )

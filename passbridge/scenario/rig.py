@@ -125,7 +125,7 @@ class ScenarioRig:
                 )
                 return StepOutcome.of(decision)
             if step.action == "nearby":
-                return await self._nearby(args["phone"], args["door"], args["rssi"])
+                return await self._nearby(args["phone"], args["door"], args["rssi"], side.value)
             if step.action == "remote":
                 return await self._remote(args["user"], args["door"], side.value)
             raise ValueError(f"unknown action {step.action}")
@@ -163,11 +163,15 @@ class ScenarioRig:
         )
         return await self._outcome(response)
 
-    async def _nearby(self, phone_id: str, door: str, rssi: int | None) -> StepOutcome:
+    async def _nearby(
+        self, phone_id: str, door: str, rssi: int | None, side: str
+    ) -> StepOutcome:
         """The phone advertises (or is not seen), then the app asks."""
         adv = await self.radios.advertise(phone_id, rssi)
         phone = self.radios.phone(phone_id)
-        token = phone.nearby_request(door, adv, issued_at=self.clock.now().timestamp())
+        token = phone.nearby_request(
+            door, adv, issued_at=self.clock.now().timestamp(), side=side
+        )
         client = await self._http()
         response = await client.post(
             f"/v1/doors/{door}/nearby-unlock",

@@ -188,7 +188,8 @@ def _run_sim(args: argparse.Namespace) -> int:
         else:
             rssi = None if args.rssi == "none" else int(args.rssi)
             key_file = Path(args.phone_key) if args.phone_key else None
-            decision = asyncio.run(sim_client.nearby(base, args.door, args.phone, rssi, key_file))
+            decision = asyncio.run(
+                sim_client.nearby(base, args.door, args.phone, rssi, key_file, args.side))
     except SimError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_SIM_REFUSED

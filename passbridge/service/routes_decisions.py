@@ -103,7 +103,7 @@ async def nearby_unlock(request: web.Request) -> web.Response:
     if isinstance(checked, TokenRejection):
         raise refused(services, "nearby", checked)
     enrolment = found[-1]
-    side = Side.IN
+    side = checked.side
     if enrolment.revoked:
         return _answer(await services.controller.bridge_failure(
             door, side, Factor.NEARBY, Reason.UNKNOWN_CREDENTIAL, "phone enrolment revoked",

@@ -116,7 +116,8 @@ async def ble(base: str, door: str, phone: str, side: str, rssi: int) -> dict[st
 
 
 async def nearby(
-    base: str, door: str, phone: str, rssi: int | None, key_file: Path | None
+    base: str, door: str, phone: str, rssi: int | None, key_file: Path | None,
+    side: str = "in",
 ) -> dict[str, Any]:
     """The phone advertises (or not, for ``rssi`` None), then the app signs a
     nearby request with the phone's key and sends it, as the Pass app does."""
@@ -129,11 +130,11 @@ async def nearby(
     advert = await _request("POST", f"{base}/v1/sim/phones/{phone}/advertise",
                             body={"rssi": rssi})
     now = int(time.time())
-    token = jwt.encode(
-        {"cred": phone, "door": door, "adv": advert["adv"], "iat": now, "exp": now + 30,
-         "jti": new_jti()},
-        key, algorithm="ES256", headers={"kid": phone},
-    )
+    claims: dict[str, Any] = {"cred": phone, "door": door, "adv": advert["adv"], "iat": now,
+                              "exp": now + 30, "jti": new_jti()}
+    if side != "in":
+        claims["side"] = side
+    token = jwt.encode(claims, key, algorithm="ES256", headers={"kid": phone})
     return await _request_text("POST", f"{base}/v1/doors/{door}/nearby-unlock", token)
 
 

@@ -51,10 +51,12 @@ class SimulatedPhone:
             misbehaviour=misbehaviour,
         )
 
-    def nearby_request(self, door: str, adv_id: str, *, issued_at: float | None = None) -> str:
+    def nearby_request(
+        self, door: str, adv_id: str, *, issued_at: float | None = None, side: str = "in"
+    ) -> str:
         """The JWS the app sends for a Nearby unlock, signed by the credential key."""
         iat = int(time.time() if issued_at is None else issued_at)
-        claims = {
+        claims: dict[str, object] = {
             "cred": self.phone_id,
             "door": door,
             "adv": adv_id,
@@ -62,6 +64,8 @@ class SimulatedPhone:
             "exp": iat + NEARBY_REQUEST_LIFETIME,
             "jti": new_jti(),
         }
+        if side != "in":
+            claims["side"] = side
         return jwt.encode(
             claims, self.credential_key, algorithm="ES256", headers={"kid": self.phone_id}
         )
