@@ -4,6 +4,7 @@ module only parses and turns expected failures into clear messages."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -61,7 +62,26 @@ def _cmd_state(args: argparse.Namespace) -> int:
 def _cmd_scenario_run(args: argparse.Namespace) -> int:
     from passbridge.scenario.runner import run_files
 
+    _warnings_only()
     return run_files(args.files, as_json=args.json)
+
+
+def _warnings_only() -> None:
+    """Tester output is the step lines: library chatter stays below WARNING.
+
+    nfcpy sets its own loggers to INFO and bumble logs through the root
+    logger (which installs a handler on first use), so without this every
+    simulated NFC tap would print two lines on stderr.
+    """
+    root = logging.getLogger()
+    if any(getattr(h, "passbridge_cli", False) for h in root.handlers):
+        return
+    handler = logging.StreamHandler()
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.passbridge_cli = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
 
 
 def build_parser() -> argparse.ArgumentParser:
