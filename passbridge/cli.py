@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from passbridge import keys_cli
+from passbridge.adapters.keystore import KeyStoreError
 from passbridge.errors import ConfigError
 from passbridge.service import commands as service_commands
 
@@ -123,6 +124,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         for problem in error.problems:
             print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyStoreError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as error:
+        # A file the command was pointed at: say which, never a traceback.
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"error: {where}{error.strerror or error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

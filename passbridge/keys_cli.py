@@ -28,7 +28,12 @@ EXIT_ERROR = 2
 
 def open_store(db: str) -> SqliteKeyStore:
     path = Path(db)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise KeyStoreError(
+            f"cannot create the folder of key store {db}: {error.strerror or error}"
+        ) from None
     return SqliteKeyStore(path)
 
 

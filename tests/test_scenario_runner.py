@@ -179,3 +179,12 @@ def test_state_and_check_commands(tmp_path: Path) -> None:
     )
     checked = run("check", "--site", str(bad))
     assert checked.returncode == 2 and "doors[0]" in checked.stderr and "keypad" in checked.stderr
+
+
+def test_key_commands_fail_cleanly_on_bad_paths(tmp_path: Path) -> None:
+    not_a_db = tmp_path / "plain.txt"
+    not_a_db.write_text("hello, not sqlite\n" * 100)
+    for db in (str(not_a_db), "/proc/no-such-folder/k.db"):
+        result = run("phone", "list", "--db", db)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert result.stderr.startswith("error: ") and "key store" in result.stderr
