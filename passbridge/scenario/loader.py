@@ -30,8 +30,18 @@ _ACTION_FIELDS: dict[str, tuple[set[str], set[str]]] = {
 DEFAULT_RSSI = {"ble": -50, "nearby": -70}
 
 
+MAX_STEP_SECONDS = 10 * 366 * 86400.0  # ten years: a scenario's clock stays in range
+
+
 def parse_duration(text: Any) -> float | None:
     """``4s``, ``1m``, ``1m30s``, ``500ms``, ``2h``, ``1d`` or a number of seconds."""
+    seconds = _duration_seconds(text)
+    if seconds is None or not 0 <= seconds <= MAX_STEP_SECONDS:
+        return None
+    return seconds
+
+
+def _duration_seconds(text: Any) -> float | None:
     if isinstance(text, bool):
         return None
     if isinstance(text, (int, float)):
@@ -140,7 +150,11 @@ def _parse_step(
         after = parse_duration(raw["after"])
         if after is None:
             problems.append(
-                Problem(file, f"{place}.after", "expected a duration such as 4s, 1m, 1m30s, 500ms")
+                Problem(
+                    file,
+                    f"{place}.after",
+                    "expected a duration such as 4s, 1m, 1m30s, 500ms (at most ten years)",
+                )
             )
     if "at" in raw and "after" in raw:
         problems.append(Problem(file, place, "a step takes `at` or `after`, not both"))

@@ -75,10 +75,15 @@ async def run_scenario(scenario: Scenario, pin_key: bytes) -> ScenarioReport:
     reports: list[StepReport] = []
     try:
         for step in scenario.steps:
-            if step.at is not None:
-                rig.clock.set(step.at)
-            elif step.after is not None:
-                rig.clock.advance(step.after)
+            try:
+                if step.at is not None:
+                    rig.clock.set(step.at)
+                elif step.after is not None:
+                    rig.clock.advance(step.after)
+            except (ValueError, OverflowError) as error:
+                outcome = StepOutcome(error=f"{step.place}: the clock cannot go there ({error})")
+                reports.append(StepReport(step, rig.clock.now(), outcome))
+                break
             at = rig.clock.now()
             outcome = await rig.perform(step)
             reports.append(StepReport(step, at, outcome))
