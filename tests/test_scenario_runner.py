@@ -188,3 +188,31 @@ def test_key_commands_fail_cleanly_on_bad_paths(tmp_path: Path) -> None:
         result = run("phone", "list", "--db", db)
         assert result.returncode == 2 and "Traceback" not in result.stderr
         assert result.stderr.startswith("error: ") and "key store" in result.stderr
+
+
+MALFORMED_STEPS = [
+    ("  - {at: 5, card: {number: '1', door: front}}", "steps[0].at"),
+    ("  - {card: null}", "steps[0].card"),
+    ("  - {configure: {door: front, override: two_factor}}", "steps[0].configure.minutes"),
+    ("  - {configure: {lockdown: maybe}}", "steps[0].configure.lockdown"),
+    ("  - {nearby: {phone: p, door: front, rssi: loud}}", "steps[0].nearby.rssi"),
+    ("  - {remote: {user: 7, door: front}}", "steps[0].remote.user"),
+    ("  - {card: {number: '1', door: [front]}}", "steps[0].card.door"),
+    ("  - 42", "steps[0]"),
+    ("  - {after: 99999999d, card: {number: '1', door: front}}", "steps[0].after"),
+    ("  - {pin: {code: '12ab', door: front}}", "steps[0].pin.code"),
+]
+
+
+@pytest.mark.parametrize(("step", "place"), MALFORMED_STEPS)
+def test_malformed_steps_are_placed_errors(tmp_path: Path, step: str, place: str) -> None:
+    path = tmp_path / "fz.yaml"
+    path.write_text(
+        "site: {id: hq, timezone: UTC}\n"
+        "doors: [{id: front, reader: true, keypad: true}]\n"
+        "users: [{id: alice, cards: ['1'], pin: '2468', phones: [p], doors: all}]\n"
+        f"steps:\n{step}\n"
+    )
+    result = run("scenario", "run", str(path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{path}: {place}:" in result.stderr, result.stderr
