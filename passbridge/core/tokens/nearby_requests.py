@@ -1,0 +1,78 @@
+"""Phone-signed nearby requests, checked against the phone's enrolled key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from passbridge.clock import Clock
+from passbridge.core.model import Side
+from passbridge.core.tokens.jws import TokenRejection, verify_jws
+from passbridge.core.tokens.keys import p256_public_key_from_point
+from passbridge.core.tokens.limits import DEFAULT_LEEWAY, NEARBY_MAX_LIFETIME
+from passbridge.core.tokens.replay import ReplayCache
+from passbridge.core.tokens.trust import VerificationKey
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedNearbyRequest:
+    credential: str
+    door: str
+    adv: str
+    jti: str
+    issued_at: datetime
+    expires_at: datetime
+    side: Side = Side.IN  # optional ``side`` claim: the exit side of an In/Out door
+
+    @property
+    def ok(self) -> bool:
+        return True
+
+
+def verify_nearby_request(
+    token: object,
+    phone_key: Callable[[str], bytes | None],
+    *,
+    clock: Clock,
+    replay_cache: ReplayCache,
+    door: str | None = None,
+    leeway: float = DEFAULT_LEEWAY,
+) -> VerifiedNearbyRequest | TokenRejection:
+    """A phone's nearby-unlock JWS, signed (ES256) by its enrolled credential key.
+
+    ``phone_key(credential_id)`` returns the enrolled 65-byte P-256 point, or
+    None for an unknown or revoked phone (then ``token_invalid``: the caller
+    never learns more from an unverified claim).
+    """
+
+    def resolve(_header: dict[str, Any], claims: dict[str, Any]) -> VerificationKey | None:
+        cred = claims.get("cred")
+        if not isinstance(cred, str) or not cred:
+            return None
+        point = phone_key(cred)
+        if point is None:
+            return None
+        return VerificationKey(cred, "ES256", p256_public_key_from_point(point))
+
+    def problem(claims: dict[str, Any]) -> str | None:
+        if door is not None and claims["door"] != door:
+            return "request is for another door"
+        if claims.get("side", "in") not in ("in", "out"):
+            return "side must be 'in' or 'out'"
+        return None
+
+    checked = verify_jws(
+        token, resolve, clock=clock, replay_cache=replay_cache, audience=None, typ=None,
+        string_claims=("cred", "door", "adv"), max_lifetime=NEARBY_MAX_LIFETIME,
+        leeway=leeway, replay_scope="cred", check_claims=problem,
+    )
+    if isinstance(checked, TokenRejection):
+        return checked
+    claims = checked.claims
+    return VerifiedNearbyRequest(
+        side=Side(claims.get("side", "in")),
+        credential=claims["cred"], door=claims["door"], adv=claims["adv"], jti=checked.jti,
+        issued_at=checked.issued_at, expires_at=checked.expires_at,
+    )

@@ -1,0 +1,79 @@
+"""Trust lists: which public keys a verifier accepts, and for which issuer.
+
+PyJWT prepares (and so validates) every verification key once, here, when
+the trust list is loaded, not on every token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from passbridge.core.model import TrustedKey
+from passbridge.core.tokens.keys import BadKey, PublicKey, _check_alg, _fits, load_public_key_pem
+from passbridge.core.tokens.signatures import SignatureCheck, _signature_check
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationKey:
+    """A public key with its algorithm pinned, and the issuer it speaks for.
+
+    ``issuer`` set: a token verified with this key must carry exactly that
+    ``iss`` (a bridge cannot sign as another bridge). ``None``: any string.
+    """
+
+    kid: str
+    alg: str
+    key: PublicKey = field(repr=False)
+    issuer: str | None = None
+    # The signature check for the pinned algorithm, with the key prepared
+    # by PyJWT (curve checked) once here rather than on every token; None
+    # for a key that does not fit its algorithm, which then verifies nothing.
+    _signature: SignatureCheck | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_signature", _signature_check(self.alg, self.key))
+
+    @classmethod
+    def from_pem(cls, kid: str, alg: str, pem: str, issuer: str | None = None) -> VerificationKey:
+        return cls(kid, alg, load_public_key_pem(pem, alg), issuer)
+
+    @classmethod
+    def from_trusted(cls, trusted: TrustedKey) -> VerificationKey:
+        """A site-file trust entry: its id is both the ``kid`` and the issuer."""
+        return cls.from_pem(trusted.id, trusted.alg, trusted.public_key_pem, trusted.id)
+
+
+def verification_keys(
+    keys: Mapping[str, VerificationKey | TrustedKey] | Collection[TrustedKey],
+) -> dict[str, VerificationKey]:
+    """Normalise a trust list (site-file TrustedKeys or VerificationKeys) by kid."""
+    out: dict[str, VerificationKey] = {}
+    items: list[tuple[str, VerificationKey | TrustedKey]]
+    if isinstance(keys, Mapping):
+        items = list(keys.items())
+    else:
+        items = [(k.id, k) for k in keys]
+    for kid, entry in items:
+        vk = VerificationKey.from_trusted(entry) if isinstance(entry, TrustedKey) else entry
+        _check_alg(vk.alg)
+        if not _fits(vk.key, vk.alg):
+            raise BadKey(f"key {kid!r} does not match its algorithm {vk.alg}")
+        out[kid] = VerificationKey(kid, vk.alg, vk.key, vk.issuer)
+    return out
+
+
+KeyResolver = Callable[[dict[str, Any], dict[str, Any]], VerificationKey | None]
+
+
+def by_kid(keys: Mapping[str, VerificationKey]) -> KeyResolver:
+    """Resolve the key from the header's ``kid`` in a fixed trust list."""
+
+    def resolve(header: dict[str, Any], _claims: dict[str, Any]) -> VerificationKey | None:
+        kid = header.get("kid")
+        return keys.get(kid) if isinstance(kid, str) else None
+
+    return resolve
