@@ -67,6 +67,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # nfcpy logs every reader open at INFO: with a reader per simulated tap
+    # that is two lines a tap and nothing an operator acts on.
+    logging.getLogger("nfc").setLevel(logging.WARNING)
     db = Path(args.db)
     key_file = Path(args.device_key_file) if args.device_key_file else db.parent / DEVICE_KEY_FILE
     try:
