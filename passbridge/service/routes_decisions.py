@@ -151,23 +151,25 @@ def _text_field(data: dict[str, Any], name: str, limit: int, *, digits: bool) ->
     return value
 
 
-async def card(request: web.Request) -> web.Response:
+async def _wired_input(request: web.Request, field: str, limit: int, *, digits: bool
+                       ) -> tuple[Services, str, str, Side]:
+    """What a wired reader or keypad sends: door, device key, one field, side."""
     services = request.app[SERVICES]
     door = _door(request, services)
     _device(request, services)
     data = await json_body(request)
-    number = _text_field(data, "number", MAX_CARD_CHARS, digits=False)
-    side = _side(data.get("side"), "side")
+    value = _text_field(data, field, limit, digits=digits)
+    return services, door, value, _side(data.get("side"), "side")
+
+
+async def card(request: web.Request) -> web.Response:
+    services, door, number, side = await _wired_input(
+        request, "number", MAX_CARD_CHARS, digits=False)
     return _answer(await services.controller.card(door, number, side))
 
 
 async def keypad(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    door = _door(request, services)
-    _device(request, services)
-    data = await json_body(request)
-    code = _text_field(data, "code", MAX_CODE_CHARS, digits=True)
-    side = _side(data.get("side"), "side")
+    services, door, code, side = await _wired_input(request, "code", MAX_CODE_CHARS, digits=True)
     return _answer(await services.controller.pin(door, code, side))
 
 
