@@ -198,3 +198,52 @@ def test_sqlite_store_that_cannot_open_is_a_clear_error(tmp_path: Path) -> None:
     junk.write_bytes(b"not sqlite at all" * 200)
     with pytest.raises(KeyStoreError):
         SqliteKeyStore(junk)
+
+
+# --- secrets at rest -----------------------------------------------------------------
+
+
+def test_secrets_are_sealed_at_rest(tmp_path: Path) -> None:
+    from passbridge.adapters.keystore import SqliteKeyStore
+    from passbridge.adapters.sealing import sealing_key_path
+    from passbridge.core.tokens import private_key_to_pem
+
+    db = tmp_path / "ks.sqlite3"
+    store = SqliteKeyStore(db)
+    pin_key = store.pin_key()
+    reader_pem = private_key_to_pem(store.reader_identity().private_key)
+    bridge_pem = private_key_to_pem(store.bridge_key().private_key)
+    point = p256_point(generate_private_key("ES256").public_key())  # type: ignore[arg-type]
+    store.enroll_phone("p1", "alice", point)
+    store.remember_persistent_key("p1", point, b"K" * 32)
+    store.close()
+    files = [p for p in tmp_path.glob("ks.sqlite3*") if not p.name.endswith("sealing-key")]
+    raw = b"".join(p.read_bytes() for p in files)
+    for secret in (pin_key, b"K" * 32, reader_pem.encode(), bridge_pem.encode(), b"PRIVATE KEY"):
+        assert secret not in raw
+    assert sealing_key_path(db).stat().st_mode & 0o077 == 0
+    # The same key file opens them again; another sealing key cannot.
+    again = SqliteKeyStore(db)
+    assert again.pin_key() == pin_key
+    assert private_key_to_pem(again.reader_identity().private_key) == reader_pem
+    assert again.persistent_keys() == [("p1", point, b"K" * 32)]
+    again.close()
+    wrong = SqliteKeyStore(db, sealing_key=b"w" * 32)
+    with pytest.raises(KeyStoreError, match="sealing key"):
+        wrong.pin_key()
+    wrong.close()
+
+
+def test_sealing_key_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from passbridge.adapters.keystore import SqliteKeyStore
+    from passbridge.adapters.sealing import SEALING_KEY_ENV, sealing_key_path
+
+    monkeypatch.setenv(SEALING_KEY_ENV, "ab" * 32)
+    store = SqliteKeyStore(tmp_path / "ks.sqlite3")
+    key = store.pin_key()
+    store.close()
+    assert not sealing_key_path(tmp_path / "ks.sqlite3").exists()
+    assert SqliteKeyStore(tmp_path / "ks.sqlite3").pin_key() == key
+    monkeypatch.setenv(SEALING_KEY_ENV, "not hex")
+    with pytest.raises(KeyStoreError, match=SEALING_KEY_ENV):
+        SqliteKeyStore(tmp_path / "other.sqlite3")

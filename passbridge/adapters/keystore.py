@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from passbridge.adapters.sealing import Sealer, SealError, load_or_create_sealing_key
 from passbridge.clock import Clock, SystemClock
 from passbridge.core.model import TrustedKey
 from passbridge.core.tokens import (
@@ -285,7 +286,9 @@ class SqliteKeyStore:
     """The key store of a running installation, in a SQLite file readable by its owner only."""
 
     def __init__(self, path: str | os.PathLike[str], *, clock: Clock | None = None,
-                 bridge_alg: str = "ES256") -> None:
+                 bridge_alg: str = "ES256", sealing_key: bytes | None = None) -> None:
+        """``sealing_key``: what seals the secrets at rest (adapters.sealing);
+        by default the environment's or the key file beside the database."""
         self.path = Path(path)
         self._clock: Clock = clock or SystemClock()
         self._bridge_alg = bridge_alg
@@ -303,7 +306,11 @@ class SqliteKeyStore:
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = FULL")
             self._db.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
+            self._sealer = Sealer(
+                sealing_key if sealing_key is not None
+                else load_or_create_sealing_key(self.path)
+            )
+        except (OSError, sqlite3.Error, SealError) as exc:
             raise KeyStoreError(f"cannot open key store {self.path}: {exc}") from exc
 
     def __repr__(self) -> str:
@@ -335,6 +342,17 @@ class SqliteKeyStore:
                     self._db.execute("ROLLBACK")
                 raise KeyStoreError(f"key store commit failed: {exc}") from exc
 
+    def _seal_pem(self, name: str, key: PrivateKey) -> bytes:
+        return self._sealer.seal(name, private_key_to_pem(key).encode("ascii"))
+
+    def _open(self, name: str, stored: object) -> bytes:
+        if not isinstance(stored, (bytes, str)):
+            raise KeyStoreError(f"stored {name} has the wrong type")
+        try:
+            return self._sealer.open(name, stored)
+        except SealError as exc:
+            raise KeyStoreError(str(exc)) from None
+
     def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         try:
             with self._lock:
@@ -353,9 +371,9 @@ class SqliteKeyStore:
                     if row is None:
                         value = secrets.token_bytes(PIN_KEY_BYTES)
                         db.execute("INSERT INTO ks_secrets (name, value) VALUES ('pin_key', ?)",
-                                   (value,))
+                                   (self._sealer.seal("pin_key", value),))
                     else:
-                        value = bytes(row[0])
+                        value = self._open("pin_key", row[0])
                 if len(value) != PIN_KEY_BYTES:
                     raise KeyStoreError("stored PIN key has the wrong length")
                 self._pin_key = value
@@ -373,9 +391,10 @@ class SqliteKeyStore:
                         db.execute(
                             "INSERT INTO ks_private_keys (role, id, alg, private_pem) "
                             "VALUES ('bridge', ?, ?, ?)",
-                            (bridge.id, bridge.alg, private_key_to_pem(key)))
+                            (bridge.id, bridge.alg, self._seal_pem("bridge", key)))
                     else:
-                        kid, alg, pem = str(row[0]), str(row[1]), str(row[2])
+                        kid, alg = str(row[0]), str(row[1])
+                        pem = self._open("bridge", row[2])
                         bridge = BridgeKey(kid, alg, load_private_key_pem(pem, alg))
                 self._bridge = bridge
             return self._bridge
@@ -392,10 +411,10 @@ class SqliteKeyStore:
                             "INSERT INTO ks_private_keys "
                             "(role, id, alg, private_pem, group_id, sub_id) "
                             "VALUES ('reader', ?, 'ES256', ?, ?, ?)",
-                            (reader.group_id.hex(), private_key_to_pem(reader.private_key),
+                            (reader.group_id.hex(), self._seal_pem("reader", reader.private_key),
                              reader.group_id, reader.sub_id))
                     else:
-                        key = load_private_key_pem(str(row[0]), "ES256")
+                        key = load_private_key_pem(self._open("reader", row[0]), "ES256")
                         assert isinstance(key, ec.EllipticCurvePrivateKey)
                         reader = ReaderIdentity(key, bytes(row[1]), bytes(row[2]))
                 self._reader = reader
@@ -462,7 +481,7 @@ class SqliteKeyStore:
             "SELECT k.credential_id, k.public_key, k.kpersistent FROM ks_persistent_keys k "
             "JOIN ks_phones p ON p.credential_id = k.credential_id AND p.revoked = 0 "
             "AND p.public_key = k.public_key ORDER BY k.credential_id")
-        return [(str(c), bytes(pk), bytes(kp)) for c, pk, kp in rows]
+        return [(str(c), bytes(pk), self._open(f"kpersistent:{c}", kp)) for c, pk, kp in rows]
 
     def remember_persistent_key(self, credential_id: str, public_key: bytes,
                                 kpersistent: bytes) -> None:
@@ -476,7 +495,8 @@ class SqliteKeyStore:
                 "INSERT INTO ks_persistent_keys (credential_id, public_key, kpersistent) "
                 "VALUES (?, ?, ?) ON CONFLICT (credential_id) DO UPDATE SET "
                 "public_key = excluded.public_key, kpersistent = excluded.kpersistent",
-                (credential_id, bytes(public_key), bytes(kpersistent)))
+                (credential_id, bytes(public_key),
+                 self._sealer.seal(f"kpersistent:{credential_id}", bytes(kpersistent))))
 
     # -- trust --------------------------------------------------------------------------
 
