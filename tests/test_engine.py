@@ -121,6 +121,43 @@ def test_new_card_replaces_pending(h: Harness) -> None:
     assert reason(h.pin("front", "5555")) is Reason.TWO_FACTOR_COMPLETE
 
 
+@pytest.mark.parametrize(
+    ("refused", "why"),
+    [
+        (lambda h: h.card("front", "99999"), Reason.UNKNOWN_CREDENTIAL),
+        (lambda h: h.card("front", "30003"), Reason.NO_ACCESS),  # carol: not her door
+        (lambda h: h.card("front", "40004"), Reason.NO_ACCESS),  # dave: disabled
+        (lambda h: h.card("front", "20002"), Reason.PROFILE_INCOMPLETE),  # bob: no code
+        (lambda h: h.mobile(Factor.NFC, "front", "alice", "erin-phone"), Reason.UNKNOWN_CREDENTIAL),
+        (lambda h: h.core.deny_unauthenticated(
+            "front", Side.IN, Factor.NFC, Reason.UNKNOWN_CREDENTIAL, "bad signature",
+            h.clock.moment()), Reason.UNKNOWN_CREDENTIAL),
+    ],
+)
+def test_refused_card_still_replaces_the_pending_one(
+    h: Harness, refused: object, why: Reason
+) -> None:
+    """rules.md "Exact readings": a new card at the reader is a new person."""
+    assert reason(h.card("front", "10001")) is Reason.PIN_REQUIRED
+    assert reason(refused(h)) is why  # type: ignore[operator]
+    assert reason(h.pin("front", "2468")) is Reason.PIN_WITHOUT_CARD
+
+
+def test_locked_out_card_replaces_the_pending_one(h: Harness) -> None:
+    for _ in range(5):
+        h.card("front", "50005")
+        h.pin("front", "0000")
+    assert reason(h.card("front", "10001")) is Reason.PIN_REQUIRED
+    assert reason(h.card("front", "50005")) is Reason.LOCKED_OUT  # erin, locked out
+    assert reason(h.pin("front", "2468")) is Reason.PIN_WITHOUT_CARD
+
+
+def test_card_elsewhere_keeps_the_pending_one(h: Harness) -> None:
+    assert reason(h.card("front", "10001")) is Reason.PIN_REQUIRED
+    assert reason(h.card("side", "99999")) is Reason.UNKNOWN_CREDENTIAL
+    assert reason(h.pin("front", "2468")) is Reason.TWO_FACTOR_COMPLETE
+
+
 def test_wrong_pin_keeps_pending_card_for_a_retry(h: Harness) -> None:
     h.card("front", "10001")
     assert reason(h.pin("front", "1111")) is Reason.PIN_INCORRECT

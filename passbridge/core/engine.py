@@ -304,6 +304,10 @@ class DoorCore:
             raise ValueError("deny_unauthenticated only denies")
         with self._lock:
             door = self.door(door_id)
+            if factor in CARD_EQUIVALENT:
+                # A tap that failed authentication was still a card at the
+                # reader: it ends the pending card like any other card step.
+                self._memory.clear(door.id, side)
             resolved = self._safe_resolve(door, moment)
             return self._decision(
                 _Context(door, side, factor, resolved, moment),
@@ -413,6 +417,12 @@ class DoorCore:
                 ctx, Reason.NO_SUCH_DEVICE, credential=shown_credential, detail=missing
             )
 
+        # A card or NFC step ends the card pending at this door side whatever
+        # its own result (rules.md "Exact readings": a new card at the reader
+        # means a new person at the door); a pending step of its own may follow.
+        if factor in CARD_EQUIVALENT:
+            self._memory.clear(door.id, side)
+
         user = self._identify(factor, user_id, credential)
 
         # 2. Lockdown and locked doors deny everyone but a site admin's remote unlock.
@@ -498,8 +508,7 @@ class DoorCore:
         return self._decision(ctx, bypass, user=user, credential=shown_credential)
 
     def _card_step(self, ctx: _Context, user: User, credential: str | None) -> Decision:
-        # Whatever happens next, this card replaces the one that was waiting.
-        self._memory.clear(ctx.door.id, ctx.side)
+        # _decide has already ended the card that was waiting here.
         if not _profile_complete(user):
             return self._decision(ctx, Reason.PROFILE_INCOMPLETE, user=user, credential=credential)
         now = ctx.moment.elapsed
