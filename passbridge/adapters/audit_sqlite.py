@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from passbridge.adapters.sqlite_file import connect_private
 from passbridge.clock import Clock, SystemClock
 from passbridge.core.decision import ENUM_TEXT, Decision
 
@@ -134,17 +135,10 @@ def _iso(at: datetime) -> str:
     return at.astimezone(UTC).isoformat()
 
 
-def _create_private_file(path: Path) -> None:
-    """Create the database file readable by its owner only (it holds key material too)."""
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-    os.close(fd)
-
-
 def _connect(path: Path | str, *, cached_statements: int = 128) -> sqlite3.Connection:
-    conn = sqlite3.connect(
-        str(path), timeout=10.0, isolation_level=None, check_same_thread=False,
-        cached_statements=cached_statements,
-    )
+    """A connection on a file readable by its owner only (it holds key
+    material too), opened by SQLite alone (adapters.sqlite_file)."""
+    conn = connect_private(path, cached_statements=cached_statements)
     conn.execute("PRAGMA busy_timeout = 10000")
     return conn
 
@@ -237,7 +231,6 @@ class AuditLog:
         try:
             if str(path) == ":memory:":
                 raise ValueError("the audit log needs a file")
-            _create_private_file(self.path)
             # Room in the statement cache for every multi-row INSERT size.
             self._write = _connect(self.path, cached_statements=_ROWS_PER_INSERT + 64)
             mode = self._write.execute("PRAGMA journal_mode = WAL").fetchone()[0]

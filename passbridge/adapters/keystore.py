@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from passbridge.adapters.sealing import Sealer, SealError, load_or_create_sealing_key
+from passbridge.adapters.sqlite_file import connect_private
 from passbridge.clock import Clock, SystemClock
 from passbridge.core.model import TrustedKey
 from passbridge.core.tokens import (
@@ -297,11 +298,9 @@ class SqliteKeyStore:
         self._bridge: BridgeKey | None = None
         self._reader: ReaderIdentity | None = None
         try:
-            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
-            os.close(fd)
-            os.chmod(self.path, 0o600)
-            self._db = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None,
-                                       check_same_thread=False)
+            # Only SQLite opens the file: a descriptor of our own, once
+            # closed, would drop the audit log's locks (adapters.sqlite_file).
+            self._db = connect_private(self.path)
             self._db.execute("PRAGMA busy_timeout = 10000")
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = FULL")
