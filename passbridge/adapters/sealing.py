@@ -74,10 +74,18 @@ class Sealer:
         return _PREFIX + nonce + self._aead.encrypt(nonce, secret, name.encode())
 
     def open(self, name: str, stored: bytes | str) -> bytes:
-        """The secret; a value stored before sealing existed is read as it is."""
+        """The secret sealed under ``name``.
+
+        A value not in the sealed format is refused, never read as plain
+        text: a secret in clear is either left over from before sealing or
+        planted by whoever could write the database, and using it would
+        let that writer choose the PIN key or a private key.
+        """
+        if not self.is_sealed(stored):
+            raise SealError(
+                f"key store entry {name!r} is not sealed: a secret stored in clear is refused"
+            )
         raw = stored.encode() if isinstance(stored, str) else bytes(stored)
-        if not raw.startswith(_PREFIX):
-            return raw
         body = raw[len(_PREFIX):]
         try:
             return self._aead.decrypt(body[:_NONCE_BYTES], body[_NONCE_BYTES:], name.encode())
@@ -88,5 +96,7 @@ class Sealer:
 
     @staticmethod
     def is_sealed(stored: bytes | str) -> bool:
-        raw = stored.encode() if isinstance(stored, str) else bytes(stored)
-        return raw.startswith(_PREFIX)
+        """Whether ``stored`` is in the sealed format (not whether it opens)."""
+        if isinstance(stored, str):
+            return stored.startswith(_PREFIX.decode("ascii"))
+        return bytes(stored).startswith(_PREFIX)
