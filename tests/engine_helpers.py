@@ -13,6 +13,7 @@ from passbridge.core.decision import Decision, Presentation
 from passbridge.core.engine import DoorCore
 from passbridge.core.model import Factor, Side, Site, TrustedKey
 from passbridge.core.tokens import (
+    TOKEN_FACTORS,
     FactorTokenMinter,
     FactorTokenVerifier,
     generate_private_key,
@@ -35,7 +36,10 @@ class Harness:
         self.site = site_from_yaml(text)
         self.clock = ManualClock(start.replace(tzinfo=LA) if start.tzinfo is None else start)
         key = generate_private_key("ES256")
-        trusted = TrustedKey("bridge-test", "ES256", public_key_to_pem(key))
+        # Like the in-process bridge's key: every door, every factor.
+        trusted = TrustedKey(
+            "bridge-test", "ES256", public_key_to_pem(key), factors=TOKEN_FACTORS
+        )
         self.verifier = FactorTokenVerifier(self.site.id, [trusted], clock=self.clock)
         self.minter = FactorTokenMinter(
             "bridge-test", key, site_id=self.site.id, clock=self.clock, kid="bridge-test"

@@ -33,6 +33,7 @@ from passbridge.adapters.sqlite_file import connect_private
 from passbridge.clock import Clock, SystemClock
 from passbridge.core.model import TrustedKey
 from passbridge.core.tokens import (
+    TOKEN_FACTORS,
     PrivateKey,
     generate_private_key,
     load_private_key_pem,
@@ -64,8 +65,9 @@ class BridgeKey:
         return public_key_to_pem(self.private_key)
 
     def trusted(self) -> TrustedKey:
-        """The entry a core uses to trust this bridge."""
-        return TrustedKey(self.id, self.alg, self.public_key_pem)
+        """The entry a core uses to trust this bridge: every door and every
+        factor a token carries, since it serves the Remote and Nearby paths too."""
+        return TrustedKey(self.id, self.alg, self.public_key_pem, factors=TOKEN_FACTORS)
 
 
 @dataclass(frozen=True, slots=True)

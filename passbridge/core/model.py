@@ -36,6 +36,9 @@ CARD_EQUIVALENT: frozenset[Factor] = frozenset({Factor.CARD, Factor.NFC})
 MOBILE_FACTORS: frozenset[Factor] = frozenset(
     {Factor.NFC, Factor.BLE, Factor.NEARBY, Factor.REMOTE}
 )
+# Factors a bridge key may vouch for when its trust entry names none
+# (interfaces.md: ``remote`` and ``nearby`` only when listed).
+BRIDGE_DEFAULT_FACTORS: frozenset[Factor] = frozenset({Factor.NFC, Factor.BLE, Factor.CARD})
 
 
 class Side(StrEnum):
@@ -199,11 +202,19 @@ class User:
 
 @dataclass(frozen=True, slots=True)
 class TrustedKey:
-    """A public key the service accepts, with its algorithm pinned."""
+    """A public key the service accepts, with its algorithm pinned.
+
+    For a bridge key, ``doors`` and ``factors`` are what its factor tokens
+    may speak for (``doors`` None: every door). The narrow default is the
+    safe one: a key trusted without saying more cannot mint a Remote or
+    Nearby unlock. Backend keys ignore both.
+    """
 
     id: str
     alg: str  # "ES256" or "EdDSA"
     public_key_pem: str
+    doors: frozenset[str] | None = None
+    factors: frozenset[Factor] = BRIDGE_DEFAULT_FACTORS
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -137,6 +137,33 @@ class Checker:
                 return minutes
         self.fail(where, f"expected a time {expected}; got {kind_of(value)}")
         return default
+
+    def door_ids(
+        self, m: Mapping[str, Any], key: str, path: str, doors: Collection[str] | None
+    ) -> tuple[bool, frozenset[str]] | None:
+        """A list of this site's door ids or "all": (every door?, which ones).
+
+        None when the key is absent; ``doors`` None: the site's doors could
+        not be read, so ids are not checked against them.
+        """
+        if key not in m:
+            return None
+        value = m[key]
+        where = _key(path, key)
+        if value == "all":
+            return True, frozenset()
+        if not isinstance(value, list):
+            self.fail(where, f'expected a list of door ids or "all"; got {kind_of(value)}')
+            return False, frozenset()
+        out: set[str] = set()
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or (doors is not None and item not in doors):
+                known = ", ".join(doors or ()) or "none"
+                self.fail(f"{where}[{i}]", f"expected a door id of this site ({known}); "
+                                           f"got {kind_of(item)}")
+                continue
+            out.add(item)
+        return False, frozenset(out)
 
     def day(self, m: Mapping[str, Any], key: str, path: str) -> date | None:
         if key not in m:

@@ -49,7 +49,7 @@ def parse_site(
     site_id, tz = parse_site_header(check, top.get("site"))
     doors = parse_doors(check, top)
     users = parse_users(check, top, doors, pin_key)
-    bridges, backends = parse_trust(check, top.get("trust"), base_dir)
+    bridges, backends = parse_trust(check, top.get("trust"), base_dir, doors)
     if check.problems:
         raise ConfigError(check.problems)
     assert tz is not None  # a missing zone is a problem above

@@ -11,7 +11,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from passbridge.core.model import TrustedKey
+from passbridge.core.model import BRIDGE_DEFAULT_FACTORS, Door, Factor, TrustedKey
 from passbridge.site_file.checker import Checker
 from passbridge.site_file.describe import kind_of
 
@@ -19,27 +19,42 @@ KEY_ALGORITHMS = ("ES256", "EdDSA")
 _MAX_KEY_FILE = 16 * 1024  # a PEM public key is well under 1 KiB; never read /dev/zero
 
 
+# Factors a bridge's trust entry may name: those a factor token can carry.
+_BRIDGE_FACTORS = tuple(f.value for f in Factor if f is not Factor.PIN)
+
+
 def parse_trust(
-    check: Checker, value: Any, base_dir: Path | None
+    check: Checker,
+    value: Any,
+    base_dir: Path | None,
+    doors: Mapping[str, Door | None] | None = None,
 ) -> tuple[tuple[TrustedKey, ...], tuple[TrustedKey, ...]]:
+    """Bridge and backend keys. ``doors``: the site's doors, to check a bridge's
+    ``doors`` list against (None: they could not be read, so not checked)."""
     if value is None:
         return (), ()
     m = check.mapping(value, "trust", required=(), optional=("bridges", "backends"))
     if m is None:
         return (), ()
-    return (_parse_keys(check, m, "bridges", base_dir),
-            _parse_keys(check, m, "backends", base_dir))
+    return (_parse_keys(check, m, "bridges", base_dir, doors),
+            _parse_keys(check, m, "backends", base_dir, doors))
 
 
 def _parse_keys(
-    check: Checker, m: Mapping[str, Any], key: str, base_dir: Path | None
+    check: Checker,
+    m: Mapping[str, Any],
+    key: str,
+    base_dir: Path | None,
+    doors: Mapping[str, Door | None] | None,
 ) -> tuple[TrustedKey, ...]:
     keys: list[TrustedKey] = []
     seen: dict[str, str] = {}
+    scoped = key == "bridges"
     for path, item in check.items(m, key, "trust"):
         before = check.count
         k = check.mapping(item, path, required=("id",),
-                          optional=("alg", "public_key", "public_key_file"))
+                          optional=("alg", "public_key", "public_key_file",
+                                    *(("doors", "factors") if scoped else ())))
         if k is None:
             continue
         key_id = check.text(k, "id", path)
@@ -51,13 +66,48 @@ def _parse_keys(
         if alg not in KEY_ALGORITHMS:
             check.fail(f"{path}.alg",
                        f"expected ES256 (P-256) or EdDSA (Ed25519); got {kind_of(alg)}")
+        key_doors = _bridge_doors(check, k, path, doors) if scoped else None
+        factors = _bridge_factors(check, k, path) if scoped else BRIDGE_DEFAULT_FACTORS
         pem = _read_pem(check, k, path, base_dir)
         if pem is None or check.count != before:
             continue
         normal = _check_public_key(check, pem, path, str(alg))
         if normal is not None:
-            keys.append(TrustedKey(id=key_id, alg=str(alg), public_key_pem=normal))
+            keys.append(TrustedKey(id=key_id, alg=str(alg), public_key_pem=normal,
+                                   doors=key_doors, factors=factors))
     return tuple(keys)
+
+
+def _bridge_doors(
+    check: Checker, k: Mapping[str, Any], path: str, doors: Mapping[str, Door | None] | None
+) -> frozenset[str] | None:
+    """The doors a bridge may vouch for; None (every door) when not given or "all"."""
+    listed = check.door_ids(k, "doors", path, doors)
+    if listed is None or listed[0]:
+        return None
+    return listed[1]
+
+
+def _bridge_factors(check: Checker, k: Mapping[str, Any], path: str) -> frozenset[Factor]:
+    """The factors a bridge may vouch for; nfc, ble and card when not given."""
+    value = k.get("factors")
+    if value is None:
+        return BRIDGE_DEFAULT_FACTORS
+    where = f"{path}.factors"
+    expected = " | ".join(_BRIDGE_FACTORS)
+    if not isinstance(value, list):
+        check.fail(where, f"expected a list of factors ({expected}); got {kind_of(value)}")
+        return frozenset()
+    out: set[Factor] = set()
+    for i, item in enumerate(value):
+        if item == Factor.PIN.value:
+            check.fail(f"{where}[{i}]", "a PIN never travels as a factor token; "
+                                        f"expected one of {expected}")
+        elif not isinstance(item, str) or item not in _BRIDGE_FACTORS:
+            check.fail(f"{where}[{i}]", f"expected one of {expected}; got {kind_of(item)}")
+        else:
+            out.add(Factor(item))
+    return frozenset(out)
 
 
 def _read_pem(

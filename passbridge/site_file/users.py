@@ -70,7 +70,7 @@ def parse_users(
                                     echo=False)
         user_phones = _owned_strings(check, m, "phones", path, phones, user_id, "phone",
                                      echo=True)
-        all_doors, user_doors = _parse_user_doors(check, m, path, doors)
+        all_doors, user_doors = check.door_ids(m, "doors", path, doors) or (False, frozenset())
         users.append(User(
             id=user_id,
             name=check.text(m, "name", path),
@@ -101,27 +101,3 @@ def _parse_pin(check: Checker, m: Mapping[str, Any], path: str, pin_key: bytes) 
         check.fail(where, f"expected a string of 4-16 digits (0-9); got {got}")
         return None
     return pin_hash(pin_key, value)
-
-
-def _parse_user_doors(
-    check: Checker, m: Mapping[str, Any], path: str, doors: Mapping[str, Door | None] | None
-) -> tuple[bool, frozenset[str]]:
-    """Whether the user may open every door, else which ones (``doors`` None: not checked)."""
-    if "doors" not in m:
-        return False, frozenset()
-    value = m["doors"]
-    where = f"{path}.doors"
-    if value == "all":
-        return True, frozenset()
-    if not isinstance(value, list):
-        check.fail(where, f'expected a list of door ids or "all"; got {kind_of(value)}')
-        return False, frozenset()
-    out: set[str] = set()
-    for i, item in enumerate(value):
-        if not isinstance(item, str) or (doors is not None and item not in doors):
-            known = ", ".join(doors or ()) or "none"
-            check.fail(f"{where}[{i}]", f"expected a door id of this site ({known}); "
-                                        f"got {kind_of(item)}")
-            continue
-        out.add(item)
-    return False, frozenset(out)

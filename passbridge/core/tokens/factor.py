@@ -216,6 +216,7 @@ class FactorTokenVerifier:
             string_claims=("iss", "sub", "door", "side", "factor", "cred"),
             max_lifetime=FACTOR_MAX_LIFETIME, leeway=seconds, replay_scope="iss",
             check_claims=_factor_claims_problem, claims_pass=_factor_claims_pass,
+            check_key=_bridge_scope_problem,
         )
         self._header_verdicts = {}
 
@@ -315,6 +316,21 @@ def _factor_claims_pass(claims: dict[str, Any], issuer: str | None, audience: st
         and get("nbf") is None
         and type(get("ev")) is dict
     )
+
+
+def _bridge_scope_problem(claims: dict[str, Any], key: VerificationKey) -> str | None:
+    """A bridge vouches only for the doors and factors its trust entry names.
+
+    Checked after the signature and the claim shapes, before the times and
+    the ``jti`` record: the token is genuine, so its refusal is an audited
+    ``token_invalid`` decision, and it burns only its own ``jti``.
+    """
+    doors, factors = key.doors, key.factors
+    if doors is not None and claims["door"] not in doors:
+        return f"bridge {key.kid!r} may not vouch for door {claims['door']!r}"
+    if factors is not None and claims["factor"] not in factors:
+        return f"bridge {key.kid!r} may not vouch for {claims['factor']} factors"
+    return None
 
 
 def _factor_claims_problem(claims: dict[str, Any]) -> str | None:

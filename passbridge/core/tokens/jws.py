@@ -84,6 +84,9 @@ class _Policy:
     # True only when every check of _claims_problem would pass (so they may
     # be skipped); False means "look closely".
     claims_pass: Callable[[dict[str, Any], str | None, str | None], bool] | None = None
+    # Optional check of the (well-formed) claims against what the signing
+    # key may speak for; a detail string refuses the token as invalid.
+    check_key: Callable[[dict[str, Any], VerificationKey], str | None] | None = None
 
     @classmethod
     def make(
@@ -97,12 +100,14 @@ class _Policy:
         replay_scope: str,
         check_claims: Callable[[dict[str, Any]], str | None] | None,
         claims_pass: Callable[[dict[str, Any], str | None, str | None], bool] | None = None,
+        check_key: Callable[[dict[str, Any], VerificationKey], str | None] | None = None,
     ) -> _Policy:
         strings = tuple(string_claims)
         required = ("iat", "exp", "jti", *strings, *(("aud",) if audience is not None else ()))
         return cls(
             audience, None if typ is None else tuple(typ), strings, required,
             float(max_lifetime), float(leeway), replay_scope, check_claims, claims_pass,
+            check_key,
         )
 
 
@@ -317,6 +322,10 @@ def _check(
         problem = _claims_problem(claims, key, p)
         if problem is not None:
             return problem
+    if p.check_key is not None:
+        out_of_scope = p.check_key(claims, key)
+        if out_of_scope is not None:
+            return _invalid(out_of_scope)
     jti, iat, exp, nbf = claims["jti"], claims["iat"], claims["exp"], get("nbf")
 
     # --- times, against the injected clock

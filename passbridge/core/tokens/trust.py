@@ -27,6 +27,10 @@ class VerificationKey:
     alg: str
     key: PublicKey = field(repr=False)
     issuer: str | None = None
+    # What a factor token signed with this key may speak for (a bridge's
+    # trust entry): None = not limited. Only the factor-token policy looks.
+    doors: frozenset[str] | None = None
+    factors: frozenset[str] | None = None
     # The signature check for the pinned algorithm, with the key prepared
     # by PyJWT (curve checked) once here rather than on every token; None
     # for a key that does not fit its algorithm, which then verifies nothing.
@@ -43,8 +47,12 @@ class VerificationKey:
 
     @classmethod
     def from_trusted(cls, trusted: TrustedKey) -> VerificationKey:
-        """A site-file trust entry: its id is both the ``kid`` and the issuer."""
-        return cls.from_pem(trusted.id, trusted.alg, trusted.public_key_pem, trusted.id)
+        """A site-file trust entry: its id is both the ``kid`` and the issuer,
+        and its scope (doors, factors) comes along."""
+        return cls(
+            trusted.id, trusted.alg, load_public_key_pem(trusted.public_key_pem, trusted.alg),
+            trusted.id, trusted.doors, frozenset(f.value for f in trusted.factors),
+        )
 
 
 def verification_keys(
@@ -62,7 +70,7 @@ def verification_keys(
         _check_alg(vk.alg)
         if not _fits(vk.key, vk.alg):
             raise BadKey(f"key {kid!r} does not match its algorithm {vk.alg}")
-        out[kid] = VerificationKey(kid, vk.alg, vk.key, vk.issuer)
+        out[kid] = VerificationKey(kid, vk.alg, vk.key, vk.issuer, vk.doors, vk.factors)
     return out
 
 
