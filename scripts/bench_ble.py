@@ -56,6 +56,7 @@ from passbridge.protocol.aliro_reader import (  # noqa: E402
     SendCommand,
 )
 from passbridge.protocol.ble_advert import SERVICE_UUID, new_adv_id, service_data  # noqa: E402
+from passbridge.protocol.exchange_status import ReaderStatus  # noqa: E402
 from passbridge.sim.ble_phone import SimulatedBlePhone  # noqa: E402
 from passbridge.sim.bleak_bumble import BumbleAir  # noqa: E402
 
@@ -78,8 +79,8 @@ async def unlocks_over_gatt(n: int) -> float:
     await phone.start()
     client = BleUnlockClient(backend=air.client_backend, cooldown_seconds=0.0)
 
-    async def grant(_: Authenticated) -> bool:
-        return True
+    async def grant(_: Authenticated) -> tuple[bool, int]:
+        return True, int(ReaderStatus.STATE_UNSECURED)
 
     async def handler(link: BleLink) -> bool:
         transaction = ReaderTransaction(
@@ -110,7 +111,8 @@ def unlocks_in_memory(n: int) -> float:
         while isinstance(event, SendCommand):
             event = reader.receive(applet.process(event.apdu))
         assert isinstance(event, Authenticated)
-        assert isinstance(reader.receive(applet.process(reader.door_status(True))), Finished)
+        opened = reader.door_status(ReaderStatus.STATE_UNSECURED)
+        assert isinstance(reader.receive(applet.process(opened)), Finished)
     return rate(n, time.perf_counter() - start)
 
 

@@ -80,6 +80,7 @@ from passbridge.protocol.aliro_reader import (  # noqa: E402
     ReaderTransaction,
     SendCommand,
 )
+from passbridge.protocol.exchange_status import ReaderStatus  # noqa: E402
 from passbridge.sim.nfc_card import SimulatedCard  # noqa: E402
 
 TARGET_RATIO = 1.5
@@ -122,7 +123,9 @@ class AliroTap:
             event = tx.receive(exchange(event.apdu))
         if not isinstance(event, Authenticated):
             raise RuntimeError(f"tap failed: {event}")
-        end = tx.receive(exchange(tx.door_status(decide(event))))
+        opened = decide(event)
+        status = ReaderStatus.STATE_UNSECURED if opened else ReaderStatus.INVALID_ACCESS_RIGHTS
+        end = tx.receive(exchange(tx.door_status(status)))
         if not isinstance(end, Finished):
             raise RuntimeError(f"tap failed at EXCHANGE: {end}")
         return event.flow
@@ -229,7 +232,7 @@ def reader_primitives(site: Site, standard: ProtocolRun) -> dict[str, list[Primi
     auth1_ct = gcm_encrypt(key, iv, bytes(len(standard.phone_answers[2]) - 2 - 16))
     exchange_len = max(len(standard.phone_answers[3]) - 2 - 16, 0)
     exchange_ct = gcm_encrypt(key, iv, bytes(exchange_len))
-    status = msg.reader_status_plaintext(True)
+    status = msg.reader_status_plaintext(ReaderStatus.STATE_UNSECURED)
     signed = authentication_data(salt.reader_id, endpoint_x, x_coordinate(public_key_bytes(
         reader_eph)), tx_id, READER_CONTEXT)
     phone_signed = authentication_data(salt.reader_id, endpoint_x, x_coordinate(

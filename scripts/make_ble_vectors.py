@@ -170,7 +170,7 @@ def transcript() -> dict[str, Any]:
             command = event.apdu
         elif isinstance(event, Authenticated):
             flow = event.flow
-            command = reader.door_status(True)
+            command = reader.door_status(int(i["reader_status"], 16))
         elif isinstance(event, Finished):
             break
         else:

@@ -47,6 +47,7 @@ from passbridge.protocol.aliro_reader import (  # noqa: E402
     ReaderTransaction,
     SendCommand,
 )
+from passbridge.protocol.exchange_status import exchange_status, is_success  # noqa: E402
 
 OUT = ROOT / "protocols" / "nfc" / "vectors"
 
@@ -81,7 +82,10 @@ class Directory:
 
 
 def run(name: str, flow: str, *, prefer_fast: bool, phone_has_kpersistent: bool,
-        reader_has_kpersistent: bool, granted: bool, kpersistent: bytes | None) -> dict[str, Any]:
+        reader_has_kpersistent: bool, decision: tuple[str, str],
+        kpersistent: bytes | None) -> dict[str, Any]:
+    """One tap; ``decision`` is the door decision's (result, reason) the EXCHANGE reports."""
+    status = exchange_status(*decision)
     reader_key = private_key_from_scalar(scalar("reader long-term"))
     credential_key = private_key_from_scalar(scalar("phone credential"))
     reader_eph = private_key_from_scalar(scalar(f"{name} reader ephemeral"))
@@ -113,13 +117,14 @@ def run(name: str, flow: str, *, prefer_fast: bool, phone_has_kpersistent: bool,
             command = event.apdu
         elif isinstance(event, Authenticated):
             authenticated = event
-            command = reader.door_status(granted)
+            command = reader.door_status(status)
         elif isinstance(event, Finished):
             break
         else:
             raise SystemExit(f"{name}: transaction failed: {event}")
     assert authenticated is not None and authenticated.flow == flow
-    assert phone.last_door_status is granted
+    assert phone.last_reader_status == status
+    assert phone.last_door_status is is_success(status)
 
     salt_inputs = reader.keys.salt_inputs
     assert salt_inputs is not None
@@ -177,7 +182,9 @@ def run(name: str, flow: str, *, prefer_fast: bool, phone_has_kpersistent: bool,
         "endpoint_ephemeral_private_key": private_scalar(phone_eph).hex(),
         "endpoint_ephemeral_public_key": public_key_bytes(phone_eph).hex(),
         "signaling_bitmap": "0000",
-        "door_status_granted": "true" if granted else "false",
+        "decision_result": decision[0],
+        "decision_reason": decision[1],
+        "reader_status": f"{status:04x}",
     }
     if kpersistent is not None and (phone_has_kpersistent or reader_has_kpersistent):
         inputs["Kpersistent_phone"] = kpersistent.hex() if phone_has_kpersistent else ""
@@ -195,24 +202,37 @@ def run(name: str, flow: str, *, prefer_fast: bool, phone_has_kpersistent: bool,
         "apdus": apdus,
         "intermediates": intermediates,
         "expected": {"credential_id": authenticated.credential_id, "flow": flow,
-                     "phone_last_door_status": granted},
+                     "phone_reader_status": f"{status:04x}",
+                     "phone_last_door_status": is_success(status)},
     }
 
 
 def build() -> dict[str, dict[str, Any]]:
     standard = run("passbridge-standard-v1", "standard", prefer_fast=False,
                    phone_has_kpersistent=False, reader_has_kpersistent=False,
-                   granted=True, kpersistent=None)
+                   decision=("granted", "access_granted"), kpersistent=None)
     kp = bytes.fromhex(standard["intermediates"]["Kpersistent"])
     fast = run("passbridge-fast-v1", "fast", prefer_fast=True, phone_has_kpersistent=True,
-               reader_has_kpersistent=True, granted=True, kpersistent=kp)
+               reader_has_kpersistent=True, decision=("granted", "access_granted"),
+               kpersistent=kp)
     fallback = run("passbridge-fast-fallback-v1", "standard", prefer_fast=True,
                    phone_has_kpersistent=True, reader_has_kpersistent=False,
-                   granted=False, kpersistent=kp)
+                   decision=("denied", "no_access"), kpersistent=kp)
     fallback["note"] = ("FAST requested and a cryptogram answered, but the reader holds no "
                         "matching persistent key: the same tap continues with AUTH1; every "
                         "salt uses command_parameters 01 as sent in AUTH0")
-    return {f"{v['id']}.json": v for v in (standard, fast, fallback)}
+    denied = run("passbridge-standard-denied-v1", "standard", prefer_fast=False,
+                 phone_has_kpersistent=False, reader_has_kpersistent=False,
+                 decision=("denied", "door_locked"), kpersistent=None)
+    denied["note"] = ("a STANDARD tap on a locked door: the phone authenticates, the door "
+                      "refuses, EXCHANGE says 0025 (invalid access rights)")
+    pending = run("passbridge-fast-pending-v1", "fast", prefer_fast=True,
+                  phone_has_kpersistent=True, reader_has_kpersistent=True,
+                  decision=("pending", "pin_required"), kpersistent=kp)
+    pending["note"] = ("a FAST tap on a two-factor door: the card step is accepted and the "
+                       "door stays locked until the entry code, EXCHANGE says 0100 (reader "
+                       "state secured, a success code)")
+    return {f"{v['id']}.json": v for v in (standard, fast, fallback, denied, pending)}
 
 
 def main() -> int:

@@ -36,6 +36,7 @@ from passbridge.protocol.aliro_reader import (
 )
 from passbridge.protocol.ble_advert import adv_id_from_service_data
 from passbridge.protocol.ble_framing import SERVICE_UUID
+from passbridge.protocol.exchange_status import ReaderStatus
 from passbridge.sim.ble_phone import Fault, SimulatedBlePhone
 from passbridge.sim.bleak_bumble import BumbleAir
 
@@ -293,9 +294,9 @@ class Site:
         self.credentials.enrol("cred-7", self.applet.credential_public_key)
         self.decided: list[str] = []
 
-    async def decide(self, auth: Authenticated) -> bool:
+    async def decide(self, auth: Authenticated) -> tuple[bool, int]:
         self.decided.append(auth.credential_id)
-        return True
+        return True, int(ReaderStatus.STATE_UNSECURED)
 
     def handler(self, interface: Interface = Interface.BLE) -> Callable[[BleLink], object]:
         async def run(link: BleLink) -> BleAuthOutcome:

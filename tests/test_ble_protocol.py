@@ -178,7 +178,7 @@ def test_ble_transcript_reproduced_by_both_roles() -> None:
             command = event.apdu
         elif isinstance(event, Authenticated):
             assert event.credential_id == v["expected"]["credential_id"]
-            command = reader.door_status(True)
+            command = reader.door_status(int(v["inputs"]["reader_status"], 16))
         final = event
     assert isinstance(final, Finished)
     assert phone.last_door_status is True

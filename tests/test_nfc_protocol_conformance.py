@@ -31,6 +31,7 @@ from passbridge.protocol.aliro_reader import (
     ReaderTransaction,
     SendCommand,
 )
+from passbridge.protocol.exchange_status import ReaderStatus
 from tests.conftest import shared_path
 
 
@@ -265,7 +266,7 @@ def test_phone_reproduces_fast_auth0_answer_and_finishes_with_exchange(
     answer = phone.process(auth0.apdu)
     assert answer.hex() == fast["apdus"][0]["r_apdu"]
     assert isinstance(reader.receive(answer), Authenticated)
-    assert phone.process(reader.door_status(True)) == b"\x90\x00"
+    assert phone.process(reader.door_status(ReaderStatus.STATE_UNSECURED)) == b"\x90\x00"
     assert phone.last_door_status is True and phone.last_flow == "fast"
     assert isinstance(reader.receive(b"\x90\x00"), Finished)
     assert h(fast["derived_by_helper"]["cryptogram_plaintext"])[:4] == h("5e02003f")

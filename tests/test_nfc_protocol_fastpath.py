@@ -88,8 +88,12 @@ def test_exchange_command_refuses_an_oversized_ciphertext() -> None:
 
 
 def test_reader_status_plaintexts() -> None:
-    assert msg.reader_status_plaintext(True) == tlv.encode(0x97, b"\x01\x00")
-    assert msg.reader_status_plaintext(False) == tlv.encode(0x97, b"\x00\x00")
+    assert msg.reader_status_plaintext(0x0101) == tlv.encode(0x97, b"\x01\x01")
+    assert msg.reader_status_plaintext(0x0025) == tlv.encode(0x97, b"\x00\x25")
+    with pytest.raises(TypeError):  # a granted flag is not a status: True would be 0001
+        msg.reader_status_plaintext(True)
+    with pytest.raises(ValueError):
+        msg.reader_status_plaintext(0x10000)
 
 
 @given(rid=st.binary(min_size=30, max_size=33), ex=st.binary(min_size=32, max_size=32),

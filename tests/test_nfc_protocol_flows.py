@@ -29,6 +29,7 @@ from passbridge.protocol.aliro_reader import (
     SendCommand,
 )
 from passbridge.protocol.apdu import MalformedAPDU, parse_command, parse_response
+from passbridge.protocol.exchange_status import ReaderStatus
 from passbridge.protocol.tlv import Field, MalformedTLV
 
 
@@ -55,7 +56,8 @@ class Tap:
         return found[0] if found else None
 
 
-def tap(site: Site, phone: PhoneApplet, *, granted: bool = True, prefer_fast: bool = True,
+def tap(site: Site, phone: PhoneApplet, *, status: int = ReaderStatus.STATE_UNSECURED,
+        prefer_fast: bool = True,
         interface: Interface = Interface.NFC) -> Tap:
     reader = ReaderTransaction(site.identity, site.credentials, prefer_fast=prefer_fast,
                                interface=interface)
@@ -67,7 +69,7 @@ def tap(site: Site, phone: PhoneApplet, *, granted: bool = True, prefer_fast: bo
         if isinstance(event, SendCommand):
             command = event.apdu
         elif isinstance(event, Authenticated):
-            command = reader.door_status(granted)
+            command = reader.door_status(status)
         else:
             break
         commands.append(command)
@@ -96,7 +98,7 @@ def test_standard_then_fast_then_revocation() -> None:
     assert phone.last_door_status is True and phone.last_flow == "standard"
     assert len(list(site.credentials.persistent_keys())) == 1
 
-    second = tap(site, phone, granted=False)
+    second = tap(site, phone, status=ReaderStatus.INVALID_ACCESS_RIGHTS)
     assert isinstance(second.outcome, Finished)
     assert second.authenticated is not None and second.authenticated.flow == "fast"
     assert second.authenticated.credential_id == "cred-1"
@@ -205,7 +207,7 @@ def test_after_failure_the_reader_stays_failed() -> None:
     assert isinstance(again, Failed) and again.reason == "out_of_order"
     assert reader.control_flow() == bytes.fromhex("803c000006410100420100")
     with pytest.raises(RuntimeError):
-        reader.door_status(True)
+        reader.door_status(ReaderStatus.STATE_UNSECURED)
 
 
 def test_receive_before_start_is_out_of_order() -> None:

@@ -21,6 +21,7 @@ from passbridge.protocol.aliro_reader import (
     ReaderTransaction,
     SendCommand,
 )
+from passbridge.protocol.exchange_status import ReaderStatus
 
 
 def scalar(label: str) -> bytes:
@@ -65,7 +66,7 @@ def record(flow: str, store: dict[bytes, bytes], kpersistent: bytes | None) -> T
             command = event.apdu
         elif isinstance(event, Authenticated):
             assert event.flow == flow
-            command = reader.door_status(True)
+            command = reader.door_status(ReaderStatus.STATE_UNSECURED)
         else:
             assert isinstance(event, Finished), event
             break
@@ -86,7 +87,7 @@ def replay_until(t: Transcript, step: int) -> tuple[ReaderTransaction, list[Even
         event = reader.receive(answer)
         events.append(event)
         if isinstance(event, Authenticated):
-            reader.door_status(True)
+            reader.door_status(ReaderStatus.STATE_UNSECURED)
     return reader, events
 
 

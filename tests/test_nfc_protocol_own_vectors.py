@@ -31,7 +31,8 @@ def h(value: str) -> bytes:
 def test_vector_set_is_complete() -> None:
     names = {p.name for p in VECTORS}
     assert {"passbridge-standard-v1.json", "passbridge-fast-v1.json",
-            "passbridge-fast-fallback-v1.json"} <= names
+            "passbridge-fast-fallback-v1.json", "passbridge-standard-denied-v1.json",
+            "passbridge-fast-pending-v1.json"} <= names
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -70,7 +71,7 @@ def test_reader_reproduces_every_command(path: Path) -> None:
             command = event.apdu
         elif isinstance(event, Authenticated):
             outcome = event
-            command = reader.door_status(i["door_status_granted"] == "true")
+            command = reader.door_status(int(i["reader_status"], 16))
         else:
             assert isinstance(event, Finished), event
     assert reader.done
@@ -95,6 +96,7 @@ def test_phone_reproduces_every_answer(path: Path) -> None:
         deterministic_signatures=True)
     for step in v["apdus"]:
         assert phone.process(h(step["c_apdu"])).hex() == step["r_apdu"], step["step"]
+    assert phone.last_reader_status == int(v["expected"]["phone_reader_status"], 16)
     assert phone.last_door_status is v["expected"]["phone_last_door_status"]
     assert phone.last_flow == v["flow"]
 

@@ -25,6 +25,7 @@ from passbridge.protocol.aliro_reader import (
     ReaderTransaction,
     SendCommand,
 )
+from passbridge.protocol.exchange_status import ReaderStatus
 from passbridge.sim.nfc_card import CardFaults, SimulatedCard
 
 WAIT = 10.0
@@ -51,7 +52,8 @@ class AliroTap:
             event = tx.receive(exchange(event.apdu))
         if isinstance(event, Authenticated):
             granted = decide(event)
-            end = tx.receive(exchange(tx.door_status(granted)))
+            status = ReaderStatus.STATE_UNSECURED if granted else ReaderStatus.INVALID_ACCESS_RIGHTS
+            end = tx.receive(exchange(tx.door_status(status)))
             assert isinstance(end, Finished | Failed)
             return AliroResult(event, granted, end)
         if isinstance(event, Failed):

@@ -201,6 +201,12 @@ MALFORMED_STEPS = [
     ("  - 42", "steps[0]"),
     ("  - {after: 99999999d, card: {number: '1', door: front}}", "steps[0].after"),
     ("  - {pin: {code: '12ab', door: front}}", "steps[0].pin.code"),
+    ("  - {nfc: {phone: p, door: front}, expect: {phone_status: 101}}",
+     "steps[0].expect.phone_status"),
+    ("  - {nfc: {phone: p, door: front}, expect: {phone_status: '01 01'}}",
+     "steps[0].expect.phone_status"),
+    ("  - {card: {number: '1', door: front}, expect: {phone_status: '0101'}}",
+     "steps[0].expect.phone_status"),
 ]
 
 
@@ -216,3 +222,24 @@ def test_malformed_steps_are_placed_errors(tmp_path: Path, step: str, place: str
     result = run("scenario", "run", str(path))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"{path}: {place}:" in result.stderr, result.stderr
+
+
+def test_nfc_steps_show_the_status_the_phone_received() -> None:
+    """Lines and JSON carry ``phone_status`` for nfc steps only (docs/decisions.md)."""
+    path = Path(__file__).parent / "scenarios" / "nfc-door-status.yaml"
+    result = run("scenario", "run", "--json", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    steps = json.loads(result.stdout)["scenarios"][0]["steps"]
+    shown = [(s["action"], s["reason"], s.get("phone_status", "absent")) for s in steps]
+    assert shown == [
+        ("nfc", "access_granted", "0101"),
+        ("nfc", "no_access", "0025"),
+        ("configure", None, "absent"),
+        ("nfc", "door_locked", "0025"),
+        ("nfc", "pin_required", "0100"),
+        ("pin", "two_factor_complete", "absent"),
+        ("nfc", "unknown_credential", None),
+    ]
+    lines = run("scenario", "run", str(path)).stdout.splitlines()
+    assert any("door_locked" in line and "phone=0025" in line for line in lines)
+    assert any("unknown_credential" in line and "phone=nothing" in line for line in lines)

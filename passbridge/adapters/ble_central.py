@@ -53,6 +53,7 @@ from passbridge.protocol.ble_framing import (
     MessageAssembler,
     frame_message,
 )
+from passbridge.protocol.exchange_status import ReaderStatus
 
 log = logging.getLogger(__name__)
 
@@ -515,12 +516,14 @@ class BleAuthOutcome:
 async def drive_reader(
     link: BleLink,
     transaction: ReaderTransaction,
-    decide: Callable[[Authenticated], Awaitable[bool]],
+    decide: Callable[[Authenticated], Awaitable[tuple[bool, int]]],
 ) -> BleAuthOutcome:
     """Run one ReaderTransaction (built with ``interface=Interface.BLE``) over ``link``.
 
     ``decide`` is asked only for a phone that authenticated and is not in its
-    cooldown; its answer (the door decision) goes back as the door status.
+    cooldown; it answers whether the door opened and the reader status that
+    tells the phone (protocol.exchange_status). A phone in its cooldown is
+    told "state unknown": accepted, and nothing new decided.
     """
     event = transaction.receive(await link.exchange(transaction.start()))
     while isinstance(event, SendCommand):
@@ -532,11 +535,11 @@ async def drive_reader(
     if not isinstance(event, Authenticated):
         return BleAuthOutcome(None, False, failure=Failed("out_of_order", type(event).__name__))
     repeat = link.recently_unlocked(event.credential_id)
-    granted = False
+    granted, status = False, int(ReaderStatus.STATE_UNKNOWN)
     if not repeat:
-        granted = await decide(event)
+        granted, status = await decide(event)
         link.decided(event.credential_id, granted)
-    final = transaction.receive(await link.exchange(transaction.door_status(granted)))
+    final = transaction.receive(await link.exchange(transaction.door_status(status)))
     if isinstance(final, Failed):
         return BleAuthOutcome(event, granted, failure=final, repeat=repeat)
     return BleAuthOutcome(event, granted, repeat=repeat, finished=isinstance(final, Finished))

@@ -19,7 +19,7 @@ from passbridge.adapters.ble_central import (
     drive_reader,
 )
 from passbridge.controller import DoorController
-from passbridge.core.decision import Decision
+from passbridge.core.decision import ENUM_TEXT, Decision
 from passbridge.core.model import Factor, Reason, Side
 from passbridge.protocol.aliro_crypto import Interface
 from passbridge.protocol.aliro_reader import (
@@ -28,6 +28,7 @@ from passbridge.protocol.aliro_reader import (
     ReaderIdentity,
     ReaderTransaction,
 )
+from passbridge.protocol.exchange_status import exchange_status
 
 
 class BleDoorUnlocker:
@@ -52,10 +53,11 @@ class BleDoorUnlocker:
         (the link failed before the phone proved who it is)."""
         decisions: list[Decision] = []
 
-        async def decide(auth: Authenticated) -> bool:
+        async def decide(auth: Authenticated) -> tuple[bool, int]:
             decision = await self._decide(auth, sighting)
             decisions.append(decision)
-            return decision.granted
+            status = exchange_status(ENUM_TEXT[decision.result], ENUM_TEXT[decision.reason])
+            return decision.granted, int(status)
 
         def session(link: BleLink) -> Awaitable[BleAuthOutcome]:
             transaction = ReaderTransaction(

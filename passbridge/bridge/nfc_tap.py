@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from passbridge.adapters.nfc_reader import Decide, Exchange
 from passbridge.controller import DoorController
-from passbridge.core.decision import Decision
+from passbridge.core.decision import ENUM_TEXT, Decision
 from passbridge.core.model import Factor, Reason, Side
 from passbridge.protocol.aliro_crypto import Interface
 from passbridge.protocol.aliro_reader import (
@@ -25,11 +26,15 @@ from passbridge.protocol.aliro_reader import (
     ReaderTransaction,
     SendCommand,
 )
+from passbridge.protocol.exchange_status import ReaderStatus, exchange_status
 
 log = logging.getLogger(__name__)
 
 # A STANDARD tap is 4 round trips; anything past this is a phone stalling us.
 MAX_COMMANDS_PER_TAP = 8
+
+# How the decision record names the flow a tap used (the token's ``ev.flow``).
+FLOW_EVIDENCE = {"standard": "STANDARD", "fast": "FAST"}
 
 
 @dataclass
@@ -53,10 +58,52 @@ class TapResult:
     request: TapRequest
     granted: bool
     status_delivered: bool  # the phone acknowledged the door status
+    reader_status: int | None = None  # what EXCHANGE told the phone (None: no EXCHANGE)
+    phone_refusal: int | None = None  # the status word of a phone that refused EXCHANGE
 
     @property
     def decision(self) -> Decision | None:
         return self.request.decision
+
+
+class ExchangeRefusals(Protocol):
+    """Where refused door statuses are counted (service.metrics.Metrics)."""
+
+    def nfc_exchange_refused(self, door: str, status: int, status_word: int) -> None: ...
+
+
+def report_exchange(result: TapResult | None, door: str, side: Side,
+                    counter: ExchangeRefusals | None = None) -> None:
+    """Log (and count) a phone that refused the door status.
+
+    Such a phone showed its owner nothing: on a refusal it is as if the
+    reader had stayed silent. The decision itself is audited either way.
+    """
+    if result is None or result.phone_refusal is None:
+        return
+    status = result.reader_status if result.reader_status is not None else -1
+    decision = result.decision
+    log.warning(
+        "NFC tap at door %s/%s: the phone refused the door status %04X with status word "
+        "%04X (decision %s)", door, side.value, status, result.phone_refusal,
+        decision.id if decision is not None else "none")
+    if counter is not None:
+        counter.nfc_exchange_refused(door, status, result.phone_refusal)
+
+
+def tap_reader_status(request: TapRequest, granted: bool) -> ReaderStatus:
+    """The EXCHANGE value for what ``decide`` answered (the table in exchange_status).
+
+    Without a decision that agrees with the answer (the decision did not
+    arrive in time) the door stays shut, and the phone is told it was the
+    reader's fault.
+    """
+    decision = request.decision
+    if decision is not None and decision.granted is granted:
+        return exchange_status(ENUM_TEXT[decision.result], ENUM_TEXT[decision.reason])
+    if granted:
+        return exchange_status("granted", "access_granted")
+    return exchange_status("denied", "internal_error")
 
 
 class AliroTapHandler:
@@ -95,8 +142,14 @@ class AliroTapHandler:
                     transaction_id=event.transaction_id,
                 )
                 granted = decide(request)
-                final = txn.receive(exchange(txn.door_status(granted)))
-                return TapResult(request, granted, status_delivered=isinstance(final, Finished))
+                status = tap_reader_status(request, granted)
+                answer = exchange(txn.door_status(status))
+                final = txn.receive(answer)
+                refusal = None
+                if isinstance(final, Failed) and final.reason == "status_word":
+                    refusal = (answer[-2] << 8) | answer[-1]
+                return TapResult(request, granted, status_delivered=isinstance(final, Finished),
+                                 reader_status=int(status), phone_refusal=refusal)
             break
         request = TapRequest(
             transaction_id=txn.transaction_id, failure="out_of_order: tap did not finish"
@@ -151,6 +204,7 @@ class NfcDoorDecider:
             side=self.side,
             factor=Factor.NFC,
             credential=request.credential_id,
-            evidence={"txn": request.transaction_id.hex(), "flow": request.flow},
+            evidence={"txn": request.transaction_id.hex(),
+                      "flow": FLOW_EVIDENCE.get(request.flow or "", request.flow)},
         )
         return request.decision.granted

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -61,6 +61,9 @@ _CARD, _PIN, _BLE, _NEARBY, _REMOTE = (
 _LOCKED, _UNLOCKED, _TWO_FACTOR = DoorState.LOCKED, DoorState.UNLOCKED, DoorState.TWO_FACTOR
 _GRANTED = Result.GRANTED
 _ACCESS_GRANTED = Reason.ACCESS_GRANTED
+_NFC = Factor.NFC
+# The NFC flow a tap used (the bridge's ``ev.flow``), as the decision's detail shows it.
+_NFC_FLOW_DETAIL = {"STANDARD": "NFC STANDARD tap", "FAST": "NFC FAST tap"}
 # Factors whose credential a decision shows unchanged (a card is masked, a PIN hidden).
 _SHOWN_AS_IS = frozenset(Factor) - {Factor.CARD, Factor.PIN}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -283,9 +286,14 @@ class DoorCore:
         # _guarded, inlined on this hot path.
         with self._lock:
             try:
-                return self._decide(door, factor, side, user, credential, None, evidence, moment)
+                decision = self._decide(
+                    door, factor, side, user, credential, None, evidence, moment
+                )
             except Exception:  # noqa: BLE001
                 return self._internal_error(door, side, factor, moment)
+        if factor is _NFC:
+            return _with_nfc_flow(decision, evidence.get("flow"))
+        return decision
 
     def deny_unauthenticated(
         self,
@@ -630,6 +638,19 @@ class DoorCore:
             ctx.door.unlock_seconds if result is _GRANTED else None,
             detail,
         )
+
+
+def _with_nfc_flow(decision: Decision, flow: Any) -> Decision:
+    """The decision with the NFC flow its tap used in its detail (audited).
+
+    Operators tell FAST taps from STANDARD ones by the audit log; only the
+    two known values are copied, so evidence never writes free text there.
+    """
+    shown = _NFC_FLOW_DETAIL.get(flow) if isinstance(flow, str) else None
+    if shown is None:
+        return decision
+    detail = f"{decision.detail}; {shown}" if decision.detail else shown
+    return replace(decision, detail=detail)
 
 
 def _profile_complete(user: User) -> bool:

@@ -45,8 +45,6 @@ TAG_REVOCATION_TIMESTAMP = 0x92
 TAG_MAILBOX = 0x4B
 TAG_READER_STATUS = 0x97
 
-READER_STATUS_GRANTED = bytes.fromhex("0100")
-READER_STATUS_DENIED = bytes.fromhex("0000")
 
 # ---------------------------------------------------------------- SELECT
 
@@ -368,14 +366,21 @@ def exchange_command(ciphertext: bytes) -> bytes:
     return CommandAPDU(CLA_PROPRIETARY, INS_EXCHANGE, 0, 0, ciphertext, 0x00).encode()
 
 
-_READER_STATUS = {
-    True: tlv.encode(TAG_READER_STATUS, READER_STATUS_GRANTED),
-    False: tlv.encode(TAG_READER_STATUS, READER_STATUS_DENIED),
-}
+# EXCHANGE plaintexts by reader status: a tap encodes one of a handful of values.
+_READER_STATUS: dict[int, bytes] = {}
 
 
-def reader_status_plaintext(granted: bool) -> bytes:
-    return _READER_STATUS[bool(granted)]
+def reader_status_plaintext(status: int) -> bytes:
+    """``97 02 <status>``: the door's answer (values: protocol.exchange_status)."""
+    if isinstance(status, bool):  # True == 1 would silently send 0001
+        raise TypeError("reader status is a two-byte value, not a granted flag")
+    plaintext = _READER_STATUS.get(status)
+    if plaintext is None:
+        if not 0 <= status <= 0xFFFF:
+            raise ValueError(f"reader status is a two-byte value, not {status!r}")
+        plaintext = _READER_STATUS[status] = tlv.encode(TAG_READER_STATUS,
+                                                        status.to_bytes(2, "big"))
+    return plaintext
 
 
 def parse_reader_status(plaintext: bytes) -> bytes:

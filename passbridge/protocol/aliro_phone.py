@@ -46,6 +46,7 @@ from passbridge.protocol.aliro_crypto import (
     x_coordinate,
 )
 from passbridge.protocol.apdu import SW, CommandAPDU, MalformedAPDU, parse_command, response
+from passbridge.protocol.exchange_status import PUBLIC_STATUSES, is_success
 from passbridge.protocol.tlv import MalformedTLV
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,10 @@ class PhoneApplet:
         self._deterministic = deterministic_signatures
         self._state = _State.IDLE
         self._tap = _Tap()
+        # What the reader's EXCHANGE said: the value as received, and whether
+        # the phone showed it as an accepted credential (True), a refusal
+        # (False) or nothing (None: no EXCHANGE, or one the phone refused).
+        self.last_reader_status: int | None = None
         self.last_door_status: bool | None = None
         self.last_flow: str | None = None
 
@@ -218,6 +223,7 @@ class PhoneApplet:
             raise _Refuse(SW.FILE_NOT_FOUND, "other application")
         self._state = _State.SELECTED
         self._tap = _Tap()
+        self.last_reader_status = None
         self.last_door_status = None
         self.last_flow = None
         return response(self.SELECT_DATA)
@@ -325,8 +331,15 @@ class PhoneApplet:
         except CryptoFailure:
             raise self._refuse(SW.SECURITY_STATUS_NOT_SATISFIED, "EXCHANGE does not decrypt"
                                ) from None
-        status = msg.parse_reader_status(plaintext)
-        self.last_door_status = same_bytes(status, msg.READER_STATUS_GRANTED)
+        status = int.from_bytes(msg.parse_reader_status(plaintext), "big")
+        self.last_reader_status = status
+        if status not in PUBLIC_STATUSES:
+            # As a phone following the public lists does (NXP's user device):
+            # "command not compliant", and the session ends; nothing is shown.
+            self._state = _State.IDLE
+            self._tap = _Tap()
+            raise _Refuse(SW.COMMAND_NOT_COMPLIANT, f"reader status {status:04X} is not listed")
+        self.last_door_status = is_success(status)
         return response()
 
 

@@ -310,11 +310,16 @@ class ReaderTransaction:
         except Exception as exc:  # noqa: BLE001 - last line: never a traceback, never a grant
             return self._fail("internal", f"{type(exc).__name__}: {exc}")
 
-    def door_status(self, granted: bool) -> bytes:
-        """The EXCHANGE command telling the phone the door's decision."""
+    def door_status(self, status: int) -> bytes:
+        """The EXCHANGE command telling the phone the door's decision.
+
+        ``status`` is a reader status value; the caller picks it from the
+        decision with :func:`passbridge.protocol.exchange_status.exchange_status`
+        (a phone refuses values outside the public lists).
+        """
         if self._state is not _AUTHENTICATED or self._channel is None:
             raise RuntimeError("door_status() follows an Authenticated event")
-        ciphertext = self._channel.encrypt(msg.reader_status_plaintext(granted))
+        ciphertext = self._channel.encrypt(msg.reader_status_plaintext(status))
         self._state = _EXCHANGE_SENT
         return msg.exchange_command(ciphertext)
 

@@ -16,7 +16,8 @@ from passbridge.site_file import load_document, parse_site
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _STEP_KEYS = {"at", "after", "expect", *ACTIONS}
-_EXPECT_KEYS = {"result", "reason", "user", "state"}
+_EXPECT_KEYS = {"result", "reason", "user", "state", "phone_status"}
+_PHONE_STATUS = re.compile(r"[0-9A-Fa-f]{4}")
 _ACTION_FIELDS: dict[str, tuple[set[str], set[str]]] = {
     # action: (required fields, optional fields); ``side`` is allowed everywhere
     "card": ({"number", "door"}, set()),
@@ -180,6 +181,14 @@ def _parse_step(
                     "a configure step decides nothing; only `state` may be expected",
                 )
             )
+        if expect is not None and "phone_status" in expect and action != "nfc":
+            problems.append(
+                Problem(
+                    file,
+                    f"{place}.expect.phone_status",
+                    "only an `nfc` step tells a phone a reader status",
+                )
+            )
     if len(problems) > before:
         return None
     return Step(index, place, at, after, action, args, side, expect)
@@ -320,8 +329,24 @@ def _parse_expect(
     for key, item in value.items():
         if key not in _EXPECT_KEYS:
             problems.append(
-                Problem(file, f"{place}.{key}", "unknown key; expected result, reason, user, state")
+                Problem(
+                    file,
+                    f"{place}.{key}",
+                    "unknown key; expected result, reason, user, state, phone_status",
+                )
             )
+            continue
+        if key == "phone_status":
+            if item is None or (isinstance(item, str) and _PHONE_STATUS.fullmatch(item)):
+                expect[key] = item.upper() if item is not None else None
+            else:
+                problems.append(
+                    Problem(
+                        file,
+                        f"{place}.{key}",
+                        'expected four hex digits in quotes (such as "0101"), or null',
+                    )
+                )
             continue
         kinds: dict[str, type[Result] | type[Reason] | type[DoorState]] = {
             "result": Result,

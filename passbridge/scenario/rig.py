@@ -30,7 +30,7 @@ from passbridge.service.app import create_app
 from passbridge.service.runtime import Services, assemble
 from passbridge.service.storage import SqliteEventStore
 from passbridge.sim.phone import SimulatedPhone
-from passbridge.sim.radios import SimulatedRadios, SimulationError
+from passbridge.sim.radios import NfcTapReport, SimulatedRadios, SimulationError
 
 SCENARIO_BACKEND = "scenario-backend"
 REMOTE_REQUEST_LIFETIME = timedelta(seconds=30)
@@ -44,11 +44,24 @@ class StepOutcome:
     state: DoorState | None = None
     state_source: str | None = None
     error: str | None = None
+    # nfc steps: the EXCHANGE reader status the phone received (4 hex digits,
+    # None if none reached it) and the status word of a phone that refused it.
+    phone_status: str | None = None
+    phone_refusal: str | None = None
 
     @classmethod
     def of(cls, decision: Decision) -> StepOutcome:
         return cls(
             decision.result, decision.reason, decision.user, decision.state, decision.state_source
+        )
+
+    @classmethod
+    def of_tap(cls, tap: NfcTapReport) -> StepOutcome:
+        d = tap.decision
+        return cls(
+            d.result, d.reason, d.user, d.state, d.state_source,
+            phone_status=None if tap.phone_status is None else f"{tap.phone_status:04X}",
+            phone_refusal=None if tap.phone_refusal is None else f"{tap.phone_refusal:04X}",
         )
 
     @classmethod
@@ -79,7 +92,8 @@ class ScenarioRig:
         self.controller = services.controller
         self.phones = phones
         self.radios = SimulatedRadios(
-            services.controller, services.keystore, clock, services.proximity, phones
+            services.controller, services.keystore, clock, services.proximity, phones,
+            refusals=services.metrics,
         )
         self._backend_key = backend_key
         self._folder = folder
@@ -118,7 +132,9 @@ class ScenarioRig:
             if step.action == "configure":
                 return await self._configure(args)
             if step.action == "nfc":
-                return StepOutcome.of(await self.radios.nfc_tap(args["phone"], args["door"], side))
+                return StepOutcome.of_tap(
+                    await self.radios.nfc_tap_report(args["phone"], args["door"], side)
+                )
             if step.action == "ble":
                 decision = await self.radios.ble_unlock(
                     args["phone"], args["door"], side, args["rssi"]

@@ -55,7 +55,16 @@ class StepReport:
             "expected": expected,
             "ok": self.ok,
             **({"error": o.error} if o.error else {}),
+            **self._phone_json(),
         }
+
+    def _phone_json(self) -> dict[str, Any]:
+        """nfc steps only: what the phone was told (see docs/decisions.md)."""
+        if self.step.action != "nfc" or self.outcome.error is not None:
+            return {}
+        o = self.outcome
+        return {"phone_status": o.phone_status,
+                **({"phone_refusal": o.phone_refusal} if o.phone_refusal else {})}
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +136,10 @@ def _line(report: StepReport, site_tz: Any) -> str:
             got += f" user={o.user}"
         if o.state:
             got += f" state={o.state.value}"
+        if report.step.action == "nfc":
+            got += f" phone={o.phone_status or 'nothing'}"
+            if o.phone_refusal:
+                got += f" refused {o.phone_refusal}"
     verdict = ""
     if report.ok is True:
         verdict = "ok"

@@ -25,7 +25,12 @@ from bleak.backends.scanner import BaseBleakScanner
 from passbridge.adapters.ble_central import BleUnlockClient, ProximityScanner
 from passbridge.adapters.nfc_reader import NfcReader, ReaderUnavailable, TapOutcome
 from passbridge.bridge.ble_unlock import BleDoorUnlocker
-from passbridge.bridge.nfc_tap import AliroTapHandler, NfcDoorDecider, TapResult
+from passbridge.bridge.nfc_tap import (
+    AliroTapHandler,
+    NfcDoorDecider,
+    TapResult,
+    report_exchange,
+)
 from passbridge.core.model import Side
 from passbridge.service.runtime import Services
 from passbridge.service.storage import StartupError
@@ -86,6 +91,8 @@ class NfcDoorReader:
     async def _tapped(self, outcome: TapOutcome[TapResult]) -> None:
         if outcome.error is not None:
             log.info("NFC tap at %s ended early: %s", self.placement.door, outcome.error)
+        report_exchange(outcome.result, self.placement.door, self.placement.side,
+                        self._services.metrics)
 
     async def stop(self) -> None:
         if self._reader is not None:

@@ -29,6 +29,7 @@ class Metrics:
         self._lock = threading.Lock()
         self._decisions: Counter[tuple[str, str]] = Counter()
         self._token_failures: Counter[tuple[str, str]] = Counter()
+        self._exchange_refused: Counter[tuple[str, str, str]] = Counter()
         # Decisions by the first bucket their latency fits (the last: none fits).
         self._first_bucket = [0] * (len(LATENCY_BUCKETS) + 1)
         self._latency_sum = 0.0
@@ -51,6 +52,11 @@ class Metrics:
         """A caller's token refused before any decision (remote, nearby, admin)."""
         with self._lock:
             self._token_failures[(path, reason.value)] += 1
+
+    def nfc_exchange_refused(self, door: str, status: int, status_word: int) -> None:
+        """A phone at ``door`` refused the door status ``status`` (bridge.nfc_tap)."""
+        with self._lock:
+            self._exchange_refused[(door, f"{status:04X}", f"{status_word:04X}")] += 1
 
     def render(self) -> str:
         with self._lock:
@@ -81,5 +87,15 @@ class Metrics:
                 lines.append(
                     f'passbridge_token_failures_total{{path="{_label(path)}",'
                     f'reason="{_label(reason)}"}} {n}'
+                )
+            lines += [
+                "# HELP passbridge_nfc_exchange_refused_total Door statuses a phone refused "
+                "(it showed nothing), by door, status sent and the phone's status word.",
+                "# TYPE passbridge_nfc_exchange_refused_total counter",
+            ]
+            for (door, status, sw), n in sorted(self._exchange_refused.items()):
+                lines.append(
+                    f'passbridge_nfc_exchange_refused_total{{door="{_label(door)}",'
+                    f'status="{status}",status_word="{sw}"}} {n}'
                 )
         return "\n".join(lines) + "\n"

@@ -75,7 +75,7 @@ class SimulatedAir:
             self.phones[phone_id] = phone
         self._radios = SimulatedRadios(
             services.controller, services.keystore, services.clock, services.proximity,
-            self.phones,
+            self.phones, refusals=services.metrics,
         )
         log.info("simulated radios: %d phones (keys in %s)", len(self.phones), self.phones_dir)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from passbridge.adapters.ble_central import (
     BleUnlockClient,
@@ -21,7 +22,13 @@ from passbridge.adapters.ble_central import (
 from passbridge.adapters.keystore import KeyStore
 from passbridge.adapters.nfc_reader import NfcReader
 from passbridge.bridge.ble_unlock import BleDoorUnlocker
-from passbridge.bridge.nfc_tap import AliroTapHandler, NfcDoorDecider, TapResult
+from passbridge.bridge.nfc_tap import (
+    AliroTapHandler,
+    ExchangeRefusals,
+    NfcDoorDecider,
+    TapResult,
+    report_exchange,
+)
 from passbridge.clock import Clock
 from passbridge.controller import DoorController
 from passbridge.core.decision import Decision
@@ -41,6 +48,20 @@ class SimulationError(RuntimeError):
     """The simulated air could not do what a step asked (not a decision)."""
 
 
+@dataclass(frozen=True, slots=True)
+class NfcTapReport:
+    """One simulated tap: the decision, and what the phone was told.
+
+    ``phone_status`` is the EXCHANGE reader status as the phone received it
+    (None when no EXCHANGE reached it); ``phone_refusal`` the status word of
+    a phone that refused it (None when it accepted, or got nothing).
+    """
+
+    decision: Decision
+    phone_status: int | None = None
+    phone_refusal: int | None = None
+
+
 class SimulatedRadios:
     def __init__(
         self,
@@ -49,8 +70,11 @@ class SimulatedRadios:
         clock: Clock,
         proximity: ProximityTable,
         phones: Mapping[str, SimulatedPhone],
+        *,
+        refusals: ExchangeRefusals | None = None,
     ) -> None:
         self._controller = controller
+        self._refusals = refusals
         self._keystore = keystore
         self._clock = clock
         self._proximity = proximity
@@ -69,6 +93,11 @@ class SimulatedRadios:
     # --- NFC ---------------------------------------------------------------
     async def nfc_tap(self, phone_id: str, door: str, side: Side = Side.IN) -> Decision:
         """The phone taps the door's reader once."""
+        return (await self.nfc_tap_report(phone_id, door, side)).decision
+
+    async def nfc_tap_report(self, phone_id: str, door: str, side: Side = Side.IN
+                             ) -> NfcTapReport:
+        """The phone taps the door's reader once; the decision and what the phone saw."""
         self._controller.core.door(door)  # UnknownDoor before any radio work
         identity = self._keystore.reader_identity()
         applet = self.phone(phone_id).applet(identity.public_key)
@@ -81,12 +110,15 @@ class SimulatedRadios:
             )
             async with reader:
                 outcome = await reader.tap_once(TAP_TIMEOUT)
+        report_exchange(outcome.result, door, side, self._refusals)
         if outcome.result is not None and outcome.result.decision is not None:
-            return outcome.result.decision
+            return NfcTapReport(outcome.result.decision, applet.last_reader_status,
+                                outcome.result.phone_refusal)
         detail = f"NFC tap failed: {outcome.error}" if outcome.error else "NFC tap failed"
-        return await self._controller.bridge_failure(
+        decision = await self._controller.bridge_failure(
             door, side, Factor.NFC, Reason.UNKNOWN_CREDENTIAL, detail
         )
+        return NfcTapReport(decision, applet.last_reader_status)
 
     # --- BLE ---------------------------------------------------------------
     async def advertise(self, phone_id: str, rssi: int | None) -> str:
