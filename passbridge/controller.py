@@ -79,8 +79,16 @@ class DoorController:
 
     # --- mobile factors ----------------------------------------------------
     async def token(self, token: str, *, door_hint: str | None = None) -> Decision:
+        """A factor token from a bridge on another host (``POST /v1/factors``).
+
+        Raises UnverifiedToken, before any decision or audit record, for a
+        token no trusted key signed: unauthenticated input gets no durable
+        write. A genuine token that fails later checks is an audited denial.
+        """
         started = time.perf_counter()
-        decision = self.core.decide_token(token, self.clock.moment(), door_hint=door_hint)
+        decision = self.core.decide_token(
+            token, self.clock.moment(), door_hint=door_hint, decide_unverified=False
+        )
         return await self._answer(decision, started)
 
     async def mobile_factor(

@@ -1,7 +1,9 @@
 """Forged, stale and replayed tokens against remote unlock and /v1/factors.
 
 None may grant. Remote unlock refuses its caller (401, the reason as the
-error code); /v1/factors answers a recorded denial with the reason.
+error code). /v1/factors refuses a token no trusted key signed the same way
+(401, no audit record: anybody's bytes); a genuine token that fails a later
+check is a recorded denial with the reason.
 """
 
 from __future__ import annotations
@@ -78,6 +80,9 @@ ATTACKS: dict[str, tuple[Callable[[Rig, dict[str, Any], dict[str, Any], Any], st
     "garbage": (lambda r, h, c, k: "garbage.not-a.token", "token_invalid"),
     "not_jws": (lambda r, h, c, k: "%%%%", "token_invalid"),
 }
+# Attacks whose signature never verifies against a trusted key.
+UNVERIFIED = frozenset({"bad_signature", "other_key", "alg_none", "hs256_public_pem",
+                        "unknown_kid", "oversized", "garbage", "not_jws"})
 
 
 @pytest.fixture
@@ -131,9 +136,15 @@ async def test_factor_token_attack_is_denied(rig: tuple[Rig, Client], attack: st
         # door-mismatch check belongs to URLs that name a door.
         assert resp.status == 200
         return
+    if attack in UNVERIFIED:
+        assert resp.status == 401, await resp.text()
+        assert (await resp.json())["error"]["code"] == reason
+        assert await r.services.audit.page(0, 10) == []
+        return
     assert resp.status == 200, await resp.text()
     body = await resp.json()
     assert (body["result"], body["reason"]) == ("denied", reason)
+    assert [e["reason"] for e in await r.services.audit.page(0, 10)] == [reason]
     assert await _granted_in_audit(r) == 0
 
 
@@ -193,3 +204,35 @@ async def test_header_beyond_the_http_limit_never_reaches_a_decision(
                              headers={"Authorization": f"Bearer {token}"})
     assert resp.status == 400
     assert await r.services.audit.page(0, 10) == []
+
+
+async def test_junk_on_factors_makes_no_audit_rows_but_is_counted(
+    rig: tuple[Rig, Client],
+) -> None:
+    """Issue 8 item 5: 20,000 junk posts once made 20,000 fsynced rows."""
+    r, client = rig
+    header, claims, key = _factor_parts(r)
+    junk = [make(r, header, {**claims, "jti": new_jti()}, key)
+            for name, (make, _) in sorted(ATTACKS.items()) if name in UNVERIFIED]
+    for i in range(200):
+        resp = await client.post("/v1/factors", data=junk[i % len(junk)])
+        assert resp.status == 401
+        body = await resp.json()
+        assert set(body) == {"error"} and body["error"]["code"] == "token_invalid"
+    assert await r.services.audit.page(0, 10) == []
+    metrics = await (await client.get("/metrics")).text()
+    assert 'passbridge_token_failures_total{path="factor",reason="token_invalid"} 200' in metrics
+    assert "passbridge_decisions_total{" not in metrics
+
+
+async def test_genuine_but_expired_factor_token_is_one_audited_denial(
+    rig: tuple[Rig, Client],
+) -> None:
+    r, client = rig
+    header, claims, key = _factor_parts(r)
+    stale = _sign(key, header, {**claims, "iat": claims["iat"] - 100, "exp": claims["iat"] - 80})
+    resp = await client.post("/v1/factors", data=stale)
+    assert resp.status == 200
+    assert (await resp.json())["reason"] == "token_expired"
+    events = await r.services.audit.page(0, 10)
+    assert [(e["result"], e["reason"]) for e in events] == [("denied", "token_expired")]

@@ -41,7 +41,7 @@ from passbridge.core.model import (
 )
 from passbridge.core.pin import pin_hash, pin_matches
 from passbridge.core.schedule import Override, minute_is_uniform, resolve_state
-from passbridge.core.tokens import FactorTokenVerifier, TokenRejection
+from passbridge.core.tokens import FactorTokenVerifier, TokenRejection, UnverifiedToken
 from passbridge.core.two_factor import PendingCard, TwoFactorMemory
 from passbridge.errors import ConfigError, Problem, UnknownDoor
 
@@ -255,13 +255,28 @@ class DoorCore:
             p.factor, p.side, p.user, p.credential, p.secret, p.evidence, moment,
         )
 
-    def decide_token(self, token: str, moment: Moment, *, door_hint: str | None = None) -> Decision:
+    def decide_token(
+        self,
+        token: str,
+        moment: Moment,
+        *,
+        door_hint: str | None = None,
+        decide_unverified: bool = True,
+    ) -> Decision:
         """A signed factor token from a trusted bridge.
 
         ``door_hint`` is the door the request was addressed to (a URL path);
-        a token for another door is invalid there.
+        a token for another door is invalid there. ``decide_unverified``
+        False: a token whose signature does not verify against a trusted key
+        raises UnverifiedToken instead of becoming a denial (input from
+        outside the process, which nobody can be held to; see
+        docs/decisions.md). A verified token that fails a later check is a
+        denial either way.
         """
         if self._tokens is None:
+            if not decide_unverified:
+                raise UnverifiedToken(
+                    TokenRejection(Reason.TOKEN_INVALID, "no bridge keys are trusted"))
             return self._reject_token(
                 Reason.TOKEN_INVALID, "no bridge keys are trusted", door_hint, moment
             )
@@ -273,6 +288,8 @@ class DoorCore:
             log.exception("token verifier failed")
             return self._reject_token(Reason.INTERNAL_ERROR, "verifier error", door_hint, moment)
         if isinstance(checked, TokenRejection):
+            if not (checked.verified or decide_unverified):
+                raise UnverifiedToken(checked)
             return self._reject_token(checked.reason, checked.detail, door_hint, moment)
         # The evidence dict was parsed from this very token: no one else holds it.
         user, door_id, side, factor, credential, evidence, _jti = checked

@@ -98,8 +98,8 @@ def document(*, simulated: bool = False) -> dict[str, Any]:
             },
             "/v1/factors": {
                 "post": _decision_op(
-                    "A factor token from a trusted bridge", "bridgeToken", _TOKEN_BODY,
-                    (400, 404, 413),
+                    "A factor token from a trusted bridge (401: no trusted key signed it)",
+                    "bridgeToken", _TOKEN_BODY, (400, 401, 404, 413),
                 ),
             },
             "/v1/doors/{door}/card": {

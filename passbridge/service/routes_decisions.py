@@ -18,6 +18,7 @@ from passbridge.core.decision import Decision
 from passbridge.core.model import Factor, Reason, Side
 from passbridge.core.tokens import (
     TokenRejection,
+    UnverifiedToken,
     VerifiedBackendRequest,
     verify_backend_request,
     verify_nearby_request,
@@ -131,7 +132,11 @@ def _proximity_evidence(services: Services, adv: str) -> dict[str, Any]:
 async def factor_token(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     token = await body_text(request)
-    return _answer(await services.controller.token(token))
+    try:
+        return _answer(await services.controller.token(token))
+    except UnverifiedToken as unverified:
+        # Anybody's bytes: 401 and a counter, never an audit row.
+        raise refused(services, "factor", unverified.rejection) from None
 
 
 def _device(request: web.Request, services: Services) -> None:

@@ -61,6 +61,7 @@ from passbridge.core.tokens.factor import (
 from passbridge.core.tokens.jws import (
     HeaderVerdict,
     TokenRejection,
+    UnverifiedToken,
     VerifiedJws,
     Vouch,
     verify_jws,
@@ -118,6 +119,7 @@ __all__ = [
     "ReplayVerdict",
     "SignatureCheck",
     "TokenRejection",
+    "UnverifiedToken",
     "VerificationKey",
     "VerifiedBackendRequest",
     "VerifiedFactor",

@@ -35,14 +35,34 @@ from passbridge.core.tokens.trust import KeyResolver, VerificationKey
 
 @dataclass(frozen=True, slots=True)
 class TokenRejection:
-    """Why a token was refused: a rules.md reason and a detail for operators."""
+    """Why a token was refused: a rules.md reason and a detail for operators.
+
+    ``verified``: the signature checked out against a trusted key and a later
+    check refused it (claims, scope, times, replay). Such a token is
+    attributable and its refusal is an audited decision; an unverified one
+    (not a JWS, unknown key, bad signature) is anybody's input, answered
+    without a durable write.
+    """
 
     reason: Reason
     detail: str
+    verified: bool = False
 
     @property
     def ok(self) -> bool:
         return False
+
+
+class UnverifiedToken(Exception):
+    """A token no trusted key signed, where the caller asked not to decide on it.
+
+    Nothing is attributable to it (anyone can send bytes), so it becomes no
+    decision and no audit record: the HTTP edge answers 401 and counts it.
+    """
+
+    def __init__(self, rejection: TokenRejection) -> None:
+        super().__init__(rejection.detail)
+        self.rejection = rejection
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +83,11 @@ class VerifiedJws:
 
 def _invalid(detail: str) -> TokenRejection:
     return TokenRejection(Reason.TOKEN_INVALID, detail)
+
+
+def _signed_but(rejection: TokenRejection) -> TokenRejection:
+    """The same refusal, of a token whose signature did verify."""
+    return TokenRejection(rejection.reason, rejection.detail, verified=True)
 
 
 _NUMBER_TYPES = (int, float)
@@ -321,20 +346,20 @@ def _check(
     if p.claims_pass is None or not p.claims_pass(claims, key.issuer, p.audience):
         problem = _claims_problem(claims, key, p)
         if problem is not None:
-            return problem
+            return _signed_but(problem)
     if p.check_key is not None:
         out_of_scope = p.check_key(claims, key)
         if out_of_scope is not None:
-            return _invalid(out_of_scope)
+            return _signed_but(_invalid(out_of_scope))
     jti, iat, exp, nbf = claims["jti"], claims["iat"], claims["exp"], get("nbf")
 
     # --- times, against the injected clock
     now = now_seconds()
     leeway = p.leeway
     if iat > now + leeway:
-        return _invalid("issued in the future")
+        return _signed_but(_invalid("issued in the future"))
     if nbf is not None and nbf > now + leeway:
-        return _invalid("not yet valid")
+        return _signed_but(_invalid("not yet valid"))
     if now > exp + leeway:
         return _EXPIRED
 
@@ -346,8 +371,8 @@ def _check(
         return header, claims, key, jti, iat, exp
     if verdict is _USED:
         return _REPLAYED
-    return _invalid("replay cache full")
+    return _signed_but(_invalid("replay cache full"))
 
 
-_EXPIRED = TokenRejection(Reason.TOKEN_EXPIRED, "token expired")
-_REPLAYED = TokenRejection(Reason.TOKEN_REPLAYED, "token already used")
+_EXPIRED = TokenRejection(Reason.TOKEN_EXPIRED, "token expired", verified=True)
+_REPLAYED = TokenRejection(Reason.TOKEN_REPLAYED, "token already used", verified=True)
