@@ -136,6 +136,7 @@ class DoorCore:
             for door_id in self._site.doors:
                 if door_id not in site.doors:
                     self._memory.forget_door(door_id)
+                    self._memory.forget_keypads(door_id)
             self._schedule_cache.clear()
             self._site = site
 
@@ -578,15 +579,31 @@ class DoorCore:
         return self._decision(ctx, Reason.PIN_INCORRECT, user=user, credential=pending.credential)
 
     def _pin_alone(self, ctx: _Context, code: str) -> Decision:
-        """PIN-only entry: the code is the credential (doors with a keypad)."""
+        """PIN-only entry: the code is the credential (doors with a keypad).
+
+        The keypad is limited, not the user (rules.md "Keypad lockout"): 5
+        codes in a row that do not open lock its PIN-only entry, and while it
+        is locked no code is even looked up.
+        """
+        door_id, side, now = ctx.door.id, ctx.side, ctx.moment.elapsed
+        remaining = self._memory.keypad_remaining(door_id, side, now)
+        if remaining > 0.0:
+            return self._decision(
+                ctx, Reason.LOCKED_OUT,
+                detail=f"keypad locked after wrong codes: {remaining:.0f} s left",
+            )
         owners = self._site.users_by_pin_hash.get(pin_hash(self._pin_key, code), ())
         users = [self._site.users[u] for u in owners if u in self._site.users]
-        if not users:
-            return self._decision(ctx, Reason.PIN_INCORRECT)
         for user in users:
-            if user.may_open(ctx.door.id):
+            if user.may_open(door_id):
+                self._memory.keypad_opened(door_id, side)
                 return self._decision(ctx, Reason.ACCESS_GRANTED, user=user)
-        return self._decision(ctx, Reason.NO_ACCESS, user=users[0])
+        # A code that does not open this door counts, whoever it belongs to.
+        locks = self._memory.keypad_wrong(door_id, side, now)
+        detail = "too many wrong codes: keypad locked for PIN-only entry" if locks else None
+        if not users:
+            return self._decision(ctx, Reason.PIN_INCORRECT, detail=detail)
+        return self._decision(ctx, Reason.NO_ACCESS, user=users[0], detail=detail)
 
     # --- helpers -----------------------------------------------------------
     @staticmethod

@@ -1,7 +1,11 @@
 """Two-factor entry: the pending card at each door side, and PIN lockouts.
 
-Plain data with elapsed-time arithmetic; the engine decides what a step
-means, this module only remembers what happened.
+Two kinds of lockout share one counting rule (5 wrong codes in a row lock
+for 60 s, each further lockout doubles up to 15 min): a user's two-factor
+entry at a door, and a keypad's PIN-only entry (rules.md "Keypad lockout":
+a code alone cannot be attributed to a user, so the keypad itself is
+limited). Plain data with elapsed-time arithmetic; the engine decides what
+a step means, this module only remembers what happened.
 """
 
 from __future__ import annotations
@@ -30,22 +34,45 @@ class PendingCard:
 
 @dataclass(slots=True)
 class LockoutRecord:
+    """Wrong codes in a row, and the lockouts they caused since the last reset."""
+
     wrong_pins: int = 0
     lockouts: int = 0
     locked_until: float = float("-inf")
 
+    def locked(self, now: float) -> bool:
+        """A lockout started at t of length d denies up to, not including, t + d."""
+        return now < self.locked_until
+
+    def remaining(self, now: float) -> float:
+        return max(0.0, self.locked_until - now)
+
+    def wrong(self, now: float) -> bool:
+        """Count a wrong code; True when this one starts a lockout (and the
+        count starts again)."""
+        self.wrong_pins += 1
+        if self.wrong_pins < WRONG_PINS_BEFORE_LOCKOUT:
+            return False
+        self.wrong_pins = 0
+        self.lockouts += 1
+        seconds = min(FIRST_LOCKOUT_SECONDS * 2 ** (self.lockouts - 1), LONGEST_LOCKOUT_SECONDS)
+        self.locked_until = now + seconds
+        return True
+
 
 class TwoFactorMemory:
-    """Pending cards keyed by (door, side); lockout records by (user, door).
+    """Pending cards keyed by (door, side); lockout records by (user, door)
+    and, for PIN-only entry, by keypad (door, side).
 
-    Memory stays bounded: one pending card per door side, and a lockout
-    record only for users who have typed a wrong code at that door since
-    their last successful entry there.
+    Memory stays bounded: one pending card and one keypad record per door
+    side, and a user lockout record only for users who have typed a wrong
+    code at that door since their last successful entry there.
     """
 
     def __init__(self) -> None:
         self._pending: dict[tuple[str, Side], PendingCard] = {}
         self._lockouts: dict[tuple[str, str], LockoutRecord] = {}
+        self._keypads: dict[tuple[str, Side], LockoutRecord] = {}
 
     # --- pending cards -------------------------------------------------
     def pending(self, door: str, side: Side) -> PendingCard | None:
@@ -61,27 +88,42 @@ class TwoFactorMemory:
         for key in [k for k in self._pending if k[0] == door]:
             del self._pending[key]
 
+    def forget_keypads(self, door: str) -> None:
+        """A door that no longer exists: its keypads' records go too.
+
+        Not part of ``forget_door``: an override ends pending cards, but
+        must not give a keypad under attack fresh tries.
+        """
+        for key in [k for k in self._keypads if k[0] == door]:
+            del self._keypads[key]
+
     # --- lockouts ------------------------------------------------------
     def locked_out(self, user: str, door: str, now: float) -> bool:
         record = self._lockouts.get((user, door))
-        return record is not None and now < record.locked_until
+        return record is not None and record.locked(now)
 
     def lockout_remaining(self, user: str, door: str, now: float) -> float:
         record = self._lockouts.get((user, door))
-        return 0.0 if record is None else max(0.0, record.locked_until - now)
+        return 0.0 if record is None else record.remaining(now)
 
     def wrong_pin(self, user: str, door: str, now: float) -> bool:
         """Count a wrong code; True when this one starts a lockout."""
-        record = self._lockouts.setdefault((user, door), LockoutRecord())
-        record.wrong_pins += 1
-        if record.wrong_pins < WRONG_PINS_BEFORE_LOCKOUT:
-            return False
-        record.wrong_pins = 0
-        record.lockouts += 1
-        seconds = min(FIRST_LOCKOUT_SECONDS * 2 ** (record.lockouts - 1), LONGEST_LOCKOUT_SECONDS)
-        record.locked_until = now + seconds
-        return True
+        return self._lockouts.setdefault((user, door), LockoutRecord()).wrong(now)
 
     def entered(self, user: str, door: str) -> None:
         """A successful two-factor entry resets the count and the doubling."""
         self._lockouts.pop((user, door), None)
+
+    # --- keypad lockouts (PIN-only entry) ------------------------------
+    def keypad_remaining(self, door: str, side: Side, now: float) -> float:
+        """Seconds the keypad's PIN-only entry stays locked; 0.0 when open."""
+        record = self._keypads.get((door, side))
+        return 0.0 if record is None or not record.locked(now) else record.remaining(now)
+
+    def keypad_wrong(self, door: str, side: Side, now: float) -> bool:
+        """Count a PIN-only code that did not open; True when it locks the keypad."""
+        return self._keypads.setdefault((door, side), LockoutRecord()).wrong(now)
+
+    def keypad_opened(self, door: str, side: Side) -> None:
+        """A correct code resets the keypad's count and its doubling."""
+        self._keypads.pop((door, side), None)
