@@ -314,6 +314,7 @@ async def test_aliro_authentication_over_gatt(sim23: Air) -> None:
     assert outcome.authenticated is not None and outcome.authenticated.credential_id == "cred-7"
     assert outcome.granted and outcome.finished and not outcome.repeat
     assert site.applet.last_door_status is True
+    assert site.applet.last_reader_status == ReaderStatus.STATE_UNSECURED
     assert site.decided == ["cred-7"]
     await eventually(lambda: phone.open_connections == 0)
 
@@ -326,6 +327,9 @@ async def test_aliro_authentication_over_gatt(sim23: Air) -> None:
     again = await client.run(phone.address, site.handler(), adv_id=phone.adv_id)  # type: ignore[arg-type]
     assert again.authenticated is not None and again.repeat and not again.granted
     assert site.decided == ["cred-7"]
+    # Nothing new decided: accepted, door state unknown (a listed success code).
+    assert site.applet.last_reader_status == ReaderStatus.STATE_UNKNOWN
+    assert again.finished
 
 
 async def test_nfc_keyed_phone_cannot_authenticate_over_ble(sim: Air) -> None:

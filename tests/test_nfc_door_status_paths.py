@@ -19,8 +19,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from passbridge.adapters.keystore import MemoryKeyStore
 from passbridge.bridge import nfc_tap
+from passbridge.bridge.nfc_tap import TapRequest, tap_reader_status
 from passbridge.clock import ManualClock, SystemClock
-from passbridge.core.model import DoorState, Reason, Result, Side
+from passbridge.core.model import DoorState, Factor, Reason, Result, Side
 from passbridge.service.app import create_app
 from passbridge.service.hardware import NfcDoorReader, Placement
 from passbridge.service.runtime import Services, memory_services
@@ -100,6 +101,27 @@ async def test_a_detail_the_core_gives_keeps_it_and_adds_the_flow(air: Air) -> N
     assert refused.decision.reason is Reason.NO_ACCESS
     assert refused.decision.detail == "user disabled; NFC STANDARD tap"
     assert refused.phone_status == 0x0025
+
+
+async def test_bluetooth_tells_the_phone_the_same_table(air: Air) -> None:
+    refused = await air.radios.ble_unlock("alice-phone", "lab", rssi=-40)
+    assert refused.reason is Reason.BLE_NOT_ALLOWED
+    applet = air.radios._ble_phones["alice-phone"].process.__self__  # type: ignore[attr-defined]
+    assert applet.last_reader_status == 0x0025 and applet.last_door_status is False
+
+
+async def test_no_decision_in_time_tells_the_phone_the_reader_failed(air: Air) -> None:
+    # decide() gave up (timeout or error) before any decision arrived: the door
+    # stays shut and the phone is not told it was refused by its rights.
+    assert tap_reader_status(TapRequest(credential_id="alice-phone"), False) == 0x0026
+    # A decision that arrived after decide() gave up does not override the answer.
+    late = await air.services.controller.mobile_factor(
+        user="alice", door="front", side=Side.IN, factor=Factor.NFC,
+        credential="alice-phone", evidence={"txn": "00" * 16, "flow": "FAST"})
+    assert late.granted
+    request = TapRequest(credential_id="alice-phone", decision=late)
+    assert tap_reader_status(request, False) == 0x0026
+    assert tap_reader_status(request, True) == 0x0101
 
 
 async def test_a_phone_refusing_the_door_status_is_logged_and_counted(
