@@ -22,6 +22,7 @@ from passbridge.core.tokens import (
     private_key_to_pem,
     public_key_to_pem,
 )
+from passbridge.protocol.ble_advert import derive_proximity_key, rotating_id, slot_at
 from passbridge.service.device_keys import DeviceKeys
 from passbridge.service.runtime import Services, memory_services
 from passbridge.site_file import parse_site
@@ -103,12 +104,21 @@ def admin_token(keys: Keys, clock: Clock, user: str = "alice", role: str = "site
 
 
 def nearby_token(key: Any, clock: Clock, *, cred: str, door: str, adv: str,
-                 **claims: Any) -> str:
+                 kid: str | None = None, **claims: Any) -> str:
+    """A phone's nearby request; the header ``kid`` is ``cred`` as the app sends it."""
     now = int(clock.now().timestamp())
     body: dict[str, Any] = {"cred": cred, "door": door, "adv": adv, "iat": now,
                             "exp": now + 30, "jti": new_jti()}
     body.update(claims)
-    return jwt.encode(body, key, algorithm="ES256")
+    return jwt.encode(body, key, algorithm="ES256", headers={"kid": cred if kid is None else kid})
+
+
+def phone_adv(rig: Rig, cred: str) -> bytes:
+    """The rotating id ``cred``'s phone advertises now, computed on the phone's
+    side (its key and the site's reader public key), as a phone app would."""
+    reader = rig.keystore.reader_identity().public_key
+    key = derive_proximity_key(rig.keys.phones[cred], reader)
+    return rotating_id(key, slot_at(rig.clock.now().timestamp()))
 
 
 def bridge_minter(keys: Keys, clock: Clock) -> FactorTokenMinter:

@@ -104,7 +104,8 @@ async def test_one_reader_cooldown_follows_grants_only(air: Air) -> None:
     identity = air.keystore.reader_identity()
     applet = air.radios.phone("alice-phone").applet(identity.public_key, interface=Interface.BLE)
     phone = SimulatedBlePhone(bumble, applet.process, rssi=-90)
-    scanner = ProximityScanner(air.services.proximity, backend=bumble.scanner_backend)
+    table = air.services.proximity.radio("front")
+    scanner = ProximityScanner(table, backend=bumble.scanner_backend)
     client = BleUnlockClient(backend=bumble.client_backend, clock=air.services.clock)
     unlocker = BleDoorUnlocker(air.services.controller, client, identity, air.keystore, "front")
     await phone.start()
@@ -115,7 +116,7 @@ async def test_one_reader_cooldown_follows_grants_only(air: Air) -> None:
             phone.rssi = rssi
             await phone.rotate()
             for _ in range(500):
-                sighting = air.services.proximity.seen(phone.adv_id, min_rssi=-127)
+                sighting = table.seen(phone.adv_id, min_rssi=-127)
                 if sighting is not None and sighting.rssi == rssi:
                     return await unlocker.unlock(sighting)
                 await asyncio.sleep(0.005)

@@ -23,10 +23,9 @@ from tests.service_support import (
     bridge_minter,
     make_rig,
     nearby_token,
+    phone_adv,
     remote_token,
 )
-
-ADV = bytes.fromhex("0102030405060708")
 
 
 @pytest.fixture
@@ -107,18 +106,26 @@ async def test_remote_unlock_without_bearer_is_401(rig: tuple[Rig, Client]) -> N
 # --- nearby ------------------------------------------------------------------
 
 
-async def _nearby(r: Rig, client: Client, cred: str, door: str, adv: bytes = ADV) -> Any:
+async def _nearby(r: Rig, client: Client, cred: str, door: str, adv: bytes | None = None) -> Any:
+    adv = phone_adv(r, cred) if adv is None else adv
     token = nearby_token(r.keys.phones[cred], r.clock, cred=cred, door=door,
                          adv=format_adv_id(adv))
     return await client.post(f"/v1/doors/{door}/nearby-unlock", data=token,
                              headers={"Content-Type": "application/jwt"})
 
 
+def heard(r: Rig, door: str, cred: str, rssi: int, side: Side = Side.IN) -> bytes:
+    """The radio at ``door``/``side`` hears ``cred``'s phone now."""
+    adv = phone_adv(r, cred)
+    r.services.proximity.radio(door, side).observe(adv, rssi)
+    return adv
+
+
 async def test_nearby_unlock_needs_fresh_proximity(rig: tuple[Rig, Client]) -> None:
     r, client = rig
     unseen = await (await _nearby(r, client, "bob-phone", "front")).json()
     assert (unseen["result"], unseen["reason"]) == ("denied", "not_nearby")
-    r.services.proximity.observe(ADV, -70)
+    heard(r, "front", "bob-phone", -70)
     r.clock.advance(2)
     seen = await (await _nearby(r, client, "bob-phone", "front")).json()
     assert (seen["result"], seen["reason"], seen["user"]) == ("granted", "bypass_nearby", "bob")
@@ -129,7 +136,7 @@ async def test_nearby_unlock_needs_fresh_proximity(rig: tuple[Rig, Client]) -> N
 
 async def test_nearby_weak_signal_is_not_nearby(rig: tuple[Rig, Client]) -> None:
     r, client = rig
-    r.services.proximity.observe(ADV, -85)
+    heard(r, "side", "bob-phone", -85)
     body = await (await _nearby(r, client, "bob-phone", "side")).json()
     assert body["reason"] == "not_nearby"
 
@@ -145,7 +152,7 @@ async def test_nearby_from_unenrolled_phone_is_401(rig: tuple[Rig, Client]) -> N
 
 async def test_nearby_from_revoked_phone_is_a_recorded_denial(rig: tuple[Rig, Client]) -> None:
     r, client = rig
-    r.services.proximity.observe(ADV, -60)
+    heard(r, "side", "bob-phone", -60)
     r.keystore.revoke_phone("bob-phone")
     body = await (await _nearby(r, client, "bob-phone", "side")).json()
     assert (body["result"], body["reason"], body["credential"]) == (
@@ -156,18 +163,18 @@ async def test_nearby_from_revoked_phone_is_a_recorded_denial(rig: tuple[Rig, Cl
 
 async def test_nearby_signed_by_another_phone_key_is_401(rig: tuple[Rig, Client]) -> None:
     r, client = rig
-    r.services.proximity.observe(ADV, -60)
+    heard(r, "side", "bob-phone", -60)
     token = nearby_token(r.keys.phones["alice-phone"], r.clock, cred="bob-phone", door="side",
-                         adv=format_adv_id(ADV))
+                         adv=format_adv_id(phone_adv(r, "bob-phone")))
     resp = await client.post("/v1/doors/side/nearby-unlock", data=token)
     assert await error_of(resp, 401) == "token_invalid"
 
 
 async def test_nearby_for_another_door_and_replay_are_401(rig: tuple[Rig, Client]) -> None:
     r, client = rig
-    r.services.proximity.observe(ADV, -60)
+    heard(r, "side", "bob-phone", -60)
     token = nearby_token(r.keys.phones["bob-phone"], r.clock, cred="bob-phone", door="side",
-                         adv=format_adv_id(ADV))
+                         adv=format_adv_id(phone_adv(r, "bob-phone")))
     other = await client.post("/v1/doors/front/nearby-unlock", data=token)
     assert await error_of(other, 401) == "token_invalid"
     first = await client.post("/v1/doors/side/nearby-unlock", json={"token": token})
@@ -178,20 +185,21 @@ async def test_nearby_for_another_door_and_replay_are_401(rig: tuple[Rig, Client
 
 async def test_nearby_expired_or_not_yet_valid_is_401(rig: tuple[Rig, Client]) -> None:
     r, client = rig
-    r.services.proximity.observe(ADV, -60)
+    heard(r, "side", "bob-phone", -60)
     late = nearby_token(r.keys.phones["bob-phone"], r.clock, cred="bob-phone", door="side",
-                        adv=format_adv_id(ADV))
+                        adv=format_adv_id(phone_adv(r, "bob-phone")))
     r.clock.advance(36)  # 30 s lifetime + 5 s leeway, and one more
-    r.services.proximity.observe(ADV, -60)
+    heard(r, "side", "bob-phone", -60)
     resp = await client.post("/v1/doors/side/nearby-unlock", data=late)
     assert await error_of(resp, 401) == "token_expired"
     now = int(r.clock.now().timestamp())
     early = nearby_token(r.keys.phones["bob-phone"], r.clock, cred="bob-phone", door="side",
-                         adv=format_adv_id(ADV), iat=now + 60, exp=now + 90)
+                         adv=format_adv_id(phone_adv(r, "bob-phone")), iat=now + 60, exp=now + 90)
     resp = await client.post("/v1/doors/side/nearby-unlock", data=early)
     assert await error_of(resp, 401) == "token_invalid"
     too_long = nearby_token(r.keys.phones["bob-phone"], r.clock, cred="bob-phone",
-                            door="side", adv=format_adv_id(ADV), exp=now + 3600)
+                            door="side", adv=format_adv_id(phone_adv(r, "bob-phone")),
+                            exp=now + 3600)
     resp = await client.post("/v1/doors/side/nearby-unlock", data=too_long)
     assert await error_of(resp, 401) == "token_invalid"
 
@@ -436,7 +444,7 @@ async def test_internal_fault_is_json_500_without_trace(rig: tuple[Rig, Client])
 
     r.keystore.phone = broken  # type: ignore[method-assign]
     token = nearby_token(r.keys.phones["bob-phone"], r.clock, cred="bob-phone", door="side",
-                         adv=format_adv_id(ADV))
+                         adv=format_adv_id(phone_adv(r, "bob-phone")))
     resp = await client.post("/v1/doors/side/nearby-unlock", data=token)
     # The verifier turns any surprise into a refusal: never a grant, never a trace.
     assert resp.status in (401, 500)

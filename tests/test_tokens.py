@@ -26,11 +26,13 @@ from passbridge.core.tokens import (
     FactorTokenMinter,
     FactorTokenVerifier,
     MintedTokens,
+    RefusedNearbyRequest,
     ReplayCache,
     ReplayVerdict,
     TokenRejection,
     VerificationKey,
     VerifiedFactor,
+    VerifiedNearbyRequest,
     generate_private_key,
     load_private_key_pem,
     load_public_key_pem,
@@ -486,12 +488,14 @@ def phone_lookup(cred: str) -> bytes | None:
     return p256_point(PHONE_KEY) if cred == "phone-1" else None
 
 
-def nearby_token(clock: ManualClock, key: Any = PHONE_KEY, **overrides: Any) -> str:
+def nearby_token(clock: ManualClock, key: Any = PHONE_KEY, *, kid: str | None = "phone-1",
+                 **overrides: Any) -> str:
     iat = int(clock.now().timestamp())
     body: dict[str, Any] = {"cred": "phone-1", "door": "front", "adv": "a1b2c3",
                             "iat": iat, "exp": iat + 30, "jti": new_jti()}
     body.update(overrides)
-    return jwt.encode(body, key, algorithm="ES256")
+    return jwt.encode(body, key, algorithm="ES256",
+                      headers=None if kid is None else {"kid": kid})
 
 
 def test_nearby_request_verifies_once(clock: ManualClock) -> None:
@@ -513,9 +517,32 @@ def test_nearby_request_rejections(clock: ManualClock) -> None:
     assert "signature" in check(nearby_token(clock, key=OTHER_ES_KEY))
     assert "unknown key" in check(nearby_token(clock, cred="phone-9"))
     assert "another door" in check(nearby_token(clock, door="back"), door="front")
+    assert "side must be" in check(nearby_token(clock, side="up"))
     body = jwt.decode(nearby_token(clock), options={"verify_signature": False})
     del body["adv"]
     check(jwt.encode(body, PHONE_KEY, algorithm="ES256"))
+
+
+@pytest.mark.parametrize("kid", [None, "phone-2", ""])
+def test_nearby_request_kid_must_name_cred(clock: ManualClock, kid: str | None) -> None:
+    """Signed by phone-1's key (picked by ``cred``), but the header names
+    another key or none: attributable, refused as token_invalid, jti spent."""
+    cache = ReplayCache()
+    token = nearby_token(clock, kid=kid)
+    got = verify_nearby_request(token, phone_lookup, clock=clock, replay_cache=cache)
+    assert isinstance(got, RefusedNearbyRequest) and not got.ok
+    assert (got.credential, got.rejection.reason) == ("phone-1", Reason.TOKEN_INVALID)
+    rejected(verify_nearby_request(token, phone_lookup, clock=clock, replay_cache=cache),
+             Reason.TOKEN_REPLAYED)
+
+
+def test_nearby_request_side_claim_is_only_a_claim(clock: ManualClock) -> None:
+    got = verify_nearby_request(nearby_token(clock, side="out"), phone_lookup, clock=clock,
+                                replay_cache=ReplayCache())
+    assert isinstance(got, VerifiedNearbyRequest) and got.claimed_side is Side.OUT
+    plain = verify_nearby_request(nearby_token(clock), phone_lookup, clock=clock,
+                                  replay_cache=ReplayCache())
+    assert isinstance(plain, VerifiedNearbyRequest) and plain.claimed_side is None
 
 
 @pytest.mark.parametrize("bad", [

@@ -3,9 +3,10 @@
 Two jobs share the radio:
 
 * ``ProximityScanner`` listens for passbridge advertisements and keeps a
-  ``ProximityTable`` of rotating identifiers with their best recent RSSI. A
-  Nearby unlock asks it ``seen(adv_id)``; a Bluetooth unlock takes the RSSI
-  of the phone it connects to from it.
+  ``ProximityTable`` of rotating identifiers with their best recent RSSI,
+  one table per door radio (``ProximityRadios``). A Nearby unlock asks the
+  tables of its door ``heard_at(door, adv_id)``; a Bluetooth unlock takes
+  the RSSI of the phone it connects to from its radio's table.
 * ``BleUnlockClient`` connects to one phone, subscribes to its response
   characteristic and gives a handler an ``exchange(bytes) -> bytes`` link, the
   same shape as the NFC path, so the caller drives the same ReaderTransaction
@@ -35,6 +36,7 @@ from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 from bleak.exc import BleakError
 
 from passbridge.clock import Clock, SystemClock
+from passbridge.core.model import Side
 from passbridge.protocol.aliro_reader import (
     Authenticated,
     Failed,
@@ -189,6 +191,75 @@ class ProximityTable:
     def prune(self) -> None:
         """Drop everything older than ``max_age`` now (observe does it as it goes)."""
         self._expire(self._clock.elapsed())
+
+    def forget(self, adv_id: bytes) -> None:
+        """Drop what was heard of ``adv_id`` (a simulated phone that left)."""
+        self._entries.pop(adv_id, None)
+
+
+@dataclass(frozen=True, slots=True)
+class RadioSighting:
+    """A sighting and the door radio that heard it."""
+
+    door: str
+    side: Side
+    sighting: Sighting
+
+
+class ProximityRadios:
+    """One ProximityTable per door radio (door and side).
+
+    Nearby evidence belongs to one door (interfaces.md): a phone heard by the
+    garage adapter is no evidence at the front door, and the side of a
+    nearby unlock is the side of the radio that heard the phone. So every
+    radio (a BLE adapter placed with ``--ble hci0=front:out``, or a
+    simulated one) feeds its own table, and evidence is looked up only in
+    the tables of the asked door.
+    """
+
+    def __init__(
+        self, clock: Clock | None = None, *, max_age: float = NEARBY_WINDOW, capacity: int = 16384
+    ) -> None:
+        self._clock = clock or SystemClock()
+        self._max_age = max_age
+        self._capacity = capacity
+        self._tables: dict[tuple[str, Side], ProximityTable] = {}
+
+    def radio(self, door: str, side: Side = Side.IN) -> ProximityTable:
+        """The table of the radio at ``door``/``side``, made on first use."""
+        table = self._tables.get((door, side))
+        if table is None:
+            table = ProximityTable(self._clock, max_age=self._max_age, capacity=self._capacity)
+            self._tables[(door, side)] = table
+        return table
+
+    def radios(self) -> list[tuple[str, Side]]:
+        return list(self._tables)
+
+    def heard_at(
+        self,
+        door: str,
+        adv_id: bytes,
+        min_rssi: int = NEARBY_MIN_RSSI,
+        within: float = NEARBY_WINDOW,
+    ) -> list[RadioSighting]:
+        """Every radio of ``door`` that heard ``adv_id`` strongly and recently
+        enough, strongest first (entry before exit on equal RSSI)."""
+        found: list[RadioSighting] = []
+        for side in (Side.IN, Side.OUT):
+            table = self._tables.get((door, side))
+            if table is None:
+                continue
+            sighting = table.seen(adv_id, min_rssi, within)
+            if sighting is not None:
+                found.append(RadioSighting(door, side, sighting))
+        found.sort(key=lambda r: -r.sighting.rssi)  # stable: IN stays first on a tie
+        return found
+
+    def forget(self, adv_id: bytes) -> None:
+        """Drop ``adv_id`` from every radio's table."""
+        for table in self._tables.values():
+            table.forget(adv_id)
 
 
 class ProximityScanner:

@@ -43,6 +43,7 @@ from passbridge.core.tokens import (
     public_key_to_pem,
 )
 from passbridge.protocol.aliro_reader import ReaderIdentity
+from passbridge.protocol.ble_advert import derive_proximity_key
 
 PIN_KEY_BYTES = 32
 TRUST_KINDS = frozenset({"backend", "bridge"})
@@ -95,6 +96,8 @@ class KeyStore(Protocol):
                                 kpersistent: bytes) -> None: ...
     def add_trusted_key(self, kind: str, key: TrustedKey) -> None: ...
     def trusted_keys(self, kind: str) -> list[TrustedKey]: ...
+    def proximity_keys(self) -> list[tuple[str, bytes]]: ...
+    def proximity_version(self) -> tuple[int, ...]: ...
     def close(self) -> None: ...
 
 
@@ -154,6 +157,9 @@ class MemoryKeyStore:
         self._by_key: dict[bytes, str] = {}
         self._persistent: dict[str, tuple[bytes, bytes]] = {}
         self._trust: dict[str, dict[str, TrustedKey]] = {k: {} for k in TRUST_KINDS}
+        # credential id -> proximity key (resolvable BLE ids), and a change counter.
+        self._proximity: dict[str, bytes] = {}
+        self._proximity_changes = 0
 
     def __repr__(self) -> str:
         return f"MemoryKeyStore(phones={len(self._phones)})"
@@ -192,12 +198,17 @@ class MemoryKeyStore:
                                        self._clock.now().astimezone(UTC))
             self._phones[credential_id] = enrolment
             self._by_key[point] = credential_id
+            self._proximity[credential_id] = derive_proximity_key(
+                self.reader_identity().private_key, point)
+            self._proximity_changes += 1
             return enrolment
 
     def revoke_phone(self, credential_id: str) -> bool:
         with self._lock:
             old = self._phones.get(credential_id)
             self._persistent.pop(credential_id, None)
+            if self._proximity.pop(credential_id, None) is not None:
+                self._proximity_changes += 1
             if old is None or old.revoked:
                 return False
             self._phones[credential_id] = PhoneEnrolment(
@@ -244,6 +255,16 @@ class MemoryKeyStore:
         with self._lock:
             return sorted(self._trust.get(kind, {}).values(), key=lambda k: k.id)
 
+    def proximity_keys(self) -> list[tuple[str, bytes]]:
+        """(credential id, proximity key) of every active phone."""
+        with self._lock:
+            return sorted(self._proximity.items())
+
+    def proximity_version(self) -> tuple[int, ...]:
+        """Changes whenever ``proximity_keys`` would answer differently."""
+        with self._lock:
+            return (self._proximity_changes,)
+
     def close(self) -> None:
         return None
 
@@ -281,6 +302,15 @@ CREATE TABLE IF NOT EXISTS ks_trusted_keys (
     alg        TEXT NOT NULL,
     public_pem TEXT NOT NULL,
     PRIMARY KEY (kind, id)
+);
+-- Proximity keys of resolvable BLE ids (protocols/ble), sealed. ``seq`` is
+-- never reused (AUTOINCREMENT), so (count, max, sum) of it changes with every
+-- write: that is how a service notices a phone enrolled by the CLI.
+CREATE TABLE IF NOT EXISTS ks_proximity_keys (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    credential_id TEXT NOT NULL UNIQUE,
+    public_key    BLOB NOT NULL,
+    proximity_key BLOB NOT NULL
 );
 """
 
@@ -427,6 +457,8 @@ class SqliteKeyStore:
         _check_ids(credential_id, user_id)
         point = _check_point(public_key)
         at = self._clock.now().astimezone(UTC)
+        # Before the transaction: it may have to make the reader key first.
+        proximity = self._derive_proximity_key(point)
         with self._tx() as db:
             row = db.execute("SELECT credential_id FROM ks_phones WHERE public_key = ?",
                              (point,)).fetchone()
@@ -439,11 +471,13 @@ class SqliteKeyStore:
                 "user_id = excluded.user_id, public_key = excluded.public_key, "
                 "enrolled_at = excluded.enrolled_at, revoked = 0",
                 (credential_id, user_id, point, at.isoformat()))
+            self._store_proximity_key(db, credential_id, point, proximity)
         return PhoneEnrolment(credential_id, user_id, point, at)
 
     def revoke_phone(self, credential_id: str) -> bool:
         with self._tx() as db:
             db.execute("DELETE FROM ks_persistent_keys WHERE credential_id = ?", (credential_id,))
+            db.execute("DELETE FROM ks_proximity_keys WHERE credential_id = ?", (credential_id,))
             cursor = db.execute("UPDATE ks_phones SET revoked = 1 "
                                 "WHERE credential_id = ? AND revoked = 0", (credential_id,))
             return cursor.rowcount > 0
@@ -514,6 +548,50 @@ class SqliteKeyStore:
         rows = self._query("SELECT id, alg, public_pem FROM ks_trusted_keys WHERE kind = ? "
                            "ORDER BY id", (kind,))
         return [TrustedKey(str(i), str(a), str(p)) for i, a, p in rows]
+
+    # -- proximity keys (resolvable BLE ids, protocols/ble) -----------------------------
+
+    def _derive_proximity_key(self, point: bytes) -> bytes:
+        """What the phone derives too: ECDH(reader key, phone key) through HKDF."""
+        return derive_proximity_key(self.reader_identity().private_key, point)
+
+    def _store_proximity_key(self, db: sqlite3.Connection, credential_id: str, point: bytes,
+                             key: bytes) -> None:
+        db.execute(
+            "INSERT OR REPLACE INTO ks_proximity_keys (credential_id, public_key, proximity_key) "
+            "VALUES (?, ?, ?)",
+            (credential_id, point, self._sealer.seal(f"proximity:{credential_id}", key)))
+
+    def proximity_keys(self) -> list[tuple[str, bytes]]:
+        """(credential id, proximity key) of every active phone.
+
+        A phone enrolled before proximity keys existed gets its key now, from
+        the same derivation its app runs (the reader key has not changed).
+        """
+        missing = self._query(
+            "SELECT p.credential_id, p.public_key FROM ks_phones p LEFT JOIN ks_proximity_keys k "
+            "ON k.credential_id = p.credential_id AND k.public_key = p.public_key "
+            "WHERE p.revoked = 0 AND k.seq IS NULL")
+        if missing:
+            derived = [(str(c), bytes(pk), self._derive_proximity_key(bytes(pk)))
+                       for c, pk in missing]
+            with self._tx() as db:
+                for cred, point, key in derived:
+                    still = db.execute("SELECT 1 FROM ks_phones WHERE credential_id = ? AND "
+                                       "public_key = ? AND revoked = 0", (cred, point)).fetchone()
+                    if still is not None:
+                        self._store_proximity_key(db, cred, point, key)
+        rows = self._query(
+            "SELECT k.credential_id, k.proximity_key FROM ks_proximity_keys k "
+            "JOIN ks_phones p ON p.credential_id = k.credential_id AND p.revoked = 0 "
+            "AND p.public_key = k.public_key ORDER BY k.credential_id")
+        return [(str(c), self._open(f"proximity:{c}", key)) for c, key in rows]
+
+    def proximity_version(self) -> tuple[int, ...]:
+        """Changes with every write of a proximity key, by this process or another."""
+        rows = self._query("SELECT count(*), coalesce(max(seq), 0), coalesce(sum(seq), 0) "
+                           "FROM ks_proximity_keys")
+        return tuple(int(v) for v in rows[0])
 
     def close(self) -> None:
         with self._lock, contextlib.suppress(sqlite3.Error):

@@ -703,5 +703,6 @@ def _nearby_evidence_ok(evidence: Mapping[str, Any]) -> bool:
 
 def _describe_evidence(evidence: Mapping[str, Any]) -> str:
     if evidence.get("rssi") is None:
-        return "phone not seen over Bluetooth"
+        why = evidence.get("why")  # the bridge's reason (bridge.proximity), when it gave one
+        return why if isinstance(why, str) and why else "phone not seen over Bluetooth"
     return f"seen at {evidence.get('rssi')} dBm, {evidence.get('age')} s ago"

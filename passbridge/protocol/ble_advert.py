@@ -5,9 +5,17 @@ A phone advertises so that a bridge can (a) find it for a Bluetooth unlock and
 WHO the phone is from the advertisement, and a stable identifier on the air
 would let anyone with a scanner track the phone's owner. So the advertisement
 carries only the passbridge service UUID (the same for every phone) and a
-random identifier that the phone replaces whenever its BLE address rotates.
-The phone binds the identifier to itself only inside messages signed with its
-credential key (the ``adv`` claim of a nearby request).
+rotating identifier that looks random to everyone but the site.
+
+The identifier is *resolvable*, like a Bluetooth resolvable private address:
+``rotating_id(proximity_key, slot)`` is a truncated HMAC-SHA256 under a
+per-credential proximity key over the number of the current time slot
+(``SLOT_SECONDS``). The proximity key is agreed at enrolment without sending
+a new secret anywhere: both ends run ECDH between the phone's credential key
+and the site's reader key and put the result through HKDF
+(``derive_proximity_key``). So the bridge can tell which enrolled credential
+advertised an id (and that a nearby request names the requester's own id),
+while anyone without the key sees unlinkable random-looking 8-byte values.
 
 The 31-byte budget of a legacy advertisement does not fit a 128-bit UUID list
 (18 bytes) and 128-bit service data (18 + payload) together with the flags,
@@ -25,19 +33,31 @@ Sans-I/O: builders return the raw AD structures; parsers take bleak's merged
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import math
 import secrets
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from passbridge.protocol.aliro_crypto import ecdh_shared_x, hkdf_sha256
 from passbridge.protocol.ble_framing import SERVICE_UUID
 
 __all__ = [
     "ADV_ID_LENGTH",
     "LAYOUT_VERSION",
+    "PROXIMITY_KEY_LENGTH",
+    "SLOT_SECONDS",
+    "SLOT_TOLERANCE",
     "SERVICE_UUID",
     "AdvertError",
     "advertising_data",
     "adv_id_from_payload",
+    "derive_proximity_key",
+    "rotating_id",
+    "slot_at",
     "adv_id_from_service_data",
     "format_adv_id",
     "iter_ad_structures",
@@ -66,9 +86,66 @@ class AdvertError(ValueError):
     """Advertisement bytes that are not a passbridge advertisement."""
 
 
+#: Length of a time slot: a phone advertises one id per slot. Five minutes
+#: is shorter than the ~15 min address rotation of Android and iOS (so the id
+#: never outlives the address and links two of them) and bounds how long a
+#: recorded id stays resolvable: the bridge accepts the slot before and after
+#: its own (clock skew), so at most three slots, 15 minutes in all.
+SLOT_SECONDS = 300
+#: Slots either side of the bridge's current slot that still resolve.
+SLOT_TOLERANCE = 1
+PROXIMITY_KEY_LENGTH = 32
+#: HKDF info for the proximity key and the HMAC label of a rotating id:
+#: domain separation from every other use of the same keys.
+PROXIMITY_KEY_INFO = b"passbridge ble proximity key v1"
+ROTATING_ID_LABEL = b"passbridge ble rotating id v1"
+
+
+def derive_proximity_key(
+    private_key: ec.EllipticCurvePrivateKey, peer_public_point: bytes
+) -> bytes:
+    """The per-credential proximity key, computed the same at both ends.
+
+    The phone calls it with its credential private key and the site's reader
+    public key; the site with the reader private key and the phone's
+    enrolled public key: ``HKDF-SHA256(ikm = x-coordinate of the ECDH shared
+    point, salt = none, info = PROXIMITY_KEY_INFO, L = 32)``. Static-static
+    ECDH of these two keys is used for nothing else (the Aliro flow uses
+    ephemeral keys), and the info string separates it even so.
+    """
+    return hkdf_sha256(
+        ecdh_shared_x(private_key, bytes(peer_public_point)), None, PROXIMITY_KEY_INFO,
+        PROXIMITY_KEY_LENGTH,
+    )
+
+
+def slot_at(unix_seconds: float, slot_seconds: int = SLOT_SECONDS) -> int:
+    """The time slot an instant falls in: ``floor(unix_seconds / slot_seconds)``."""
+    if unix_seconds < 0:
+        raise ValueError("time before 1970 has no slot")
+    return math.floor(unix_seconds / slot_seconds)
+
+
+def rotating_id(proximity_key: bytes, slot: int) -> bytes:
+    """The id a phone advertises during ``slot``.
+
+    ``HMAC-SHA256(proximity_key, ROTATING_ID_LABEL || uint64_be(slot))``,
+    first 8 bytes. HMAC rather than AES (as Bluetooth's own ``ah`` uses):
+    every phone platform has it (CryptoKit ``HMAC<SHA256>``, ``javax.crypto.Mac``)
+    with no mode or padding to choose, and it is a PRF for any input, so
+    without the key the ids of one phone look unrelated to each other.
+    """
+    if len(proximity_key) != PROXIMITY_KEY_LENGTH:
+        raise AdvertError(f"proximity key must be {PROXIMITY_KEY_LENGTH} bytes")
+    if not 0 <= slot < 2**64:
+        raise AdvertError("slot out of range")
+    mac = hmac.new(proximity_key, ROTATING_ID_LABEL + slot.to_bytes(8, "big"), hashlib.sha256)
+    return mac.digest()[:ADV_ID_LENGTH]
+
+
 def new_adv_id(randbytes: Callable[[int], bytes] = secrets.token_bytes) -> bytes:
-    """A fresh rotating identifier; 64 random bits make collisions among
-    thousands of phones in view negligible (about 1 in 10^11 for 10,000)."""
+    """A random 8-byte id: what a phone unknown to the site (or a test
+    advertiser) puts on the air. Enrolled phones advertise ``rotating_id``."""
     adv_id = randbytes(ADV_ID_LENGTH)
     _check_adv_id(adv_id)
     return adv_id

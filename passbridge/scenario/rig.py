@@ -22,7 +22,7 @@ from passbridge.adapters.audit_sqlite import AuditLog
 from passbridge.adapters.keystore import MemoryKeyStore
 from passbridge.clock import ManualClock
 from passbridge.core.decision import Decision
-from passbridge.core.model import DoorState, Reason, Result, TrustedKey
+from passbridge.core.model import DoorState, Reason, Result, Side, TrustedKey
 from passbridge.core.tokens import generate_private_key, new_jti, public_key_to_pem
 from passbridge.errors import ConfigError, UnknownDoor
 from passbridge.scenario.model import Scenario, Step
@@ -141,7 +141,7 @@ class ScenarioRig:
                 )
                 return StepOutcome.of(decision)
             if step.action == "nearby":
-                return await self._nearby(args["phone"], args["door"], args["rssi"], side.value)
+                return await self._nearby(args["phone"], args["door"], args["rssi"], side)
             if step.action == "remote":
                 return await self._remote(args["user"], args["door"], side.value)
             raise ValueError(f"unknown action {step.action}")
@@ -180,14 +180,13 @@ class ScenarioRig:
         return await self._outcome(response)
 
     async def _nearby(
-        self, phone_id: str, door: str, rssi: int | None, side: str
+        self, phone_id: str, door: str, rssi: int | None, side: Side
     ) -> StepOutcome:
-        """The phone advertises (or is not seen), then the app asks."""
-        adv = await self.radios.advertise(phone_id, rssi)
+        """The phone advertises near the door's radio on ``side`` (or is not
+        seen), then the app asks; the side is the radio's, not in the request."""
+        adv = await self.radios.advertise(phone_id, rssi, door, side)
         phone = self.radios.phone(phone_id)
-        token = phone.nearby_request(
-            door, adv, issued_at=self.clock.now().timestamp(), side=side
-        )
+        token = phone.nearby_request(door, adv, issued_at=self.clock.now().timestamp())
         client = await self._http()
         response = await client.post(
             f"/v1/doors/{door}/nearby-unlock",

@@ -5,9 +5,9 @@ adapter named on the command line, each at one door side.
 or nfcpy's ``udp:127.0.0.1:PORT=front`` for a card emulated elsewhere) runs a
 continuous nfcpy reader loop whose taps go through the bridge to the core.
 ``--ble ADAPTER=DOOR[:SIDE]`` (``hci0=front``) scans with bleak's default
-backend, feeds the proximity table Nearby unlock reads, and makes a
-Bluetooth unlock attempt at any phone heard at or above the door's
-``ble_rssi_min``. The BLE client and scanner take bleak backend classes,
+backend, feeds its own proximity table (Nearby evidence at that door side
+only), and makes a Bluetooth unlock attempt at any phone heard at or above
+the door's ``ble_rssi_min``. The BLE client and scanner take bleak backend classes,
 so tests run the same loop over the bumble backend.
 """
 
@@ -116,9 +116,9 @@ class BleDoorRadio:
         scanner_kwargs: dict[str, Any] = {}
         if scanner_backend is None:
             scanner_kwargs["bluez"] = {"adapter": placement.device}
-        self._scanner = ProximityScanner(
-            services.proximity, backend=scanner_backend, **scanner_kwargs
-        )
+        # This adapter's own table: what it hears is evidence at its door side only.
+        self.table = services.proximity.radio(placement.door, placement.side)
+        self._scanner = ProximityScanner(self.table, backend=scanner_backend, **scanner_kwargs)
         self._client = BleUnlockClient(backend=client_backend, clock=services.clock)
         self._task: asyncio.Task[None] | None = None
 
@@ -150,7 +150,7 @@ class BleDoorRadio:
             now = services.clock.elapsed()
             for adv_id in [a for a, until in tried.items() if until <= now]:
                 del tried[adv_id]
-            for sighting in services.proximity.strong(door.ble_rssi_min):
+            for sighting in self.table.strong(door.ble_rssi_min):
                 if sighting.adv_id in tried or self._client.cooldown.active(
                     ("adv", sighting.adv_id)
                 ):

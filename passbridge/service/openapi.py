@@ -290,9 +290,12 @@ def _simulation_paths() -> dict[str, Any]:
         "/v1/sim/phones/{phone}/advertise": {
             "parameters": [{"name": "phone", "in": "path", "required": True,
                             "schema": {"type": "string"}}],
-            "post": op("The phone advertises a fresh rotating id (rssi null: not seen)",
+            "post": op("The phone advertises its rotating id near one door radio "
+                       "(rssi null: not seen)",
                        {"description": "the advertised id", "content": _json(
                            {"type": "object", "properties": {"adv": {"type": "string"}}})},
-                       {"type": "object", "properties": {"rssi": rssi}}),
+                       {"type": "object", "required": ["door"], "properties": {
+                           "rssi": rssi, "door": {"type": "string"},
+                           "side": {"type": "string", "enum": ["in", "out"]}}}),
         },
     }

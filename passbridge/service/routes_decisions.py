@@ -14,16 +14,17 @@ from typing import Any
 from aiohttp import web
 
 from passbridge.adapters.keystore import PhoneEnrolment
+from passbridge.bridge.proximity import nearby_evidence
 from passbridge.core.decision import Decision
 from passbridge.core.model import Factor, Reason, Side
 from passbridge.core.tokens import (
+    RefusedNearbyRequest,
     TokenRejection,
     UnverifiedToken,
     VerifiedBackendRequest,
     verify_backend_request,
     verify_nearby_request,
 )
-from passbridge.protocol.ble_advert import AdvertError, parse_adv_id
 from passbridge.service.http import ApiError, bearer, body_text, json_body
 from passbridge.service.runtime import Services
 from passbridge.service.state import SERVICES
@@ -103,30 +104,30 @@ async def nearby_unlock(request: web.Request) -> web.Response:
     )
     if isinstance(checked, TokenRejection):
         raise refused(services, "nearby", checked)
-    enrolment = found[-1]
-    side = checked.side
-    if enrolment.revoked:
+    if isinstance(checked, RefusedNearbyRequest):
+        # Signed by an enrolled phone, so attributable: a recorded denial.
+        rejection = checked.rejection
+        services.metrics.token_failure("nearby", rejection.reason)
         return _answer(await services.controller.bridge_failure(
-            door, side, Factor.NEARBY, Reason.UNKNOWN_CREDENTIAL, "phone enrolment revoked",
+            door, Side.IN, Factor.NEARBY, rejection.reason, rejection.detail,
             credential=checked.credential,
         ))
+    enrolment = found[-1]
+    if enrolment.revoked:
+        return _answer(await services.controller.bridge_failure(
+            door, Side.IN, Factor.NEARBY, Reason.UNKNOWN_CREDENTIAL, "phone enrolment revoked",
+            credential=checked.credential,
+        ))
+    # The side is the side of the door radio that heard the phone, never the request's.
+    found_nearby = nearby_evidence(
+        services.proximity, services.resolver, services.clock, door=door,
+        credential=checked.credential, adv=checked.adv, claimed_side=checked.claimed_side,
+    )
     decision = await services.controller.mobile_factor(
-        user=enrolment.user_id, door=door, side=side, factor=Factor.NEARBY,
-        credential=checked.credential, evidence=_proximity_evidence(services, checked.adv),
+        user=enrolment.user_id, door=door, side=found_nearby.side, factor=Factor.NEARBY,
+        credential=checked.credential, evidence=found_nearby.evidence,
     )
     return _answer(decision)
-
-
-def _proximity_evidence(services: Services, adv: str) -> dict[str, Any]:
-    try:
-        adv_id = parse_adv_id(adv)
-    except AdvertError:
-        return {"rssi": None, "age": None}
-    sighting = services.proximity.seen(adv_id)
-    if sighting is None:
-        return {"rssi": None, "age": None}
-    age = max(0.0, services.clock.elapsed() - sighting.seen_at)
-    return {"rssi": sighting.rssi, "age": round(age, 3)}
 
 
 async def factor_token(request: web.Request) -> web.Response:

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from passbridge.adapters.ble_central import ProximityTable
+from passbridge.adapters.ble_central import ProximityRadios
 from passbridge.adapters.keystore import KeyStore, MemoryKeyStore
+from passbridge.bridge.proximity import AdvertResolver
 from passbridge.clock import Clock, SystemClock
 from passbridge.controller import DoorController
 from passbridge.core.engine import DoorCore
@@ -47,7 +48,8 @@ class Services:
     controller: DoorController
     audit: PublishingAudit
     keystore: KeyStore
-    proximity: ProximityTable
+    # What each door radio heard (one table per door and side).
+    proximity: ProximityRadios
     backends: dict[str, VerificationKey]
     device_keys: DeviceKeys
     metrics: Metrics
@@ -60,6 +62,11 @@ class Services:
     started: float = field(default_factory=time.monotonic)
     # The in-process bridge's record of the tokens it minted (see MintedTokens).
     minted: MintedTokens | None = None
+    # Rotating BLE id -> enrolled credential, from the key store's proximity keys.
+    resolver: AdvertResolver = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.resolver = AdvertResolver(self.keystore, self.clock)
 
     @property
     def site(self) -> Site:
@@ -72,7 +79,7 @@ def assemble(
     clock: Clock,
     keystore: KeyStore,
     store: EventStore,
-    proximity: ProximityTable | None = None,
+    proximity: ProximityRadios | None = None,
     device_keys: DeviceKeys | None = None,
     close_audit: bool = True,
 ) -> Services:
@@ -105,7 +112,7 @@ def assemble(
         controller=controller,
         audit=audit,
         keystore=keystore,
-        proximity=proximity if proximity is not None else ProximityTable(clock),
+        proximity=proximity if proximity is not None else ProximityRadios(clock),
         backends=verification_keys([*site.backends, *keystore.trusted_keys("backend")]),
         device_keys=device_keys if device_keys is not None else DeviceKeys(),
         metrics=metrics,
@@ -119,7 +126,7 @@ def memory_services(
     *,
     clock: Clock,
     keystore: KeyStore | None = None,
-    proximity: ProximityTable | None = None,
+    proximity: ProximityRadios | None = None,
     device_keys: DeviceKeys | None = None,
 ) -> Services:
     """Services for a scenario or a test: nothing touches the disk.

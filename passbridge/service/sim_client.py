@@ -127,13 +127,13 @@ async def nearby(
         key = load_private_key_pem(path.read_bytes(), "ES256")
     except (OSError, ValueError) as exc:
         raise SimError(f"cannot read the phone's key {path}: {exc}") from exc
+    # The phone is heard by the door's radio on ``side``; the request names
+    # no side (the service takes it from that radio).
     advert = await _request("POST", f"{base}/v1/sim/phones/{phone}/advertise",
-                            body={"rssi": rssi})
+                            body={"rssi": rssi, "door": door, "side": side})
     now = int(time.time())
     claims: dict[str, Any] = {"cred": phone, "door": door, "adv": advert["adv"], "iat": now,
                               "exp": now + 30, "jti": new_jti()}
-    if side != "in":
-        claims["side"] = side
     token = jwt.encode(claims, key, algorithm="ES256", headers={"kid": phone})
     return await _request_text("POST", f"{base}/v1/doors/{door}/nearby-unlock", token)
 

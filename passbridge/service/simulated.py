@@ -176,12 +176,18 @@ async def ble_unlock(request: web.Request) -> web.Response:
 
 
 async def advertise(request: web.Request) -> web.Response:
+    """The phone advertises near one door radio (``door``, ``side``): only
+    that radio hears it, as Nearby evidence must come from the asked door."""
     air = request.app[SIM_AIR]
     _simulated(air, "ble")
     data = await json_body(request)
     data.setdefault("phone", request.match_info["phone"])
+    door = data.get("door")
+    if not isinstance(door, str):
+        raise ApiError(400, "malformed_body", "door: the door whose radio hears the phone")
+    request.app[SERVICES].core.door(door)  # UnknownDoor -> 404
     try:
-        adv = await air.radios.advertise(_phone(data, air), _rssi(data, -70))
+        adv = await air.radios.advertise(_phone(data, air), _rssi(data, -70), door, _side(data))
     except SimulationError as error:
         raise ApiError(503, "simulation_failed", str(error)) from None
     return web.json_response({"adv": adv})

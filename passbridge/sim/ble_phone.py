@@ -22,7 +22,7 @@ import contextlib
 import enum
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from bumble import hci
@@ -86,6 +86,7 @@ class SimulatedBlePhone:
         self._adv_id = adv_id if adv_id is not None else new_adv_id()
         self._address = address or random_static_address()
         self._interval = advertising_interval_ms
+        self._placement: dict[str, int] | None = None
         self._device: Device = air.add_device(self._address)
         self._assemblers: dict[int, MessageAssembler] = {}
         self._connections: dict[int, Connection] = {}
@@ -124,6 +125,12 @@ class SimulatedBlePhone:
         self._rssi = value
         self.air.set_rssi(self._address, value)
 
+    def place(self, rssi_by_radio: Mapping[str, int] | None) -> None:
+        """Which door radios hear the phone, and how strongly (None: all of
+        them, at ``rssi``); follows the phone across address rotations."""
+        self._placement = None if rssi_by_radio is None else dict(rssi_by_radio)
+        self.air.place(self._address, self._placement)
+
     @property
     def open_connections(self) -> int:
         """Links currently up; a clean bridge leaves this at 0 after a session."""
@@ -151,19 +158,25 @@ class SimulatedBlePhone:
         self._advertising = False
         await self._device.stop_advertising()
 
-    async def rotate(self) -> bytes:
-        """New rotating id and new address, as a phone does every few minutes."""
+    async def rotate(self, adv_id: bytes | None = None) -> bytes:
+        """New rotating id and new address, as a phone does every few minutes.
+
+        ``adv_id``: the id of the new time slot (an enrolled phone's
+        ``rotating_id``); None draws a random one (a phone the site does
+        not know, or a test advertiser)."""
         was_advertising = self._advertising
         if was_advertising:
             await self.stop_advertising()
         self.air.set_rssi(self._address, None)
+        self.air.place(self._address, None)
         self._address = random_static_address()
-        self._adv_id = new_adv_id()
+        self._adv_id = adv_id if adv_id is not None else new_adv_id()
         address = hci.Address(self._address)
         command = hci.HCI_LE_Set_Random_Address_Command(random_address=address)
         await self._device.send_command(command)
         self._device.random_address = address
         self.air.set_rssi(self._address, self._rssi)
+        self.air.place(self._address, self._placement)
         if was_advertising:
             await self.start_advertising()
         return self._adv_id

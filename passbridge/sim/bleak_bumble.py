@@ -12,6 +12,10 @@ L2CAP, ATT, GATT client and server); only the controllers are virtual.
 The virtual controllers report every advertisement at -50 dBm, so the air keeps
 the RSSI each simulated phone is "at" and the scanner backend reports that
 instead: the simulator, not the code under test, decides how far a phone is.
+One air can stand for several door radios: ``scanner_backend_at(radio)``
+is a scanner at one named radio, and ``place(address, {radio: rssi})``
+says which radios hear a phone at all (a phone at the garage is not heard
+at the front door).
 
 Simulation only; production code never imports this module.
 """
@@ -22,7 +26,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal
 
 from bleak.args import SizedBuffer
@@ -160,6 +164,8 @@ class BumbleAir:
         self._central: Device | None = None
         self._central_ready: asyncio.Lock | None = None
         self._rssi: dict[str, int] = {}
+        # address -> {radio: rssi}: the only radios that hear a placed address.
+        self._placed: dict[str, dict[str, int]] = {}
         self._listeners: dict[int, Callable[[Advertisement], None]] = {}
         self._listener_ids = itertools.count()
         self._scanning = False
@@ -188,8 +194,32 @@ class BumbleAir:
         else:
             self._rssi[key] = rssi
 
-    def rssi_for(self, address: str, reported: int) -> int:
-        return self._rssi.get(address.upper(), reported)
+    def place(self, address: str, rssi_by_radio: Mapping[str, int] | None) -> None:
+        """The radios that hear ``address`` and at what RSSI; every other
+        radio does not hear it. None: heard by every radio (``set_rssi``)."""
+        key = address.upper()
+        if rssi_by_radio is None:
+            self._placed.pop(key, None)
+        else:
+            self._placed[key] = dict(rssi_by_radio)
+
+    def rssi_for(self, address: str, reported: int, radio: str | None = None) -> int | None:
+        """The RSSI at which ``radio`` hears ``address``; None: not at all."""
+        key = address.upper()
+        placed = self._placed.get(key)
+        if placed is not None and radio is not None:
+            return placed.get(radio)
+        return self._rssi.get(key, reported)
+
+    def scanner_backend_at(self, radio: str) -> type[BaseBleakScanner]:
+        """A bleak scanner backend for the door radio named ``radio`` on this air."""
+        air = self
+
+        class Scanner(BumbleScannerBackend):
+            _air = air
+            _radio = radio
+
+        return Scanner
 
     async def central(self) -> Device:
         """The bridge's own radio, powered on at first use."""
@@ -240,6 +270,7 @@ class BumbleScannerBackend(BaseBleakScanner):
     """bleak scanner backend over a :class:`BumbleAir` (use ``air.scanner_backend``)."""
 
     _air: ClassVar[BumbleAir]
+    _radio: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -263,9 +294,10 @@ class BumbleScannerBackend(BaseBleakScanner):
 
     def _on_advertisement(self, advertisement: Advertisement) -> None:
         address = advertisement.address.to_string(False)
-        data = advertisement_data(
-            bytes(advertisement.data_bytes), self._air.rssi_for(address, advertisement.rssi)
-        )
+        rssi = self._air.rssi_for(address, advertisement.rssi, self._radio)
+        if rssi is None:
+            return  # out of this radio's range
+        data = advertisement_data(bytes(advertisement.data_bytes), rssi)
         if not self.is_allowed_uuid(data.service_uuids):
             return
         device = self.create_or_update_device(

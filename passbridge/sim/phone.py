@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from passbridge.core.tokens import new_jti, p256_point
 from passbridge.protocol.aliro_crypto import Interface
 from passbridge.protocol.aliro_phone import PhoneApplet, PhoneMisbehaviour
+from passbridge.protocol.ble_advert import derive_proximity_key, rotating_id, slot_at
 
 NEARBY_REQUEST_LIFETIME = 30
 
@@ -51,10 +52,24 @@ class SimulatedPhone:
             misbehaviour=misbehaviour,
         )
 
+    def proximity_key(self, reader_public_key: bytes) -> bytes:
+        """The proximity key, agreed at enrolment with no secret sent: ECDH of
+        this phone's credential key with the site's reader key, then HKDF."""
+        return derive_proximity_key(self.credential_key, reader_public_key)
+
+    def adv_id_at(self, reader_public_key: bytes, unix_seconds: float) -> bytes:
+        """The rotating id this phone advertises at that instant (protocols/ble)."""
+        return rotating_id(self.proximity_key(reader_public_key), slot_at(unix_seconds))
+
     def nearby_request(
-        self, door: str, adv_id: str, *, issued_at: float | None = None, side: str = "in"
+        self, door: str, adv_id: str, *, issued_at: float | None = None, side: str | None = None,
+        kid: str | None = None,
     ) -> str:
-        """The JWS the app sends for a Nearby unlock, signed by the credential key."""
+        """The JWS the app sends for a Nearby unlock, signed by the credential key.
+
+        The app sends no ``side`` (the bridge takes it from the radio that
+        heard the phone); ``side`` and ``kid`` exist to test the service
+        against requests that claim one or name another key."""
         iat = int(time.time() if issued_at is None else issued_at)
         claims: dict[str, object] = {
             "cred": self.phone_id,
@@ -64,8 +79,9 @@ class SimulatedPhone:
             "exp": iat + NEARBY_REQUEST_LIFETIME,
             "jti": new_jti(),
         }
-        if side != "in":
+        if side is not None:
             claims["side"] = side
         return jwt.encode(
-            claims, self.credential_key, algorithm="ES256", headers={"kid": self.phone_id}
+            claims, self.credential_key, algorithm="ES256",
+            headers={"kid": self.phone_id if kid is None else kid},
         )

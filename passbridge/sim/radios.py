@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from passbridge.adapters.ble_central import (
     BleUnlockClient,
+    ProximityRadios,
     ProximityScanner,
     ProximityTable,
     Sighting,
@@ -68,7 +69,7 @@ class SimulatedRadios:
         controller: DoorController,
         keystore: KeyStore,
         clock: Clock,
-        proximity: ProximityTable,
+        proximity: ProximityRadios,
         phones: Mapping[str, SimulatedPhone],
         *,
         refusals: ExchangeRefusals | None = None,
@@ -80,7 +81,8 @@ class SimulatedRadios:
         self._proximity = proximity
         self._phones = phones
         self._air: BumbleAir | None = None
-        self._scanner: ProximityScanner | None = None
+        # One scanner per door radio (door, side), each feeding that radio's table.
+        self._scanners: dict[tuple[str, Side], ProximityScanner] = {}
         self._ble_phones: dict[str, SimulatedBlePhone] = {}
         self._lock = asyncio.Lock()
 
@@ -121,32 +123,44 @@ class SimulatedRadios:
         return NfcTapReport(decision, applet.last_reader_status)
 
     # --- BLE ---------------------------------------------------------------
-    async def advertise(self, phone_id: str, rssi: int | None) -> str:
-        """The phone advertises a fresh rotating id at ``rssi`` (None: it is
-        not seen at all) and the bridge's scanner hears it. Returns the id
-        the app would put in a nearby request."""
+    async def advertise(
+        self, phone_id: str, rssi: int | None, door: str, side: Side = Side.IN
+    ) -> str:
+        """The phone, near the radio at ``door``/``side``, advertises its
+        rotating id of the current slot at ``rssi`` (None: it is not seen
+        at all) and that radio's scanner hears it; no other radio does.
+        Returns the id the app would put in a nearby request.
+
+        Each step is a new approach: what the radios heard of this phone
+        before is forgotten, so a step is heard only at its own strength
+        (never an earlier step's best RSSI within the 10 s window)."""
+        self._controller.core.door(door)  # UnknownDoor before any radio work
         async with self._lock:
             ble_phone = await self._ble_phone(phone_id)
-            # Each step is a fresh advertisement: silence, a new id heard
-            # only at the new strength (never the old id's best RSSI).
+            table = await self._radio(door, side)
             if ble_phone.advertising:
                 await ble_phone.stop_advertising()
+            self._proximity.forget(ble_phone.adv_id)
+            adv_id = self.phone(phone_id).adv_id_at(
+                self._keystore.reader_identity().public_key, self._clock.now().timestamp()
+            )
+            self._proximity.forget(adv_id)
             if rssi is not None:
                 ble_phone.rssi = rssi
-            await ble_phone.rotate()
+                ble_phone.place({_radio_name(door, side): rssi})
+            await ble_phone.rotate(adv_id)
             if rssi is not None:
                 await ble_phone.start_advertising()
-                await self._heard(ble_phone.adv_id)
-            return format_adv_id(ble_phone.adv_id)
+                await self._heard(table, adv_id)
+            return format_adv_id(adv_id)
 
     async def ble_unlock(
         self, phone_id: str, door: str, side: Side = Side.IN, rssi: int = -50
     ) -> Decision:
         """The phone approaches the door's Bluetooth reader at ``rssi``."""
-        self._controller.core.door(door)
-        adv_hex = await self.advertise(phone_id, rssi)
+        adv_hex = await self.advertise(phone_id, rssi, door, side)
         ble_phone = self._ble_phones[phone_id]
-        sighting = self._proximity.seen(ble_phone.adv_id, min_rssi=-127)
+        sighting = self._proximity.radio(door, side).seen(ble_phone.adv_id, min_rssi=-127)
         if sighting is None:
             raise SimulationError(f"the scanner lost {phone_id} (advertisement {adv_hex})")
         unlocker = BleDoorUnlocker(
@@ -184,15 +198,25 @@ class SimulatedRadios:
     async def _air_up(self) -> BumbleAir:
         if self._air is None:
             self._air = BumbleAir()
-            self._scanner = ProximityScanner(self._proximity, backend=self._air.scanner_backend)
-            await self._scanner.start()
         return self._air
 
-    async def _heard(self, adv_id: bytes) -> Sighting:
+    async def _radio(self, door: str, side: Side) -> ProximityTable:
+        """The door radio at ``door``/``side`` (its scanner started on first use)."""
+        table = self._proximity.radio(door, side)
+        if (door, side) not in self._scanners:
+            air = await self._air_up()
+            scanner = ProximityScanner(
+                table, backend=air.scanner_backend_at(_radio_name(door, side))
+            )
+            await scanner.start()
+            self._scanners[(door, side)] = scanner
+        return table
+
+    async def _heard(self, table: ProximityTable, adv_id: bytes) -> Sighting:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SIGHTING_TIMEOUT
         while loop.time() < deadline:
-            sighting = self._proximity.seen(adv_id, min_rssi=-127)
+            sighting = table.seen(adv_id, min_rssi=-127)
             if sighting is not None:
                 return sighting
             await asyncio.sleep(0.005)
@@ -202,9 +226,13 @@ class SimulatedRadios:
         for ble_phone in self._ble_phones.values():
             await ble_phone.close()
         self._ble_phones.clear()
-        if self._scanner is not None:
-            await self._scanner.stop()
-            self._scanner = None
+        for scanner in self._scanners.values():
+            await scanner.stop()
+        self._scanners.clear()
         if self._air is not None:
             await self._air.close()
             self._air = None
+
+
+def _radio_name(door: str, side: Side) -> str:
+    return f"{door}/{side.value}"

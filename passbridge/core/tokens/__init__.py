@@ -90,7 +90,11 @@ from passbridge.core.tokens.limits import (
     NEARBY_MAX_LIFETIME,
 )
 from passbridge.core.tokens.minted import MintedTokens
-from passbridge.core.tokens.nearby_requests import VerifiedNearbyRequest, verify_nearby_request
+from passbridge.core.tokens.nearby_requests import (
+    RefusedNearbyRequest,
+    VerifiedNearbyRequest,
+    verify_nearby_request,
+)
 from passbridge.core.tokens.replay import ReplayCache, ReplayVerdict
 from passbridge.core.tokens.signatures import SignatureCheck, p256_der_to_raw, p256_raw_to_der
 from passbridge.core.tokens.trust import KeyResolver, VerificationKey, by_kid, verification_keys
@@ -115,6 +119,7 @@ __all__ = [
     "MintedTokens",
     "PrivateKey",
     "PublicKey",
+    "RefusedNearbyRequest",
     "ReplayCache",
     "ReplayVerdict",
     "SignatureCheck",

@@ -1,4 +1,11 @@
-"""Phone-signed nearby requests, checked against the phone's enrolled key."""
+"""Phone-signed nearby requests, checked against the phone's enrolled key.
+
+The request says who (``cred``, and the header ``kid`` that must name the
+same credential), which door and which rotating id (``adv``) the phone
+advertises. It never decides the side: the bridge takes the side from the
+radio that heard the phone (bridge.proximity); an optional ``side`` claim
+is kept only so that a claim the radio contradicts is no evidence.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from passbridge.clock import Clock
-from passbridge.core.model import Side
+from passbridge.core.model import Reason, Side
 from passbridge.core.tokens.jws import TokenRejection, verify_jws
 from passbridge.core.tokens.keys import p256_public_key_from_point
 from passbridge.core.tokens.limits import DEFAULT_LEEWAY, NEARBY_MAX_LIFETIME
@@ -24,11 +31,28 @@ class VerifiedNearbyRequest:
     jti: str
     issued_at: datetime
     expires_at: datetime
-    side: Side = Side.IN  # optional ``side`` claim: the exit side of an In/Out door
+    # The optional ``side`` claim; never the decision's side (see module doc).
+    claimed_side: Side | None = None
 
     @property
     def ok(self) -> bool:
         return True
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedNearbyRequest:
+    """Signed by the enrolled key of ``credential``, yet not acceptable as it
+    stands (header ``kid`` naming another credential). Attributable, so the
+    caller records it as a denial (``token_invalid``) rather than a bare 401;
+    its ``jti`` is spent, so a resend is ``token_replayed``."""
+
+    credential: str
+    door: str
+    rejection: TokenRejection
+
+    @property
+    def ok(self) -> bool:
+        return False
 
 
 def verify_nearby_request(
@@ -39,12 +63,14 @@ def verify_nearby_request(
     replay_cache: ReplayCache,
     door: str | None = None,
     leeway: float = DEFAULT_LEEWAY,
-) -> VerifiedNearbyRequest | TokenRejection:
+) -> VerifiedNearbyRequest | RefusedNearbyRequest | TokenRejection:
     """A phone's nearby-unlock JWS, signed (ES256) by its enrolled credential key.
 
     ``phone_key(credential_id)`` returns the enrolled 65-byte P-256 point, or
     None for an unknown or revoked phone (then ``token_invalid``: the caller
-    never learns more from an unverified claim).
+    never learns more from an unverified claim). The key is picked by the
+    ``cred`` claim; the header ``kid`` must then be that same credential id,
+    or the verified request comes back as a ``RefusedNearbyRequest``.
     """
 
     def resolve(_header: dict[str, Any], claims: dict[str, Any]) -> VerificationKey | None:
@@ -71,8 +97,15 @@ def verify_nearby_request(
     if isinstance(checked, TokenRejection):
         return checked
     claims = checked.claims
+    kid = checked.header.get("kid")
+    if kid != claims["cred"]:
+        detail = ("header kid is missing" if kid is None
+                  else "header kid names another credential than cred")
+        return RefusedNearbyRequest(
+            claims["cred"], claims["door"], TokenRejection(Reason.TOKEN_INVALID, detail))
+    side = claims.get("side")
     return VerifiedNearbyRequest(
-        side=Side(claims.get("side", "in")),
+        claimed_side=None if side is None else Side(side),
         credential=claims["cred"], door=claims["door"], adv=claims["adv"], jti=checked.jti,
         issued_at=checked.issued_at, expires_at=checked.expires_at,
     )
