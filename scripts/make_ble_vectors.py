@@ -4,6 +4,9 @@
   and chunk sequences a receiver must reject.
 * advertisement-v1.json: rotating ids -> advertisement, scan response and
   service data bytes, and payloads a scanner must reject.
+* rotating-id-v1.json: fixed credential and reader keys -> the proximity key
+  both ends derive, and instants -> time slot -> the exact rotating id and
+  its scan response.
 * transcript-standard-v1.json: a whole Bluetooth authentication with fixed
   keys (the inputs of protocols/nfc/vectors/passbridge-standard-v1.json, but
   interface byte C3), every APDU and its GATT chunks at the minimum MTU.
@@ -24,7 +27,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from passbridge.protocol.aliro_crypto import Interface, private_key_from_scalar  # noqa: E402
+from passbridge.protocol.aliro_crypto import (  # noqa: E402
+    Interface,
+    ecdh_shared_x,
+    private_key_from_scalar,
+)
 from passbridge.protocol.aliro_phone import PhoneApplet  # noqa: E402
 from passbridge.protocol.aliro_reader import (  # noqa: E402
     Authenticated,
@@ -36,10 +43,17 @@ from passbridge.protocol.aliro_reader import (  # noqa: E402
     SendCommand,
 )
 from passbridge.protocol.ble_advert import (  # noqa: E402
+    PROXIMITY_KEY_INFO,
+    ROTATING_ID_LABEL,
     SERVICE_UUID,
+    SLOT_SECONDS,
+    SLOT_TOLERANCE,
     advertising_data,
+    derive_proximity_key,
+    rotating_id,
     scan_response_data,
     service_data,
+    slot_at,
 )
 from passbridge.protocol.ble_framing import (  # noqa: E402
     MIN_ATT_MTU,
@@ -115,6 +129,68 @@ def advertisement() -> dict[str, Any]:
             {"name": "too long", "service_data": "01001122334455667788"},
             {"name": "empty", "service_data": ""},
         ],
+    }
+
+
+def rotating_ids() -> dict[str, Any]:
+    nfc = json.loads(NFC_STANDARD.read_text())["inputs"]
+    credential = private_key_from_scalar(bytes.fromhex(nfc["credential_private_key"]))
+    reader = private_key_from_scalar(bytes.fromhex(nfc["reader_private_key"]))
+    credential_point = bytes.fromhex(nfc["credential_public_key"])
+    reader_point = bytes.fromhex(nfc["reader_public_key"])
+    key = derive_proximity_key(credential, reader_point)
+    if key != derive_proximity_key(reader, credential_point):
+        raise SystemExit("the two ends disagree on the proximity key")
+    start = 1796025600  # 2026-11-30T08:00:00Z, a slot boundary
+    instants = [
+        ("a slot's first second", start),
+        ("its last second", start + SLOT_SECONDS - 1),
+        ("the next slot", start + SLOT_SECONDS),
+        ("the slot before", start - 1),
+    ]
+    cases: list[dict[str, Any]] = []
+    for name, unix in instants:
+        slot = slot_at(unix)
+        adv_id = rotating_id(key, slot)
+        cases.append({
+            "name": name,
+            "unix_time": unix,
+            "slot": slot,
+            "hmac_message": (ROTATING_ID_LABEL + slot.to_bytes(8, "big")).hex(),
+            "adv_id": adv_id.hex(),
+            "scan_response_data": scan_response_data(adv_id).hex(),
+        })
+    big = 2**32 + 5
+    cases.append({"name": "a slot above 2^32 (eight-byte big-endian counter)",
+                  "slot": big,
+                  "hmac_message": (ROTATING_ID_LABEL + big.to_bytes(8, "big")).hex(),
+                  "adv_id": rotating_id(key, big).hex()})
+    return {
+        "id": "passbridge-ble-rotating-id-v1",
+        "hex": "lowercase hex, no separators",
+        "note": (
+            "Keys are the credential and reader keys of "
+            "protocols/nfc/vectors/passbridge-standard-v1.json. The phone derives the "
+            "proximity key from its credential private key and the reader public key, the "
+            "site from the reader private key and the credential public key; both get "
+            "proximity_key. adv_id = first 8 bytes of HMAC-SHA256(proximity_key, "
+            "hmac_message); slot = floor(unix_time / slot_seconds)."
+        ),
+        "slot_seconds": SLOT_SECONDS,
+        "slot_tolerance": SLOT_TOLERANCE,
+        "hkdf": {"hash": "SHA-256", "salt": "", "info": PROXIMITY_KEY_INFO.hex(),
+                 "info_text": PROXIMITY_KEY_INFO.decode("ascii"), "length": len(key)},
+        "rotating_id_label": ROTATING_ID_LABEL.hex(),
+        "rotating_id_label_text": ROTATING_ID_LABEL.decode("ascii"),
+        "inputs": {
+            "credential_private_key": nfc["credential_private_key"],
+            "credential_public_key": nfc["credential_public_key"],
+            "reader_private_key": nfc["reader_private_key"],
+            "reader_public_key": nfc["reader_public_key"],
+        },
+        "ecdh_shared_x": ecdh_shared_x(credential, reader_point).hex(),
+        "proximity_key": key.hex(),
+        "cases": cases,
     }
 
 
@@ -200,6 +276,7 @@ def main() -> int:
     files = {
         "framing-v1.json": framing(),
         "advertisement-v1.json": advertisement(),
+        "rotating-id-v1.json": rotating_ids(),
         "transcript-standard-v1.json": transcript(),
     }
     OUT.mkdir(parents=True, exist_ok=True)

@@ -198,3 +198,64 @@ def test_nfc_answers_do_not_verify_over_ble() -> None:
         assert isinstance(event, SendCommand)
     assert nfc["apdus"][2]["r_apdu"] != ble["apdus"][2]["r_apdu"]
     assert isinstance(reader.receive(bytes.fromhex(nfc["apdus"][2]["r_apdu"])), Failed)
+
+
+# --------------------------------------------------------------------------- rotating ids
+
+ROTATING = load("rotating-id-v1.json")
+
+
+def test_rotating_id_vectors_follow_the_written_derivation() -> None:
+    """The vector, recomputed from primitives (cryptography's ECDH and HKDF,
+    the stdlib's HMAC) exactly as protocols/ble/README.md words it, and not
+    through passbridge's own functions."""
+    import hashlib
+    import hmac
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    inputs = ROTATING["inputs"]
+    phone = ec.derive_private_key(int(inputs["credential_private_key"], 16), ec.SECP256R1())
+    reader_public = ec.EllipticCurvePublicKey.from_encoded_point(
+        ec.SECP256R1(), bytes.fromhex(inputs["reader_public_key"]))
+    z = phone.exchange(ec.ECDH(), reader_public)
+    assert z.hex() == ROTATING["ecdh_shared_x"]
+    key = HKDF(hashes.SHA256(), 32, salt=None,
+               info=b"passbridge ble proximity key v1").derive(z)
+    assert key.hex() == ROTATING["proximity_key"]
+    for case in ROTATING["cases"]:
+        if "unix_time" in case:
+            assert case["slot"] == case["unix_time"] // 300
+        message = b"passbridge ble rotating id v1" + case["slot"].to_bytes(8, "big")
+        assert message.hex() == case["hmac_message"]
+        assert hmac.new(key, message, hashlib.sha256).digest()[:8].hex() == case["adv_id"]
+
+
+def test_both_ends_derive_the_vector_key_and_ids() -> None:
+    from passbridge.protocol.aliro_crypto import private_key_from_scalar
+    from passbridge.protocol.ble_advert import derive_proximity_key, rotating_id, slot_at
+
+    inputs = ROTATING["inputs"]
+    phone = private_key_from_scalar(bytes.fromhex(inputs["credential_private_key"]))
+    reader = private_key_from_scalar(bytes.fromhex(inputs["reader_private_key"]))
+    at_phone = derive_proximity_key(phone, bytes.fromhex(inputs["reader_public_key"]))
+    at_site = derive_proximity_key(reader, bytes.fromhex(inputs["credential_public_key"]))
+    assert at_phone == at_site and at_phone.hex() == ROTATING["proximity_key"]
+    for case in ROTATING["cases"]:
+        if "unix_time" in case:
+            assert slot_at(case["unix_time"]) == case["slot"]
+            adv_id = rotating_id(at_phone, case["slot"])
+            assert scan_response_data(adv_id).hex() == case["scan_response_data"]
+        assert rotating_id(at_phone, case["slot"]).hex() == case["adv_id"]
+
+
+def test_ble_vector_files_match_the_generator() -> None:
+    import subprocess
+    import sys
+
+    script = VECTORS.parent.parent.parent / "scripts" / "make_ble_vectors.py"
+    done = subprocess.run([sys.executable, str(script), "--check"], capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr

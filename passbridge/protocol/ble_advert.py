@@ -48,7 +48,9 @@ from passbridge.protocol.ble_framing import SERVICE_UUID
 __all__ = [
     "ADV_ID_LENGTH",
     "LAYOUT_VERSION",
+    "PROXIMITY_KEY_INFO",
     "PROXIMITY_KEY_LENGTH",
+    "ROTATING_ID_LABEL",
     "SLOT_SECONDS",
     "SLOT_TOLERANCE",
     "SERVICE_UUID",

@@ -84,6 +84,7 @@ class SimulatedRadios:
         # One scanner per door radio (door, side), each feeding that radio's table.
         self._scanners: dict[tuple[str, Side], ProximityScanner] = {}
         self._ble_phones: dict[str, SimulatedBlePhone] = {}
+        self._beacons: list[SimulatedBlePhone] = []
         self._lock = asyncio.Lock()
 
     def phone(self, phone_id: str) -> SimulatedPhone:
@@ -154,6 +155,20 @@ class SimulatedRadios:
                 await self._heard(table, adv_id)
             return format_adv_id(adv_id)
 
+    async def beacon(self, adv_id: bytes, door: str, side: Side = Side.IN, rssi: int = -50) -> None:
+        """An attacker's device near the radio at ``door``/``side`` advertising
+        ``adv_id`` (for example one recorded from a phone earlier); it
+        answers no GATT command. Runs until ``close``."""
+        self._controller.core.door(door)
+        async with self._lock:
+            air = await self._air_up()
+            table = await self._radio(door, side)
+            beacon = SimulatedBlePhone(air, lambda _command: b"", rssi=rssi, adv_id=adv_id)
+            beacon.place({_radio_name(door, side): rssi})
+            self._beacons.append(beacon)
+            await beacon.start()
+            await self._heard(table, adv_id)
+
     async def ble_unlock(
         self, phone_id: str, door: str, side: Side = Side.IN, rssi: int = -50
     ) -> Decision:
@@ -223,9 +238,10 @@ class SimulatedRadios:
         raise SimulationError("the bridge's scanner did not hear the phone's advertisement")
 
     async def close(self) -> None:
-        for ble_phone in self._ble_phones.values():
+        for ble_phone in [*self._ble_phones.values(), *self._beacons]:
             await ble_phone.close()
         self._ble_phones.clear()
+        self._beacons.clear()
         for scanner in self._scanners.values():
             await scanner.stop()
         self._scanners.clear()
