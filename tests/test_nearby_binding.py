@@ -10,6 +10,7 @@ denial now.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,12 +24,16 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from passbridge.adapters.audit_sqlite import AuditLog
 from passbridge.adapters.keystore import MemoryKeyStore
-from passbridge.clock import ManualClock
+from passbridge.clock import ManualClock, SystemClock
 from passbridge.core.model import Side
+from passbridge.protocol.aliro_crypto import Interface
 from passbridge.protocol.ble_advert import SLOT_SECONDS, parse_adv_id
 from passbridge.service.app import create_app
-from passbridge.service.runtime import Services, assemble
+from passbridge.service.hardware import BleDoorRadio, Placement
+from passbridge.service.runtime import Services, assemble, memory_services
 from passbridge.service.storage import SqliteEventStore
+from passbridge.sim.ble_phone import SimulatedBlePhone
+from passbridge.sim.bleak_bumble import BumbleAir
 from passbridge.sim.phone import SimulatedPhone
 from passbridge.sim.radios import SimulatedRadios
 from passbridge.site_file import parse_site
@@ -171,3 +176,53 @@ async def test_a_request_whose_kid_is_not_its_cred_is_token_invalid(world: World
     assert (mixed["result"], mixed["reason"], mixed["credential"]) == (
         "denied", "token_invalid", "alice-phone")
     await world.audited(mixed)
+
+
+async def test_each_bluetooth_adapter_is_evidence_for_its_own_door_only() -> None:
+    """``serve --ble hci0=garage --ble hci1=front``: the production radio
+    (BleDoorRadio, bleak over bumble) of each door feeds its own table."""
+    clock = SystemClock()
+    keystore = MemoryKeyStore(clock=clock)
+    site = parse_site(yaml.safe_load(yaml.safe_dump(SITE)), file="site.yaml",
+                      pin_key=keystore.pin_key())
+    services = memory_services(site, clock=clock, keystore=keystore)
+    phone = SimulatedPhone.create("alice-phone")
+    keystore.enroll_phone("alice-phone", "alice", phone.public_key_point)
+    reader = keystore.reader_identity().public_key
+    adv = phone.adv_id_at(reader, clock.now().timestamp())
+    air = BumbleAir()
+    ble_phone = SimulatedBlePhone(
+        air, phone.applet(reader, interface=Interface.BLE).process, rssi=-70, adv_id=adv)
+    ble_phone.place({"garage": -70})  # too weak for a Bluetooth unlock, fine for Nearby
+    radios = [
+        BleDoorRadio(services, Placement(f"hci{i}", door, Side.IN),
+                     scanner_backend=air.scanner_backend_at(door),
+                     client_backend=air.client_backend)
+        for i, door in enumerate(("garage", "front"))
+    ]
+    client = TestClient(TestServer(create_app(services), host="127.0.0.1"))
+    await ble_phone.start()
+    for radio in radios:
+        await radio.start()
+    await client.start_server()
+    try:
+        for _ in range(400):
+            if services.proximity.radio("garage").seen(adv) is not None:
+                break
+            await asyncio.sleep(0.01)
+        decisions = {}
+        for door in ("front", "garage"):
+            token = phone.nearby_request(door, adv.hex())
+            response = await client.post(f"/v1/doors/{door}/nearby-unlock", data=token)
+            decisions[door] = await response.json()
+        assert services.proximity.radio("front").seen(adv) is None
+        assert (decisions["front"]["result"], decisions["front"]["reason"]) == (
+            "denied", "not_nearby")
+        assert (decisions["garage"]["result"], decisions["garage"]["reason"]) == (
+            "granted", "access_granted")
+    finally:
+        await client.close()
+        for radio in radios:
+            await radio.stop()
+        await ble_phone.close()
+        await air.close()

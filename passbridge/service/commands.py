@@ -257,7 +257,8 @@ def register(commands: Any) -> None:
     def phone_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--phone", required=True, help="a phone id of the site file")
         p.add_argument("--door", required=True)
-        p.add_argument("--side", choices=("in", "out"), default="in")
+        p.add_argument("--side", choices=("in", "out"), default="in",
+                       help="the door side whose reader or radio the phone is at")
 
     nfc = sim_commands.add_parser("nfc", help="a simulated phone taps the door's NFC reader")
     phone_args(nfc)
