@@ -170,18 +170,17 @@ async def test_truncated_or_garbage_answer_reaches_handler_and_fails_the_tap(
     assert outcome.apdus == 2
 
 
-async def test_one_tap_is_one_transaction_while_the_card_stays(
-    card: SimulatedCard, reader: NfcReader[list[bytes]]
-) -> None:
-    assert (await reader.tap_once(WAIT)).ok
-    with pytest.raises(TimeoutError):
-        await reader.tap_once(1.0)  # the card stays in the field: no second read
-    assert card.activations == 1
-    assert reader.taps == 1
+async def test_one_tap_is_one_transaction_while_the_card_stays(card: SimulatedCard) -> None:
+    async with NfcReader(card.device, script_factory([]), field_hold=30.0) as reader:
+        assert (await reader.tap_once(WAIT)).ok
+        with pytest.raises(TimeoutError):
+            await reader.tap_once(1.0)  # the card stays in the field: no second read
+        assert card.activations == 1
+        assert reader.taps == 1
 
-    await retap(card)
-    assert (await reader.tap_once(WAIT)).ok
-    assert card.activations == 2
+        await retap(card)
+        assert (await reader.tap_once(WAIT)).ok
+        assert card.activations == 2
 
 
 async def test_hold_off_on_the_injected_clock(card: SimulatedCard) -> None:

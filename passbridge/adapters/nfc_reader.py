@@ -14,6 +14,13 @@ next one, and an optional hold-off on the injectable clock ignores a card
 that comes straight back (a phone bouncing on the edge of the field; phones
 randomise their UID, so "the same card" cannot be recognised by UID).
 
+No card holds the reader: the wait for departure lasts at most
+``field_hold`` seconds, then the reader switches its field off and polls
+again (a card still there is activated again as a new tap) and reports the
+held field through ``on_field_held``. The frame waiting time a card asks for
+in its ATS is capped at ``fwi_max``, so a card that goes silent costs one
+short presence check, not ISO 14443's 5 s maximum.
+
 Nothing here is specific to the ``udp`` driver: the device string goes to
 ``nfc.ContactlessFrontend`` unchanged (``usb:...``, ``tty:...``,
 ``udp:127.0.0.1:PORT``).
@@ -46,6 +53,7 @@ __all__ = [
     "Decide",
     "Decider",
     "Exchange",
+    "FieldHeld",
     "FieldLost",
     "NfcReader",
     "ReaderUnavailable",
@@ -69,6 +77,17 @@ Decider = Callable[[object], Coroutine[Any, Any, bool]]
 
 _OUTCOME_BACKLOG = 64
 _ERROR_BACKOFF = 0.5
+_PRESENCE_INTERVAL = 0.1  # nfcpy's own pause between two presence checks
+
+DEFAULT_FIELD_HOLD = 1.0
+"""Seconds a card may stay in the field after its transaction (see docs/decisions.md)."""
+DEFAULT_FWI_MAX = 8
+"""Largest frame waiting integer accepted from a card: FWT 4096/fc * 2**8 = 77 ms."""
+
+
+def frame_waiting_time(fwi: int) -> float:
+    """ISO 14443-4 FWT in seconds for a frame waiting integer."""
+    return 4096 / 13.56e6 * (1 << fwi)
 
 
 class TapError(Exception):
@@ -102,6 +121,15 @@ class TapHandler(Protocol[T_co]):
 
 
 @dataclass(frozen=True, slots=True)
+class FieldHeld:
+    """A card stayed in the field past the limit after its transaction."""
+
+    seconds: float
+    """How long the card had been in the field after its transaction."""
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class TapOutcome(Generic[T]):
     """What one tap came to, with the figures the benchmark and metrics need."""
 
@@ -115,6 +143,8 @@ class TapOutcome(Generic[T]):
     """Seconds on the reader's clock from activation to the handler's return."""
     cpu_seconds: float
     """Reader-thread CPU time spent on this tap (handler, ISO-DEP, driver)."""
+    decided: bool = False
+    """The handler asked for a decision during this tap (whatever happened after)."""
 
     @property
     def ok(self) -> bool:
@@ -217,9 +247,15 @@ class NfcReader(Generic[T]):
         clock: Clock | None = None,
         targets: Sequence[str] = ("106A",),
         loop: asyncio.AbstractEventLoop | None = None,
+        field_hold: float = DEFAULT_FIELD_HOLD,
+        fwi_max: int = DEFAULT_FWI_MAX,
+        on_field_held: Callable[[FieldHeld], Coroutine[Any, Any, None]] | None = None,
+        pace: Callable[[TapOutcome[T]], float] | None = None,
     ) -> None:
-        if apdu_timeout <= 0 or decide_timeout <= 0 or holdoff < 0:
+        if apdu_timeout <= 0 or decide_timeout <= 0 or holdoff < 0 or field_hold <= 0:
             raise ValueError("timeouts must be positive and the hold-off not negative")
+        if not 0 <= fwi_max <= 14:
+            raise ValueError("fwi_max must be 0..14 (ISO 14443-4)")
         self._device = device
         self._handler_factory = handler_factory
         self._on_tap = on_tap
@@ -236,6 +272,10 @@ class NfcReader(Generic[T]):
         self._clf: _DeadlineFrontend | None = None
         self._last_release: float | None = None
         self._taps = 0
+        self._field_hold = field_hold
+        self._fwt_max = frame_waiting_time(fwi_max)
+        self._on_field_held = on_field_held
+        self._pace = pace
 
     @property
     def device(self) -> str:
@@ -314,15 +354,14 @@ class NfcReader(Generic[T]):
             "targets": self._targets,
             "on-discover": self._on_discover,
             "on-connect": self._on_connect,
-            "on-release": self._on_release,
             "iterations": 1,
-            "beep-on-connect": True,
         }
         while not self._stopping.is_set():
             try:
                 result = clf.connect(rdwr=options, terminate=self._stopping.is_set)
-            except Exception:
-                log.exception("NFC reader %s: polling failed", self._device)
+            except Exception as error:  # noqa: BLE001 - garbage from a card: one line, no traceback
+                log.warning("NFC reader %s: polling failed: %s: %s", self._device,
+                            type(error).__name__, error)
                 result = False
             if result is False and not self._stopping.is_set():
                 # nfcpy reports device errors as False: do not spin on a dead reader.
@@ -336,28 +375,82 @@ class NfcReader(Generic[T]):
             return bool(target.sel_res[0] & 0x20)
         return True
 
-    def _on_release(self, tag: Any) -> bool:
-        self._last_release = self._clock.elapsed()
-        return True
+    def _report_held(self, held: FieldHeld) -> None:
+        log.debug("NFC reader %s: card held the field %.1fs, releasing it",
+                  self._device, held.seconds)
+        loop, callback = self._loop, self._on_field_held
+        if loop is None or callback is None or loop.is_closed():
+            return
+        try:
+            future = asyncio.run_coroutine_threadsafe(callback(held), loop)
+            future.add_done_callback(self._log_callback_failure)
+        except RuntimeError:
+            log.warning("NFC reader %s: event loop gone, held field not reported", self._device)
 
     def _on_connect(self, tag: Any) -> bool:
-        """Run one tap; True makes nfcpy wait for the card to leave (the debounce)."""
+        """Run one tap, then wait (bounded) for the card to leave.
+
+        Returns False: nfcpy's own wait for departure has no bound, so this
+        method does it, and nfcpy hands the tag back to :meth:`_run`, whose
+        next poll switches the field off.
+        """
         if self._stopping.is_set():
-            return True
+            return False
         if not isinstance(tag, nfc.tag.tt4.Type4Tag):
             log.info("NFC reader %s: ignoring a non ISO-DEP card (%s)", self._device, tag)
-            return True
+            self._wait_for_departure(tag)
+            return False
+        self._cap_frame_waiting_time(tag)
         if (
             self._holdoff > 0
             and self._last_release is not None
             and self._clock.elapsed() - self._last_release < self._holdoff
         ):
             log.debug("NFC reader %s: card back within the hold-off, ignored", self._device)
-            return True
+            self._wait_for_departure(tag)
+            return False
         outcome = self._run_tap(tag)
         self._taps += 1
         self._deliver(outcome)
-        return True
+        pause = self._pace(outcome) if self._pace is not None else 0.0
+        self._wait_for_departure(tag)
+        if pause > 0:
+            log.debug("NFC reader %s: pacing failed authentications, %.2fs", self._device, pause)
+            self._stopping.wait(pause)
+        return False
+
+    def _cap_frame_waiting_time(self, tag: Any) -> None:
+        """Never wait longer for one frame than ``fwi_max`` allows, whatever the ATS says.
+
+        A slow phone still gets its time through S(WTX), within the per-APDU
+        deadline; what the cap removes is the long wait on a silent card.
+        """
+        dep: Any = getattr(tag, "_dep", None)  # nfcpy's ISO-DEP initiator for this tag
+        fwt = getattr(dep, "fwt", None)
+        if dep is not None and isinstance(fwt, float) and fwt > self._fwt_max:
+            log.debug("NFC reader %s: card asks FWT %.3fs, capped at %.3fs",
+                      self._device, fwt, self._fwt_max)
+            dep.fwt = self._fwt_max
+
+    def _wait_for_departure(self, tag: Any) -> None:
+        """Presence checks until the card leaves, for at most ``field_hold`` seconds."""
+        started = time.monotonic()
+        while not self._stopping.is_set():
+            try:
+                present = bool(tag.is_present)
+            except Exception as error:  # noqa: BLE001 - a garbage answer means "gone"
+                log.debug("NFC reader %s: presence check failed: %s", self._device,
+                          type(error).__name__)
+                present = False
+            if not present:
+                self._last_release = self._clock.elapsed()
+                return
+            held = time.monotonic() - started
+            if held >= self._field_hold:
+                self._last_release = self._clock.elapsed()
+                self._report_held(FieldHeld(seconds=held, at=self._clock.now()))
+                return
+            self._stopping.wait(_PRESENCE_INTERVAL)
 
     def _run_tap(self, tag: Any) -> TapOutcome[T]:
         clf = self._clf
@@ -368,9 +461,15 @@ class NfcReader(Generic[T]):
         cpu_started = time.thread_time()
         result: T | None = None
         error: TapError | None = None
+        asked: list[object] = []
+
+        def decide(request: object) -> bool:
+            asked.append(request)
+            return self._decide(request)
+
         try:
             handler = self._handler_factory()
-            result = handler.run(link.exchange, self._decide)
+            result = handler.run(link.exchange, decide)
         except TapError as raised:
             error = link.error or raised
         except Exception as raised:
@@ -390,6 +489,7 @@ class NfcReader(Generic[T]):
             started_at=started_at,
             duration=self._clock.elapsed() - started,
             cpu_seconds=cpu,
+            decided=bool(asked),
         )
 
     def _decide(self, request: object) -> bool:

@@ -12,7 +12,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from passbridge.adapters.nfc_reader import Decide, Exchange
+from passbridge.adapters.nfc_reader import Decide, Exchange, TapOutcome
+from passbridge.bridge.flood import FloodGate
 from passbridge.controller import DoorController
 from passbridge.core.decision import ENUM_TEXT, Decision
 from passbridge.core.model import Factor, Reason, Side
@@ -166,30 +167,37 @@ def _send_quietly(exchange: Exchange, command: bytes) -> None:
         log.debug("phone did not take the closing command", exc_info=True)
 
 
-class NfcDoorDecider:
-    """The event-loop side of a tap at one door side: token, core, audit."""
+AUTH_FAILED = "nfc_auth_failed"
+"""The FloodGate kind for unauthenticated NFC denials."""
 
-    def __init__(self, controller: DoorController, door: str, side: Side = Side.IN) -> None:
+
+class NfcDoorDecider:
+    """The event-loop side of a tap at one door side: token, core, audit.
+
+    ``gate`` (production readers) limits what unauthenticated taps write:
+    the first denial of a burst is audited, the rest are counted for the
+    gate's summaries. A phone that authenticated is always decided.
+    """
+
+    def __init__(self, controller: DoorController, door: str, side: Side = Side.IN,
+                 *, gate: FloodGate | None = None) -> None:
         self._controller = controller
         self.door = door
         self.side = side
+        self.gate = gate
+        self.last: Decision | None = None
 
     async def __call__(self, request: object) -> bool:
         if not isinstance(request, TapRequest):
             return False
         controller = self._controller
         if request.credential_id is None:
-            request.decision = await controller.bridge_failure(
-                self.door,
-                self.side,
-                Factor.NFC,
-                Reason.UNKNOWN_CREDENTIAL,
-                f"NFC authentication failed ({request.failure})",
-            )
+            request.decision = await self._unauthenticated(
+                f"NFC authentication failed ({request.failure})", request.failure or "")
             return False
         user = controller.core.site.user_by_phone.get(request.credential_id)
         if user is None:
-            request.decision = await controller.bridge_failure(
+            request.decision = self.last = await controller.bridge_failure(
                 self.door,
                 self.side,
                 Factor.NFC,
@@ -198,7 +206,7 @@ class NfcDoorDecider:
                 credential=request.credential_id,
             )
             return False
-        request.decision = await controller.mobile_factor(
+        request.decision = self.last = await controller.mobile_factor(
             user=user,
             door=self.door,
             side=self.side,
@@ -208,3 +216,24 @@ class NfcDoorDecider:
                       "flow": FLOW_EVIDENCE.get(request.flow or "", request.flow)},
         )
         return request.decision.granted
+
+    async def tap_ended(self, outcome: TapOutcome[TapResult]) -> Decision | None:
+        """What a finished tap came to; audits one that ended before a decision.
+
+        None: nothing decided this time (a denial summarised by the gate).
+        """
+        if outcome.result is not None and outcome.result.decision is not None:
+            return outcome.result.decision
+        if outcome.decided:
+            return self.last  # decided, then the link broke (the phone left)
+        detail = f"NFC tap failed: {outcome.error}" if outcome.error else "NFC tap failed"
+        error_kind = type(outcome.error).__name__ if outcome.error else "unknown"
+        return await self._unauthenticated(detail, error_kind)
+
+    async def _unauthenticated(self, detail: str, why: str) -> Decision | None:
+        """An audited denial, or (within a hostile burst) one more count for the summary."""
+        if self.gate is not None and not self.gate.admit(AUTH_FAILED, why.partition(":")[0]):
+            return None
+        self.last = await self._controller.bridge_failure(
+            self.door, self.side, Factor.NFC, Reason.UNKNOWN_CREDENTIAL, detail)
+        return self.last

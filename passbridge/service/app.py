@@ -24,12 +24,17 @@ from passbridge.service.state import SERVICES
 
 async def healthz(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    return web.json_response({
-        "status": "ok",
+    degraded = services.degraded()
+    body: dict[str, object] = {
+        "status": "degraded" if degraded else "ok",
         "site": services.site.id,
         "revision": services.site.revision,
         "uptime_seconds": round(time.monotonic() - services.started, 3),
-    })
+    }
+    if degraded:
+        # Still 200: the service answers; a held reader is for the operator, not a restart.
+        body["degraded"] = degraded
+    return web.json_response(body)
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -34,7 +34,7 @@ log = logging.getLogger("passbridge.serve")
 
 
 def attach_radios(
-    services: Any, *, nfc: list[str], ble: list[str], db: Path
+    services: Any, *, nfc: list[str], ble: list[str], db: Path, nfc_settings: Any = None
 ) -> Any:
     """Put the radios on ``services.radios``; the app starts them after the
     audit log opens and stops them before it closes.
@@ -48,7 +48,8 @@ def attach_radios(
     from passbridge.service.simulated import SIM_PHONES_DIR, SimulatedAir
 
     for spec in nfc:
-        services.radios.append(NfcDoorReader(services, Placement.parse("--nfc", spec, services)))
+        services.radios.append(NfcDoorReader(services, Placement.parse("--nfc", spec, services),
+                                             nfc_settings))
     for spec in ble:
         services.radios.append(BleDoorRadio(services, Placement.parse("--ble", spec, services)))
     if nfc and ble:
@@ -70,6 +71,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # nfcpy logs every reader open at INFO: with a reader per simulated tap
     # that is two lines a tap and nothing an operator acts on.
     logging.getLogger("nfc").setLevel(logging.WARNING)
+    # A hostile radio can make these talk thousands of times a minute.
+    from passbridge.bridge.flood import limit_radio_logs
+
+    limit_radio_logs()
     db = Path(args.db)
     key_file = Path(args.device_key_file) if args.device_key_file else db.parent / DEVICE_KEY_FILE
     try:
@@ -84,12 +89,32 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise StartupError(f"device key file {key_file}: {detail}") from exc
         services.device_keys = DeviceKeys([device_key])
-        air = attach_radios(services, nfc=args.nfc, ble=args.ble, db=db)
+        air = attach_radios(services, nfc=args.nfc, ble=args.ble, db=db,
+                            nfc_settings=_nfc_settings(args))
     except StartupError as exc:
         asyncio.run(services.audit.store.close())
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_STARTUP
     return run_event_loop(_serve(services, air, args.host, args.port, db, key_file))
+
+
+def _nfc_settings(args: argparse.Namespace) -> Any:
+    from passbridge.bridge.flood import FloodSettings
+    from passbridge.service.hardware import NfcSettings
+    from passbridge.service.storage import StartupError
+
+    if not args.nfc_field_hold > 0:
+        raise StartupError("--nfc-field-hold: must be a positive number of seconds")
+    if not 0 <= args.nfc_fwi_max <= 14:
+        raise StartupError("--nfc-fwi-max: must be 0..14 (ISO 14443-4)")
+    if not (args.auth_failures_per_second > 0 and args.auth_failure_burst >= 1):
+        raise StartupError("--auth-failures-per-second and --auth-failure-burst must be positive")
+    return NfcSettings(
+        field_hold=args.nfc_field_hold,
+        fwi_max=args.nfc_fwi_max,
+        flood=FloodSettings(auth_rate=args.auth_failures_per_second,
+                            auth_burst=args.auth_failure_burst),
+    )
 
 
 def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
@@ -228,6 +253,21 @@ def register(commands: Any) -> None:
     serve.add_argument("--ble", metavar="ADAPTER=DOOR[:SIDE]", action="append", default=[],
                        help="a real Bluetooth adapter at a door side, e.g. hci0=front "
                             "(repeatable; default: simulated)")
+    serve.add_argument("--nfc-field-hold", type=float, default=1.0, metavar="SECONDS",
+                       help="how long a card may stay in a reader's field after its tap "
+                            "before the reader polls again (default 1.0)")
+    serve.add_argument("--nfc-fwi-max", type=int, default=8, metavar="FWI",
+                       help="largest frame waiting integer accepted from a card's ATS "
+                            "(default 8: 77 ms; ISO 14443-4 allows up to 14: 4.9 s)")
+    from passbridge.bridge.flood import FloodSettings
+
+    flood = FloodSettings()
+    serve.add_argument("--auth-failures-per-second", type=float, default=flood.auth_rate,
+                       metavar="N", help="failed authentications a reader keeps taking per "
+                       "second (token bucket; default %(default)s)")
+    serve.add_argument("--auth-failure-burst", type=int, default=flood.auth_burst, metavar="N",
+                       help="failed authentications a reader takes back to back "
+                            "(default %(default)s)")
     serve.set_defaults(func=_cmd_serve)
 
     sim = commands.add_parser("sim", help="tester commands against a running service")

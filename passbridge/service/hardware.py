@@ -16,15 +16,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bleak.backends.client import BaseBleakClient
 from bleak.backends.scanner import BaseBleakScanner
 
 from passbridge.adapters.ble_central import BleUnlockClient, ProximityScanner
-from passbridge.adapters.nfc_reader import NfcReader, ReaderUnavailable, TapOutcome
+from passbridge.adapters.nfc_reader import (
+    DEFAULT_FIELD_HOLD,
+    DEFAULT_FWI_MAX,
+    FieldHeld,
+    NfcReader,
+    ReaderUnavailable,
+    TapOutcome,
+)
 from passbridge.bridge.ble_unlock import BleDoorUnlocker
+from passbridge.bridge.flood import FloodGate, FloodSettings, TokenBucket
 from passbridge.bridge.nfc_tap import (
     AliroTapHandler,
     NfcDoorDecider,
@@ -41,6 +49,20 @@ APPROACH_POLL_SECONDS = 0.25
 # A phone that was just decided (denied, or a link failure) is not tried
 # again for this long: the audit log records attempts, not polls.
 RETRY_AFTER_SECONDS = 10.0
+FIELD_HELD = "nfc_field_held"
+"""The FloodGate kind (and ``device`` event) for a card overstaying in the field."""
+HEALTH_MEMORY_SECONDS = 30.0
+"""A held field keeps /healthz degraded this long after it was last seen."""
+SUMMARY_TICK_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class NfcSettings:
+    """``serve`` options for production NFC readers (documented in docs/decisions.md)."""
+
+    field_hold: float = DEFAULT_FIELD_HOLD
+    fwi_max: int = DEFAULT_FWI_MAX
+    flood: FloodSettings = field(default_factory=FloodSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +87,36 @@ class Placement:
 
 
 class NfcDoorReader:
-    """A Radio: one nfcpy reader polling for phones at one door side."""
+    """A Radio: one nfcpy reader polling for phones at one door side.
 
-    def __init__(self, services: Services, placement: Placement) -> None:
+    Hostile cards are bounded here: a card may stay in the field
+    ``field_hold`` seconds after its tap (then the reader polls again, and
+    the held field is a ``device`` event, a metric and a degraded /healthz
+    detail), failed authentications are paced by a token bucket, and
+    unauthenticated denials are audited once per burst and summarised.
+    """
+
+    def __init__(self, services: Services, placement: Placement,
+                 settings: NfcSettings | None = None) -> None:
         self._services = services
         self.placement = placement
+        self.settings = settings or NfcSettings()
         self._reader: NfcReader[TapResult] | None = None
+        where = {"radio": "nfc", "door": placement.door, "side": placement.side.value,
+                 "device": placement.device}
+        self._where = where
+        self.gate = FloodGate(where, services.clock, self.settings.flood,
+                              on_suppressed=self._suppressed)
+        flood = self.settings.flood
+        self._bucket = TokenBucket(flood.auth_rate, flood.auth_burst, services.clock)
+        self._decider = NfcDoorDecider(services.controller, placement.door, placement.side,
+                                       gate=self.gate)
+        self._held_last: float | None = None
+        self._summaries: asyncio.Task[None] | None = None
+
+    @property
+    def health_name(self) -> str:
+        return f"nfc {self.placement.device} at {self.placement.door}/{self.placement.side.value}"
 
     async def start(self) -> None:
         services, place = self._services, self.placement
@@ -78,26 +124,91 @@ class NfcDoorReader:
         reader: NfcReader[TapResult] = NfcReader(
             place.device,
             lambda: AliroTapHandler(identity, services.keystore),
-            decider=NfcDoorDecider(services.controller, place.door, place.side),
+            decider=self._decider,
             on_tap=self._tapped,
+            field_hold=self.settings.field_hold,
+            fwi_max=self.settings.fwi_max,
+            on_field_held=self._field_held,
+            pace=self._pace,
         )
         try:
             await reader.start()
         except ReaderUnavailable as error:
             raise StartupError(str(error)) from None
         self._reader = reader
+        self._summaries = asyncio.create_task(self._write_summaries(), name="nfc-summaries")
         log.info("NFC reader %s at %s/%s", place.device, place.door, place.side.value)
+
+    def _suppressed(self, kind: str) -> None:
+        place = self.placement
+        self._services.metrics.radio_event("nfc", place.door, place.side.value,
+                                           f"{kind}_summarised")
+
+    def _pace(self, outcome: TapOutcome[TapResult]) -> float:
+        """Reader thread: a failed authentication spends a token; none left, pause."""
+        result = outcome.result
+        if result is not None and result.request.credential_id is not None:
+            return 0.0
+        wait = self._bucket.take()
+        if wait > 0:
+            place = self.placement
+            self._services.metrics.radio_event("nfc", place.door, place.side.value,
+                                               "auth_paced")
+        return wait
 
     async def _tapped(self, outcome: TapOutcome[TapResult]) -> None:
         if outcome.error is not None:
             log.info("NFC tap at %s ended early: %s", self.placement.door, outcome.error)
         report_exchange(outcome.result, self.placement.door, self.placement.side,
                         self._services.metrics)
+        await self._decider.tap_ended(outcome)
+
+    async def _field_held(self, held: FieldHeld) -> None:
+        services, place = self._services, self.placement
+        self._held_last = services.clock.elapsed()
+        services.metrics.radio_event("nfc", place.door, place.side.value, FIELD_HELD)
+        if self.gate.admit(FIELD_HELD):
+            log.warning("NFC reader %s at %s: a card held the field %.1fs after its tap; "
+                        "released", place.device, place.door, held.seconds)
+            await services.audit.record_change("device", {
+                **self._where, "event": FIELD_HELD, "seconds": round(held.seconds, 3),
+                "at": held.at.isoformat()})
+
+    def health(self) -> str | None:
+        """A line for /healthz while the field is (or was lately) held; None when fine."""
+        held = self._held_last
+        if held is None:
+            return None
+        ago = self._services.clock.elapsed() - held
+        if ago > HEALTH_MEMORY_SECONDS:
+            return None
+        return (f"a card held the field past {self.settings.field_hold:g}s "
+                f"({ago:.0f}s ago); phones at this reader wait their turn")
+
+    async def _write_summaries(self) -> None:
+        while True:
+            await asyncio.sleep(SUMMARY_TICK_SECONDS)
+            await self._flush_summaries()
+
+    async def _flush_summaries(self, *, final: bool = False) -> None:
+        services, place = self._services, self.placement
+        # a summary is one row per burst and period, whatever the flood's size
+        for payload in self.gate.summaries(final=final):
+            try:
+                await services.audit.record_change("device", payload)
+            except Exception:  # noqa: BLE001 - a summary must not stop the reader
+                log.exception("NFC reader %s: cannot write a device summary", place.device)
 
     async def stop(self) -> None:
         if self._reader is not None:
             await self._reader.stop()
             self._reader = None
+        if self._summaries is not None:
+            self._summaries.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._summaries
+            self._summaries = None
+            await self._flush_summaries(final=True)
 
 
 class BleDoorRadio:

@@ -34,6 +34,7 @@ class Metrics:
         self._first_bucket = [0] * (len(LATENCY_BUCKETS) + 1)
         self._latency_sum = 0.0
         self._latency_count = 0
+        self._radio_events: Counter[tuple[str, str, str, str]] = Counter()
 
     def observe_decision(self, decision: Decision, latency: float) -> None:
         """A DoorController observer: every answered decision, with its latency."""
@@ -57,6 +58,14 @@ class Metrics:
         """A phone at ``door`` refused the door status ``status`` (bridge.nfc_tap)."""
         with self._lock:
             self._exchange_refused[(door, f"{status:04X}", f"{status_word:04X}")] += 1
+
+    def radio_event(self, radio: str, door: str, side: str, event: str) -> None:
+        """Something a radio in the field did to a reader: ``nfc_field_held``
+        (a card overstayed), ``nfc_auth_failed_summarised`` (a denial counted in
+        a burst summary instead of its own audit row), ``auth_paced`` (the
+        reader paused for failed authentications)."""
+        with self._lock:
+            self._radio_events[(radio, door, side, event)] += 1
 
     def render(self) -> str:
         with self._lock:
@@ -97,5 +106,14 @@ class Metrics:
                 lines.append(
                     f'passbridge_nfc_exchange_refused_total{{door="{_label(door)}",'
                     f'status="{status}",status_word="{sw}"}} {n}'
+                )
+            lines += [
+                "# HELP passbridge_radio_events_total Hostile or unusual radio activity by reader.",
+                "# TYPE passbridge_radio_events_total counter",
+            ]
+            for (radio, door, side, event), n in sorted(self._radio_events.items()):
+                lines.append(
+                    f'passbridge_radio_events_total{{radio="{_label(radio)}",'
+                    f'door="{_label(door)}",side="{_label(side)}",event="{_label(event)}"}} {n}'
                 )
         return "\n".join(lines) + "\n"

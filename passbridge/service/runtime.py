@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from passbridge.adapters.ble_central import ProximityRadios
 from passbridge.adapters.keystore import KeyStore, MemoryKeyStore
@@ -39,6 +39,18 @@ class Radio(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+@runtime_checkable
+class ReportsHealth(Protocol):
+    """A radio that can say it is degraded (for /healthz), e.g. a held NFC field."""
+
+    @property
+    def health_name(self) -> str: ...
+
+    def health(self) -> str | None:
+        """One line for the operator while degraded; None while fine."""
+        ...
 
 
 @dataclass
@@ -71,6 +83,16 @@ class Services:
     @property
     def site(self) -> Site:
         return self.core.site
+
+    def degraded(self) -> dict[str, str]:
+        """What the radios report as degraded, by radio."""
+        found: dict[str, str] = {}
+        for radio in self.radios:
+            if isinstance(radio, ReportsHealth):
+                line = radio.health()
+                if line is not None:
+                    found[radio.health_name] = line
+        return found
 
 
 def assemble(

@@ -83,6 +83,15 @@ class CardFaults:
     drop_mode: Literal["rfoff", "silent"] = "rfoff"
     """How the field is lost: the link breaks at once (``rfoff``, what the udp
     driver uses for a dropped field) or the card just stops answering."""
+    hold: bool = False
+    """Hostile: stay in the field and answer every presence check at once
+    with a junk frame (nfcpy counts any answer as "still here")."""
+    mute_after: int | None = None
+    """Answer this many APDUs, then stay in the field answering nothing at
+    all, presence checks included (with a long FWI, each check waits it out)."""
+    bounce: bool = False
+    """Hostile: after the tap, break the link at the first presence check
+    and present itself again at once, as fast as the reader polls."""
 
 
 class _LoopbackCardDevice(nfc.clf.udp.Device):  # type: ignore[misc]
@@ -152,6 +161,14 @@ class _Presence:
     apdus: int = 0
 
 
+@dataclass(slots=True)
+class _Occupant:
+    """A further card in the same field (see :meth:`SimulatedCard.join_field`)."""
+
+    applet: Applet
+    presence: _Presence
+
+
 class SimulatedCard:
     """A phone-like Type 4A card that answers APDUs with *applet* over nfcpy udp.
 
@@ -190,6 +207,9 @@ class SimulatedCard:
         self._interrupt = threading.Event()
         self._in_field = in_field
         self._presence = _Presence(faults or CardFaults())
+        self._others: list[_Occupant] = []
+        self._turn = 0
+        self._current: _Occupant | None = None  # None: this card itself
         self._received: list[bytes] = []
         self._activations = 0
         self._thread: threading.Thread | None = None
@@ -248,6 +268,16 @@ class SimulatedCard:
             self._interrupt.set()
         self._wake()
 
+    def join_field(self, applet: Applet, faults: CardFaults | None = None) -> None:
+        """Another card comes into the same field and stays (until :meth:`stop`).
+
+        The udp driver has no anticollision: the cards in the field simply
+        take turns, one per activation (after the reader switched its field
+        off and polled again), this card first.
+        """
+        with self._lock:
+            self._others.append(_Occupant(applet, _Presence(faults or CardFaults())))
+
     def start(self) -> SimulatedCard:
         if self._thread is not None:
             raise CardError("simulated card already started")
@@ -290,7 +320,26 @@ class SimulatedCard:
             nudge.sendto(b"106A 00", (LOOPBACK, self.port))
 
     def _present(self) -> bool:
-        return not self._stopping.is_set() and self.in_field
+        if self._stopping.is_set():
+            return False
+        with self._lock:
+            current = self._current
+            if current is None:
+                return self._in_field
+            return current in self._others
+
+    def _field_occupied(self) -> bool:
+        with self._lock:
+            return self._in_field or bool(self._others)
+
+    def _next_occupant(self) -> None:
+        """Pick the card the reader activates this time (turns, this card first)."""
+        with self._lock:
+            cards: list[_Occupant | None] = [None] if self._in_field else []
+            cards += self._others
+            self._current = cards[self._turn % len(cards)] if cards else None
+            self._turn += 1
+            self._activations += 1
 
     def _local_target(self) -> Any:
         return nfc.clf.LocalTarget(
@@ -303,22 +352,29 @@ class SimulatedCard:
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
-                if not self.in_field:
+                if not self._field_occupied():
                     self._device.discard_pending(_TICK)
                     continue
                 target = self._clf.listen(self._local_target(), 0.5)
-                if target is None or not self._present():
+                if target is None or not self._field_occupied():
                     continue
                 rats = target.tt4_cmd
                 if not rats or len(rats) < 2 or rats[0] != 0xE0:
                     continue  # a stray frame, not an activation
-                with self._lock:
-                    self._activations += 1
+                self._next_occupant()
                 self._serve(bytes(rats), target)
             except Exception:  # the card must outlive any one bad exchange
                 if self._stopping.is_set():
                     return
                 log.exception("simulated card session failed")
+
+    def _occupant(self) -> tuple[_Presence, Applet]:
+        """The presence and applet of the card the reader activated last."""
+        with self._lock:
+            current = self._current
+            if current is None:
+                return self._presence, self._applet
+            return current.presence, current.applet
 
     def _ats(self) -> bytes:
         # TL, T0 (TA/TB/TC present, FSCI 8 = 256 bytes), TA (106 kbit/s only),
@@ -353,6 +409,17 @@ class SimulatedCard:
             if not frame:
                 continue
             pcb = frame[0]
+            presence, _ = self._occupant()
+            faults = presence.faults
+            if faults.mute_after is not None and presence.apdus >= faults.mute_after:
+                continue  # in the field, answering nothing
+            presence_check = pcb & 0xF6 == 0xB2  # R(NAK)
+            if presence_check and presence.apdus and (faults.hold or faults.bounce):
+                if faults.bounce:  # gone, and straight back for the next activation
+                    self._device.break_link(getattr(target, "_addr", None))
+                    return
+                reply = b"\x00"  # junk: any answer keeps nfcpy's presence check true
+                continue
             if pcb & 0xE2 == 0x02:  # I-block
                 number = pcb & 0x01
                 header = 1 + bool(pcb & 0x08) + bool(pcb & 0x04)
@@ -389,8 +456,8 @@ class SimulatedCard:
 
         None means the field is gone and the session ends.
         """
+        presence, applet = self._occupant()
         with self._lock:
-            presence = self._presence
             index = presence.apdus
             presence.apdus += 1
             self._received.append(apdu)
@@ -402,7 +469,8 @@ class SimulatedCard:
             if faults.drop_mode == "rfoff":
                 self._device.break_link(getattr(target, "_addr", None))
             return None
-        pending = self._applet_pool.submit(self._run_applet, apdu, faults.delay.get(index, 0.0))
+        pending = self._applet_pool.submit(
+            self._run_applet, applet, apdu, faults.delay.get(index, 0.0))
         if not self._wait_for_applet(pending):
             return None
         answer = pending.result()
@@ -412,11 +480,11 @@ class SimulatedCard:
             answer = answer[: faults.truncate[index]]
         return answer
 
-    def _run_applet(self, apdu: bytes, delay: float) -> bytes:
+    def _run_applet(self, applet: Applet, apdu: bytes, delay: float) -> bytes:
         if delay > 0 and self._interrupt.wait(delay):
             return b""
         try:
-            return bytes(self._applet(apdu))
+            return bytes(applet(apdu))
         except Exception:
             log.exception("applet raised on a command APDU; answering 6F00")
             return _SW_APPLET_CRASHED

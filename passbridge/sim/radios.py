@@ -33,7 +33,7 @@ from passbridge.bridge.nfc_tap import (
 from passbridge.clock import Clock
 from passbridge.controller import DoorController
 from passbridge.core.decision import Decision
-from passbridge.core.model import Factor, Reason, Side
+from passbridge.core.model import Side
 from passbridge.protocol.aliro_crypto import Interface
 from passbridge.protocol.ble_advert import format_adv_id
 from passbridge.sim.ble_phone import SimulatedBlePhone
@@ -114,14 +114,11 @@ class SimulatedRadios:
             async with reader:
                 outcome = await reader.tap_once(TAP_TIMEOUT)
         report_exchange(outcome.result, door, side, self._refusals)
-        if outcome.result is not None and outcome.result.decision is not None:
-            return NfcTapReport(outcome.result.decision, applet.last_reader_status,
-                                outcome.result.phone_refusal)
-        detail = f"NFC tap failed: {outcome.error}" if outcome.error else "NFC tap failed"
-        decision = await self._controller.bridge_failure(
-            door, side, Factor.NFC, Reason.UNKNOWN_CREDENTIAL, detail
-        )
-        return NfcTapReport(decision, applet.last_reader_status)
+        decision = await decider.tap_ended(outcome)
+        if decision is None:  # no flood gate here: every tap is decided
+            raise SimulationError(f"NFC tap at {door} decided nothing")
+        refusal = outcome.result.phone_refusal if outcome.result is not None else None
+        return NfcTapReport(decision, applet.last_reader_status, refusal)
 
     # --- BLE ---------------------------------------------------------------
     async def advertise(
