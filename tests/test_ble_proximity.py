@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from passbridge.adapters.ble_central import Cooldown, ProximityTable
+from passbridge.adapters.ble_central import Cooldown, ProximityRadios, ProximityTable
 from passbridge.clock import ManualClock
+from passbridge.core.model import Side
 
 A = bytes.fromhex("00000000000000a1")
 B = bytes.fromhex("00000000000000b2")
@@ -98,3 +99,19 @@ def test_cooldown(clock: ManualClock) -> None:
     small.start("b")
     small.start("c")
     assert not small.active("a") and small.active("b") and small.active("c")
+
+
+def test_door_radios_keep_their_own_evidence(clock: ManualClock) -> None:
+    radios = ProximityRadios(clock)
+    radios.radio("garage").observe(A, -50)
+    assert radios.heard_at("front", A) == []  # the garage's radio is not the front's
+    assert [r.door for r in radios.heard_at("garage", A)] == ["garage"]
+    radios.radio("lab", Side.IN).observe(B, -70)
+    radios.radio("lab", Side.OUT).observe(B, -60)
+    assert [r.side for r in radios.heard_at("lab", B)] == [Side.OUT, Side.IN]  # strongest first
+    radios.radio("lab", Side.IN).observe(B, -60)
+    assert radios.heard_at("lab", B)[0].side is Side.IN  # a tie goes to the stricter entry
+    radios.forget(B)
+    assert radios.heard_at("lab", B) == []
+    clock.advance(11)
+    assert radios.heard_at("garage", A) == []  # older than 10 s
