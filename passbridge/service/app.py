@@ -15,7 +15,13 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from passbridge.service import routes_admin, routes_decisions, routes_events
-from passbridge.service.http import MAX_BODY_BYTES, json_errors
+from passbridge.service.http import (
+    LIMITS,
+    MAX_BODY_BYTES,
+    HttpLimits,
+    json_errors,
+    set_server_header,
+)
 from passbridge.service.openapi import document
 from passbridge.service.runtime import Services
 from passbridge.service.simulated import SIM_AIR, SimulatedAir, add_simulated_radios
@@ -70,11 +76,18 @@ async def _end_live_feeds(app: web.Application) -> None:
     app[SERVICES].audit.end_feeds()
 
 
-def create_app(services: Services, *, simulated: SimulatedAir | None = None) -> web.Application:
+def create_app(
+    services: Services, *, simulated: SimulatedAir | None = None,
+    limits: HttpLimits | None = None,
+) -> web.Application:
     """``simulated``: the service's simulated radios, which add /v1/sim routes
-    (never present when the radios are real hardware)."""
+    (never present when the radios are real hardware). ``limits``: the body
+    timeout and event-stream length the routes use (``serve`` flags; the
+    connection-level limits are edge.EdgeSite's)."""
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors])
     app[SERVICES] = services
+    app[LIMITS] = limits if limits is not None else HttpLimits()
+    app.on_response_prepare.append(set_server_header)
     app.cleanup_ctx.append(_audit_lifetime)
     app.cleanup_ctx.append(_radios_lifetime)
     app.on_shutdown.append(_end_live_feeds)

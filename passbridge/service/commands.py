@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Coroutine
@@ -23,6 +24,7 @@ from typing import Any
 DEFAULT_DB = Path("passbridge-data") / "passbridge.sqlite3"
 DEVICE_KEY_FILE = "device-key"
 EXIT_STARTUP = 1
+EXIT_USAGE = 2
 EXIT_SIM_REFUSED = 1
 EXIT_SIM_UNAVAILABLE = 3
 SHUTDOWN_SECONDS = 10.0
@@ -61,6 +63,8 @@ def attach_radios(
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from passbridge.service.device_keys import DeviceKeys, load_or_create_device_key
+    from passbridge.service.edge import TlsConfigError, fit_connection_cap
+    from passbridge.service.http import HttpLimits
     from passbridge.service.runtime import build_services
     from passbridge.service.storage import StartupError
 
@@ -77,6 +81,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     limit_radio_logs()
     db = Path(args.db)
     key_file = Path(args.device_key_file) if args.device_key_file else db.parent / DEVICE_KEY_FILE
+    try:
+        tls = serve_tls(args)
+    except TlsConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    limits = HttpLimits(
+        header_timeout=args.header_timeout, body_timeout=args.body_timeout,
+        idle_timeout=args.idle_timeout, max_connections=fit_connection_cap(args.max_connections),
+    )
     try:
         services = build_services(Path(args.site), db)
     except StartupError as exc:
@@ -95,7 +108,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         asyncio.run(services.audit.store.close())
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_STARTUP
-    return run_event_loop(_serve(services, air, args.host, args.port, db, key_file))
+    return run_event_loop(_serve(services, air, args.host, args.port, db, key_file,
+                                 limits=limits, tls=tls))
+
+
+def serve_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The TLS context for ``--tls-cert``/``--tls-key`` (both or neither), or
+    None for plain HTTP; TlsConfigError names the file at fault."""
+    from passbridge.service.edge import TlsConfigError, tls_context
+
+    if args.tls_cert is None and args.tls_key is None:
+        return None
+    if args.tls_cert is None or args.tls_key is None:
+        raise TlsConfigError("--tls-cert and --tls-key go together: give both or neither")
+    return tls_context(Path(args.tls_cert), Path(args.tls_key))
 
 
 def _nfc_settings(args: argparse.Namespace) -> Any:
@@ -129,14 +155,17 @@ def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
 
 
 async def _serve(
-    services: Any, air: Any, host: str, port: int, db: Path, key_file: Path
+    services: Any, air: Any, host: str, port: int, db: Path, key_file: Path, *,
+    limits: Any, tls: ssl.SSLContext | None,
 ) -> int:
     from aiohttp import web
 
     from passbridge.service.app import create_app
+    from passbridge.service.edge import EdgeSite
 
-    runner = web.AppRunner(create_app(services, simulated=air), handle_signals=False,
-                           shutdown_timeout=SHUTDOWN_SECONDS, access_log=None)
+    runner = web.AppRunner(create_app(services, simulated=air, limits=limits),
+                           handle_signals=False, shutdown_timeout=SHUTDOWN_SECONDS,
+                           access_log=None)
     from passbridge.service.storage import StartupError
 
     try:
@@ -145,7 +174,8 @@ async def _serve(
         await runner.cleanup()
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_STARTUP
-    site = web.TCPSite(runner, host, port)
+    site = EdgeSite(runner, host, port, limits=limits, metrics=services.metrics,
+                    ssl_context=tls)
     try:
         await site.start()
     except OSError as exc:
@@ -158,7 +188,8 @@ async def _serve(
         loop.add_signal_handler(signum, stop.set)
     bound = runner.addresses[0] if runner.addresses else (host, port)
     print(
-        f"passbridge: serving site {services.site.id} on http://{bound[0]}:{bound[1]} "
+        f"passbridge: serving site {services.site.id} on "
+        f"{'https' if tls is not None else 'http'}://{bound[0]}:{bound[1]} "
         f"(database {db}, device key in {key_file})",
         flush=True,
     )
@@ -167,6 +198,49 @@ async def _serve(
     await runner.cleanup()  # stop accepting, drain handlers, then close the audit log
     print("passbridge: stopped", flush=True)
     return 0
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"expected seconds, over 0 and at most 3600: {text!r}")
+    return value
+
+
+def _connections(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"expected a whole number 1-1000000: {text!r}")
+    return int(text)
+
+
+def add_http_flags(serve: argparse.ArgumentParser) -> None:
+    """TLS and connection limits (docs/decisions.md, "Connection limits")."""
+    from passbridge.service.http import HttpLimits
+
+    defaults = HttpLimits()
+    serve.add_argument("--tls-cert", metavar="FILE",
+                       help="serve HTTPS with this certificate chain (PEM); needs --tls-key")
+    serve.add_argument("--tls-key", metavar="FILE",
+                       help="the certificate's private key (PEM, unencrypted)")
+    serve.add_argument("--header-timeout", type=_seconds, default=defaults.header_timeout,
+                       metavar="SECONDS",
+                       help="a request head must arrive within this long of its first byte "
+                            f"(and a TLS handshake complete) (default {defaults.header_timeout:g})")
+    serve.add_argument("--body-timeout", type=_seconds, default=defaults.body_timeout,
+                       metavar="SECONDS",
+                       help="a request body must arrive within this long, else 408 "
+                            f"(default {defaults.body_timeout:g})")
+    serve.add_argument("--idle-timeout", type=_seconds, default=defaults.idle_timeout,
+                       metavar="SECONDS",
+                       help="close a connection that sends no request for this long "
+                            f"(keep-alive; default {defaults.idle_timeout:g})")
+    serve.add_argument("--max-connections", type=_connections, default=defaults.max_connections,
+                       metavar="N",
+                       help="client connections open at once; more are closed as they arrive "
+                            f"(default {defaults.max_connections})")
 
 
 # --- sim ---------------------------------------------------------------------------
@@ -200,6 +274,8 @@ def _run_sim(args: argparse.Namespace) -> int:
 
     base = args.url.rstrip("/")
     try:
+        if args.cacert:
+            sim_client.trust_ca_file(Path(args.cacert))
         if args.sim_command == "card":
             decision = asyncio.run(
                 sim_client.card(base, args.door, args.number, args.side, _device_key(args)))
@@ -268,10 +344,14 @@ def register(commands: Any) -> None:
     serve.add_argument("--auth-failure-burst", type=int, default=flood.auth_burst, metavar="N",
                        help="failed authentications a reader takes back to back "
                             "(default %(default)s)")
+    add_http_flags(serve)
     serve.set_defaults(func=_cmd_serve)
 
     sim = commands.add_parser("sim", help="tester commands against a running service")
     sim.add_argument("--url", default="http://127.0.0.1:8080")
+    sim.add_argument("--cacert", metavar="FILE",
+                     help="verify an https service against this CA certificate (PEM) "
+                          "instead of the system's CAs")
     sim.add_argument("--json", action="store_true", help="print the whole decision as JSON")
     sim_commands = sim.add_subparsers(dest="sim_command", required=True, metavar="ACTION")
 

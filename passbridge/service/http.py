@@ -1,7 +1,10 @@
-"""The service's HTTP conventions: JSON errors, bearer tokens, small bodies.
+"""The service's HTTP conventions: JSON errors, bearer tokens, small bodies,
+and the connection limits every route lives under.
 
 Every error a client sees is ``{"error": {"code", "message"}}``; nothing
-raised inside a handler reaches a client as a stack trace.
+raised inside a handler reaches a client as a stack trace. Errors aiohttp
+answers before any route runs (a request line or header it cannot parse)
+get the same shape from ``edge.EdgeRequestHandler``.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -19,6 +23,8 @@ from passbridge.errors import ConfigError, UnknownDoor
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+# What every response says in its Server header: no library or Python version.
+SERVER_HEADER = "passbridge"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _HTTP_CODES = {
@@ -28,10 +34,36 @@ _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
+    408: "request_timeout",
     413: "request_too_large",
     415: "unsupported_media_type",
     422: "unprocessable",
 }
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """How long a client may take and how many may be connected at once.
+
+    The defaults (docs/decisions.md, "Connection limits") suit wired devices
+    and app backends on a LAN or behind a proxy: a request head or body
+    that takes longer than 10 s is an attacker or a broken link, not a
+    slow phone. ``passbridge serve`` takes each as a flag.
+    """
+
+    # From a request's first byte to the end of its head (request line, headers).
+    header_timeout: float = 10.0
+    # For the handler to receive the whole body, once the head is in.
+    body_timeout: float = 10.0
+    # A connection waiting for its next request (after connect or a response).
+    idle_timeout: float = 15.0
+    # Open client connections; one over the cap is closed as soon as accepted.
+    max_connections: int = 4096
+    # A live event stream ends after this long (the contract: at most 15 minutes).
+    event_stream_seconds: float = 15 * 60.0
+
+
+LIMITS = web.AppKey("limits", HttpLimits)
 
 
 class ApiError(Exception):
@@ -56,7 +88,11 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message, **exc.extra)
+        response = error_response(exc.status, exc.code, exc.message, **exc.extra)
+        if exc.status == 408:
+            # The rest of a body that stopped arriving is not worth waiting for.
+            response.force_close()
+        return response
     except UnknownDoor as exc:
         return error_response(404, "unknown_door", str(exc))
     except ConfigError as exc:
@@ -91,9 +127,29 @@ def bearer(request: web.Request) -> str:
     return value
 
 
+async def set_server_header(_request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: replace aiohttp's ``Server: Python/x aiohttp/y``
+    so a scanner learns nothing about versions to target."""
+    response.headers["Server"] = SERVER_HEADER
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole body (at most MAX_BODY_BYTES, else 413), within the body
+    timeout: a client that drips its body slowly gets 408 and the connection
+    is closed, instead of holding a handler for ever."""
+    limits = request.app[LIMITS]
+    try:
+        async with asyncio.timeout(limits.body_timeout):
+            return await request.read()
+    except TimeoutError:
+        raise ApiError(408, "request_timeout",
+                       f"the request body did not arrive within {limits.body_timeout:g} s"
+                       ) from None
+
+
 async def body_text(request: web.Request) -> str:
     """A token body (compact JWS) as text; JSON ``{"token": ...}`` is accepted too."""
-    raw = await request.read()
+    raw = await read_body(request)
     text = raw.decode("utf-8", "replace").strip()
     if text.startswith("{"):
         data = _parse_json(text)
@@ -107,7 +163,7 @@ async def body_text(request: web.Request) -> str:
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
+    raw = await read_body(request)
     data = _parse_json(raw.decode("utf-8", "replace"))
     if not isinstance(data, dict):
         raise ApiError(400, "malformed_body", "expected a JSON object")

@@ -35,6 +35,9 @@ class Metrics:
         self._latency_sum = 0.0
         self._latency_count = 0
         self._radio_events: Counter[tuple[str, str, str, str]] = Counter()
+        # HTTP connections (edge.EdgeSite): open now, and refused at the cap.
+        self._connections_open = 0
+        self._connections_refused = 0
 
     def observe_decision(self, decision: Decision, latency: float) -> None:
         """A DoorController observer: every answered decision, with its latency."""
@@ -66,6 +69,12 @@ class Metrics:
         reader paused for failed authentications)."""
         with self._lock:
             self._radio_events[(radio, door, side, event)] += 1
+
+    def connections_open(self, count: int) -> None:
+        self._connections_open = count
+
+    def connection_refused(self) -> None:
+        self._connections_refused += 1
 
     def render(self) -> str:
         with self._lock:
@@ -116,4 +125,13 @@ class Metrics:
                     f'passbridge_radio_events_total{{radio="{_label(radio)}",'
                     f'door="{_label(door)}",side="{_label(side)}",event="{_label(event)}"}} {n}'
                 )
+            lines += [
+                "# HELP passbridge_http_connections_open Client connections open now.",
+                "# TYPE passbridge_http_connections_open gauge",
+                f"passbridge_http_connections_open {self._connections_open}",
+                "# HELP passbridge_http_connections_refused_total Connections closed at once "
+                "because --max-connections were open.",
+                "# TYPE passbridge_http_connections_refused_total counter",
+                f"passbridge_http_connections_refused_total {self._connections_refused}",
+            ]
         return "\n".join(lines) + "\n"

@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from passbridge.core.model import DoorState
+from passbridge.core.tokens import VerifiedBackendRequest
 from passbridge.errors import UnknownDoor
 from passbridge.service.http import ApiError, json_body
 from passbridge.service.routes_decisions import authenticate_backend
@@ -23,12 +24,24 @@ from passbridge.service.state import SERVICES
 SITE_ADMIN = "site_admin"
 
 
+def is_site_admin(services: Services, user_id: str) -> bool:
+    """The site file's word: an enabled user whose role is ``site_admin``."""
+    user = services.site.users.get(user_id)
+    return user is not None and user.enabled and user.is_site_admin
+
+
+def authenticate_admin(request: web.Request, services: Services) -> VerifiedBackendRequest:
+    """The verified admin token (401 if it does not verify, 403 if its
+    caller is not a site admin)."""
+    caller = authenticate_backend(request, services, door=None, path="admin")
+    if caller.role != SITE_ADMIN or not is_site_admin(services, caller.user):
+        raise ApiError(403, "forbidden", "site admins only")
+    return caller
+
+
 def require_admin(request: web.Request, services: Services) -> str:
     """The acting admin, as ``<backend>:<user>`` for the audit log."""
-    caller = authenticate_backend(request, services, door=None, path="admin")
-    user = services.site.users.get(caller.user)
-    if caller.role != SITE_ADMIN or user is None or not user.enabled or not user.is_site_admin:
-        raise ApiError(403, "forbidden", "site admins only")
+    caller = authenticate_admin(request, services)
     return f"{caller.issuer}:{caller.user}"
 
 
@@ -63,17 +76,17 @@ async def list_doors(request: web.Request) -> web.Response:
 
 async def get_door(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
+    require_admin(request, services)  # before the door: no door enumeration by 404 vs 401
     door = request.match_info["door"]
     services.core.door(door)
-    require_admin(request, services)
     return web.json_response(door_json(services, door))
 
 
 async def put_override(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
+    actor = require_admin(request, services)  # before the door, as in get_door
     door = request.match_info["door"]
     services.core.door(door)
-    actor = require_admin(request, services)
     data = await json_body(request)
     raw_state = data.get("state")
     state: DoorState | None

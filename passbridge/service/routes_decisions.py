@@ -40,6 +40,9 @@ def _answer(decision: Decision) -> web.Response:
 
 
 def _door(request: web.Request, services: Services) -> str:
+    """The path's door, once the caller is authenticated: an unknown door is
+    404 only to a caller who proved who they are, so nobody learns the door
+    ids by probing (an unauthenticated probe is 401 whatever the door)."""
     door = request.match_info["door"]
     services.core.door(door)  # UnknownDoor -> 404
     return door
@@ -73,8 +76,9 @@ def authenticate_backend(
 
 async def remote_unlock(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
+    caller = authenticate_backend(request, services, door=request.match_info["door"],
+                                  path="remote")
     door = _door(request, services)
-    caller = authenticate_backend(request, services, door=door, path="remote")
     side = _side(caller.claims.get("side"), "claim side")
     decision = await services.controller.mobile_factor(
         user=caller.user, door=door, side=side, factor=Factor.REMOTE,
@@ -86,7 +90,7 @@ async def remote_unlock(request: web.Request) -> web.Response:
 
 async def nearby_unlock(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    door = _door(request, services)
+    door = request.match_info["door"]
     token = await body_text(request)
     found: list[PhoneEnrolment] = []
 
@@ -104,6 +108,7 @@ async def nearby_unlock(request: web.Request) -> web.Response:
     )
     if isinstance(checked, TokenRejection):
         raise refused(services, "nearby", checked)
+    _door(request, services)  # 404 only now that the phone is authenticated
     if isinstance(checked, RefusedNearbyRequest):
         # Signed by an enrolled phone, so attributable: a recorded denial.
         rejection = checked.rejection
@@ -161,8 +166,8 @@ async def _wired_input(request: web.Request, field: str, limit: int, *, digits: 
                        ) -> tuple[Services, str, str, Side]:
     """What a wired reader or keypad sends: door, device key, one field, side."""
     services = request.app[SERVICES]
-    door = _door(request, services)
     _device(request, services)
+    door = _door(request, services)
     data = await json_body(request)
     value = _text_field(data, field, limit, digits=digits)
     return services, door, value, _side(data.get("side"), "side")

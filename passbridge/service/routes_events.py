@@ -3,6 +3,12 @@
 The live feed subscribes before it reads the backlog and then skips what it
 has already sent by ``seq``, so no record falls between the page and the
 live part. ``Last-Event-ID`` resumes a dropped stream.
+
+A live stream is only as good as the credential that opened it: it ends
+when the admin token's ``exp`` passes, when its caller is no longer an
+enabled site admin, and after at most ``HttpLimits.event_stream_seconds``
+(15 minutes), with a last ``event: end`` naming why. The client reconnects
+with a fresh token and ``Last-Event-ID`` and misses nothing.
 """
 
 from __future__ import annotations
@@ -12,8 +18,9 @@ import json
 
 from aiohttp import web
 
-from passbridge.service.http import ApiError
-from passbridge.service.routes_admin import require_admin
+from passbridge.core.tokens import VerifiedBackendRequest
+from passbridge.service.http import LIMITS, ApiError
+from passbridge.service.routes_admin import authenticate_admin, is_site_admin
 from passbridge.service.runtime import Services
 from passbridge.service.state import SERVICES
 
@@ -42,14 +49,14 @@ def _wants_stream(request: web.Request) -> bool:
 
 async def events(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
-    require_admin(request, services)
+    caller = authenticate_admin(request, services)
     after = _int_param(request, "after", 0, 0, 2**62)
     limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     if _wants_stream(request):
         last_id = request.headers.get("Last-Event-ID", "")
         if last_id.isascii() and last_id.isdigit() and len(last_id) <= 18:
             after = max(after, int(last_id))
-        return await _stream(request, services, after)
+        return await _stream(request, services, after, caller)
     page = await services.audit.page(after, limit)
     next_after = page[-1]["seq"] if page else after
     return web.json_response({"events": page, "next_after": next_after})
@@ -60,7 +67,31 @@ def _frame(event: dict[str, object]) -> bytes:
     return f"id: {event['seq']}\nevent: {event['kind']}\ndata: {data}\n\n".encode()
 
 
-async def _stream(request: web.Request, services: Services, after: int) -> web.StreamResponse:
+def _end_frame(reason: str) -> bytes:
+    """The stream's last event. It has no ``id``, so the client's
+    ``Last-Event-ID`` stays the last audit record it received."""
+    return f"event: end\ndata: {json.dumps({'reason': reason})}\n\n".encode()
+
+
+async def _stream(
+    request: web.Request, services: Services, after: int, caller: VerifiedBackendRequest
+) -> web.StreamResponse:
+    loop = asyncio.get_running_loop()
+    most = request.app[LIMITS].event_stream_seconds
+    # The token's remaining life by the service clock, waited out on the loop's.
+    token_left = (caller.expires_at - services.clock.now()).total_seconds()
+    ends_at = loop.time() + max(0.0, min(token_left, most))
+    deadline_reason = "credentials_expired" if token_left <= most else "max_duration"
+
+    def ended() -> str | None:
+        if services.clock.now() >= caller.expires_at:
+            return "credentials_expired"
+        if not is_site_admin(services, caller.user):
+            return "not_site_admin"
+        if loop.time() >= ends_at:
+            return deadline_reason
+        return None
+
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream",
         "Cache-Control": "no-cache",
@@ -76,18 +107,26 @@ async def _stream(request: web.Request, services: Services, after: int) -> web.S
                 last = int(event["seq"])
             if len(page) < MAX_LIMIT:
                 break
-        while True:
+        while (reason := ended()) is None:
+            wait = min(HEARTBEAT_SECONDS, ends_at - loop.time())
             try:
-                item = await asyncio.wait_for(live.get(), HEARTBEAT_SECONDS)
+                item = await asyncio.wait_for(live.get(), max(wait, 0.0))
             except TimeoutError:
-                await response.write(b": keep-alive\n\n")
+                if ended() is None:
+                    await response.write(b": keep-alive\n\n")
                 continue
+            # Checked again before sending: a caller who lost the right while
+            # waiting gets no record that was committed after that.
+            if (reason := ended()) is not None:
+                break
             if item is None:
+                reason = "feed_closed"  # the service is stopping, or this reader fell behind
                 break
             if int(item["seq"]) <= last:
                 continue
             await response.write(_frame(item))
             last = int(item["seq"])
+    await response.write(_end_frame(reason))
     await response.write_eof()
     return response
 

@@ -4,6 +4,7 @@ backend send to a running service, made the way the real ones make it."""
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,23 @@ import jwt
 from passbridge.core.tokens import BACKEND_MAX_LIFETIME, PrivateKey, load_private_key_pem, new_jti
 
 TIMEOUT = aiohttp.ClientTimeout(total=10)
+# How https services are verified: the system's CAs (True), or a context that
+# trusts one CA file (``sim --cacert``). Verification is never switched off.
+_tls: ssl.SSLContext | bool = True
 
 
 class SimError(Exception):
     """A request the service refused or could not be reached for; one line to print."""
+
+
+def trust_ca_file(path: Path) -> None:
+    """Verify https services against the CA certificate(s) in ``path`` (PEM)."""
+    global _tls
+    try:
+        _tls = ssl.create_default_context(cafile=str(path))
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+        raise SimError(f"--cacert {path}: {reason}") from exc
 
 
 def load_backend_key(path: Path) -> tuple[PrivateKey, str]:
@@ -58,7 +72,7 @@ async def _request(
 ) -> dict[str, Any]:
     try:
         async with aiohttp.ClientSession(timeout=TIMEOUT) as session, session.request(
-            method, url, headers=headers, json=body
+            method, url, headers=headers, json=body, ssl=_tls
         ) as resp:
             text = await resp.text()
             try:
@@ -141,7 +155,7 @@ async def nearby(
 async def _request_text(method: str, url: str, text: str) -> dict[str, Any]:
     try:
         async with aiohttp.ClientSession(timeout=TIMEOUT) as session, session.request(
-            method, url, data=text, headers={"Content-Type": "application/jwt"}
+            method, url, data=text, headers={"Content-Type": "application/jwt"}, ssl=_tls
         ) as resp:
             data = await resp.json(content_type=None)
             if resp.status != 200 or not isinstance(data, dict):

@@ -1,0 +1,331 @@
+"""The service's edge on a real aiohttp server and real loopback sockets:
+JSON errors aiohttp answers before any route, the Server header, no door
+enumeration by 404 vs 401, live event streams that end, connection limits.
+
+Raw sockets send what aiohttp's own client never would (a broken request
+line, oversized headers, a body that never finishes)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from passbridge.protocol.ble_advert import format_adv_id
+from passbridge.service.app import create_app
+from passbridge.service.edge import MAX_HEADERS, EdgeSite
+from passbridge.service.http import HttpLimits
+from tests.service_support import (
+    DEVICE_KEY,
+    Rig,
+    admin_token,
+    backend_token,
+    make_rig,
+    nearby_token,
+    remote_token,
+)
+
+# Generous bounds for a loaded 2-core machine; the limits under test are far shorter.
+ANSWER_WITHIN = 10.0
+
+
+@dataclasses.dataclass
+class Edge:
+    rig: Rig
+    site: EdgeSite
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+async def _start(limits: HttpLimits) -> tuple[web.AppRunner, Edge]:
+    rig = make_rig()
+    runner = web.AppRunner(create_app(rig.services, limits=limits), access_log=None)
+    await runner.setup()
+    site = EdgeSite(runner, "127.0.0.1", 0, limits=limits, metrics=rig.services.metrics)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    return runner, Edge(rig, site, host, port)
+
+
+@pytest.fixture
+async def edge() -> AsyncIterator[Edge]:
+    runner, served = await _start(HttpLimits())
+    yield served
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def tight() -> AsyncIterator[Edge]:
+    """Short limits, so that timeouts and the cap show within a test."""
+    runner, served = await _start(HttpLimits(
+        header_timeout=1.0, body_timeout=1.0, idle_timeout=2.0, max_connections=8,
+        event_stream_seconds=1.0))
+    yield served
+    await runner.cleanup()
+
+
+@dataclasses.dataclass
+class Raw:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+async def raw_exchange(edge: Edge, request: bytes) -> Raw:
+    """Send bytes as they are; read the whole answer (the server closes after errors)."""
+    reader, writer = await asyncio.open_connection(edge.host, edge.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), ANSWER_WITHIN)
+    finally:
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return Raw(int(status_line.split()[1]), headers, body)
+
+
+def assert_json_error(answer: Raw, status: int, code: str) -> None:
+    assert answer.status == status, answer
+    assert answer.headers["content-type"].startswith("application/json"), answer.headers
+    assert answer.headers["server"] == "passbridge"
+    length = int(answer.headers["content-length"])
+    body = json.loads(answer.body[:length])
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    assert body["error"]["code"] == code
+
+
+# --- errors before routing ------------------------------------------------------
+
+
+async def test_protocol_level_errors_are_the_json_error_shape(edge: Edge) -> None:
+    big_header = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 10_000 + b"\r\n\r\n"
+    assert_json_error(await raw_exchange(edge, big_header), 431, "header_too_large")
+    many = b"".join(b"X-%d: 1\r\n" % i for i in range(MAX_HEADERS + 10))
+    too_many = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n"
+    assert_json_error(await raw_exchange(edge, too_many), 431, "header_too_large")
+    long_line = b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    assert_json_error(await raw_exchange(edge, long_line), 431, "header_too_large")
+    assert_json_error(await raw_exchange(edge, b"HELLO THERE\r\n\r\n"), 400, "bad_request")
+    bad_version = b"GET /healthz HTTP/9.Z\r\nHost: x\r\n\r\n"
+    assert_json_error(await raw_exchange(edge, bad_version), 400, "bad_request")
+    bad_header = b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n"
+    assert_json_error(await raw_exchange(edge, bad_header), 400, "bad_request")
+    # The parser's message quotes the client's bytes; the answer does not echo them.
+    marker = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-\x01secret-marker: 1\r\n\r\n"
+    answer = await raw_exchange(edge, marker)
+    assert answer.status == 400 and b"secret-marker" not in answer.body
+
+
+async def test_route_errors_and_answers_name_no_versions(edge: Edge) -> None:
+    unknown = await raw_exchange(edge, b"GET /v1/nothing HTTP/1.1\r\nHost: x\r\n"
+                                       b"Connection: close\r\n\r\n")
+    assert_json_error(unknown, 404, "not_found")
+    wrong = await raw_exchange(edge, b"DELETE /v1/doors HTTP/1.1\r\nHost: x\r\n"
+                                     b"Connection: close\r\n\r\n")
+    assert_json_error(wrong, 405, "method_not_allowed")
+    too_big = await raw_exchange(edge, b"POST /v1/factors HTTP/1.1\r\nHost: x\r\n"
+                                       b"Connection: close\r\nContent-Length: 70000\r\n\r\n"
+                                       + b"a" * 70_000)
+    assert_json_error(too_big, 413, "request_too_large")
+    async with aiohttp.ClientSession() as session:
+        for path in ("/healthz", "/metrics", "/v1/openapi.json"):
+            async with session.get(edge.url + path) as resp:
+                assert resp.status == 200
+                assert resp.headers["Server"] == "passbridge", path
+        async with session.get(edge.url + "/v1/events", headers={
+                "Authorization": f"Bearer {admin_token(edge.rig.keys, edge.rig.clock)}",
+                "Accept": "text/event-stream"}) as stream:
+            assert stream.headers["Server"] == "passbridge"
+
+
+# --- authenticate before the door ---------------------------------------------
+
+
+async def test_unknown_door_is_401_to_an_unauthenticated_caller(edge: Edge) -> None:
+    r = edge.rig
+    junk_nearby = nearby_token(r.keys.phones["bob-phone"], r.clock, cred="mallory-phone",
+                               door="nowhere", adv=format_adv_id(bytes(8)))
+    async with aiohttp.ClientSession(edge.url) as session:
+        for door in ("front", "nowhere"):
+            calls: list[tuple[str, str, dict[str, Any]]] = [
+                ("POST", f"/v1/doors/{door}/remote-unlock", {}),
+                ("POST", f"/v1/doors/{door}/remote-unlock",
+                 {"headers": {"Authorization": "Bearer x.y.z"}}),
+                ("POST", f"/v1/doors/{door}/nearby-unlock", {"data": junk_nearby}),
+                ("POST", f"/v1/doors/{door}/card", {"json": {"number": "1"}}),
+                ("POST", f"/v1/doors/{door}/keypad",
+                 {"json": {"code": "1"}, "headers": {"Authorization": "Bearer wrong-key"}}),
+                ("GET", f"/v1/doors/{door}", {}),
+                ("PUT", f"/v1/doors/{door}/override", {"json": {"state": None}}),
+            ]
+            for method, path, kwargs in calls:
+                async with session.request(method, path, **kwargs) as resp:
+                    assert resp.status == 401, (method, path, await resp.text())
+        # A caller who proved who they are still learns that a door is unknown.
+        admin = {"Authorization": f"Bearer {admin_token(r.keys, r.clock)}"}
+        async with session.get("/v1/doors/nowhere", headers=admin) as resp:
+            assert resp.status == 404
+        async with session.post("/v1/doors/nowhere/card", json={"number": "1"},
+                                headers={"Authorization": f"Bearer {DEVICE_KEY}"}) as resp:
+            assert resp.status == 404
+        remote = {"Authorization": f"Bearer {remote_token(r.keys, r.clock, 'nowhere')}"}
+        async with session.post("/v1/doors/nowhere/remote-unlock", headers=remote) as resp:
+            assert resp.status == 404
+
+
+# --- live event streams end -------------------------------------------------------
+
+
+async def read_sse(resp: aiohttp.ClientResponse) -> list[dict[str, str]]:
+    """Every event of a stream, until the server ends it."""
+    events: list[dict[str, str]] = []
+    fields: dict[str, str] = {}
+    async for raw in resp.content:
+        line = raw.decode().rstrip("\n")
+        if not line:
+            if fields:
+                events.append(fields)
+            fields = {}
+        elif not line.startswith(":"):
+            key, _, value = line.partition(": ")
+            fields[key] = value
+    return events
+
+
+async def test_stream_ends_when_the_admin_token_expires_and_resumes_by_last_event_id(
+    edge: Edge,
+) -> None:
+    r = edge.rig
+    async with aiohttp.ClientSession(edge.url) as session:
+        for number in ("20002", "10001"):
+            await session.post("/v1/doors/side/card", json={"number": number},
+                               headers={"Authorization": f"Bearer {DEVICE_KEY}"})
+        now = int(r.clock.now().timestamp())
+        short = backend_token(r.keys.backend, r.clock, sub="alice", role="site_admin",
+                              exp=now + 2)
+        started = time.monotonic()
+        async with session.get("/v1/events", headers={
+                "Authorization": f"Bearer {short}", "Accept": "text/event-stream"}) as resp:
+            events = await asyncio.wait_for(read_sse(resp), ANSWER_WITHIN)
+        assert time.monotonic() - started >= 1.5  # not before the token's exp
+        assert [e.get("id") for e in events] == ["1", "2", None]
+        assert events[-1]["event"] == "end"
+        assert json.loads(events[-1]["data"]) == {"reason": "credentials_expired"}
+        # Meanwhile more happened; a fresh token and Last-Event-ID pick up after 2.
+        await session.post("/v1/doors/side/card", json={"number": "30003"},
+                           headers={"Authorization": f"Bearer {DEVICE_KEY}"})
+        again = backend_token(r.keys.backend, r.clock, sub="alice", role="site_admin",
+                              exp=now + 1)
+        async with session.get("/v1/events", headers={
+                "Authorization": f"Bearer {again}", "Accept": "text/event-stream",
+                "Last-Event-ID": "2"}) as resp:
+            resumed = await asyncio.wait_for(read_sse(resp), ANSWER_WITHIN)
+    assert [e.get("id") for e in resumed] == ["3", None]
+    assert json.loads(resumed[0]["data"])["user"] == "carol"
+
+
+async def test_stream_ends_after_the_longest_allowed(tight: Edge) -> None:
+    r = tight.rig
+    async with aiohttp.ClientSession(tight.url) as session, session.get(
+            "/v1/events", headers={"Authorization": f"Bearer {admin_token(r.keys, r.clock)}",
+                                   "Accept": "text/event-stream"}) as resp:
+        events = await asyncio.wait_for(read_sse(resp), ANSWER_WITHIN)
+    assert events == [{"event": "end", "data": '{"reason": "max_duration"}'}]
+
+
+async def test_stream_ends_when_its_caller_is_no_longer_a_site_admin(edge: Edge) -> None:
+    r = edge.rig
+    async with aiohttp.ClientSession(edge.url) as session, session.get(
+            "/v1/events", headers={"Authorization": f"Bearer {admin_token(r.keys, r.clock)}",
+                                   "Accept": "text/event-stream"}) as resp:
+        assert resp.status == 200
+        users = r.services.site.users
+        users["alice"] = dataclasses.replace(users["alice"], enabled=False)
+        # The next audit record wakes the stream, which checks its caller first.
+        await session.post("/v1/doors/side/card", json={"number": "20002"},
+                           headers={"Authorization": f"Bearer {DEVICE_KEY}"})
+        events = await asyncio.wait_for(read_sse(resp), ANSWER_WITHIN)
+    assert events[-1] == {"event": "end", "data": '{"reason": "not_site_admin"}'}
+    assert all(e.get("event") != "decision" for e in events)
+
+
+# --- connection limits (short ones; the process test holds thousands) ----------
+
+
+async def wait_closed(reader: asyncio.StreamReader) -> bytes:
+    """What the server sent before closing (a reset counts as closed)."""
+    try:
+        return await asyncio.wait_for(reader.read(), ANSWER_WITHIN)
+    except ConnectionResetError:
+        return b""
+
+
+async def test_slow_head_slow_body_and_idle_connections_are_closed(tight: Edge) -> None:
+    opened = time.monotonic()
+    idle_r, idle_w = await asyncio.open_connection(tight.host, tight.port)
+    head_r, head_w = await asyncio.open_connection(tight.host, tight.port)
+    head_w.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    body_r, body_w = await asyncio.open_connection(tight.host, tight.port)
+    body_w.write(b"POST /v1/factors HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab")
+
+    async def drip(writer: asyncio.StreamWriter) -> None:
+        for _ in range(40):  # a byte every 0.1 s keeps a naive server waiting for ever
+            await asyncio.sleep(0.1)
+            writer.write(b"a")
+
+    drips = [asyncio.create_task(drip(head_w)), asyncio.create_task(drip(body_w))]
+    head_seen = await wait_closed(head_r)
+    head_at = time.monotonic() - opened
+    body_seen = await wait_closed(body_r)
+    body_at = time.monotonic() - opened
+    idle_seen = await wait_closed(idle_r)
+    idle_at = time.monotonic() - opened
+    for task in drips:
+        task.cancel()
+    for writer in (idle_w, head_w, body_w):
+        writer.close()
+    assert head_seen == b"" and head_at >= 0.9  # header_timeout 1 s, dripping still
+    assert body_seen.startswith(b"HTTP/1.1 408 ") and b'"request_timeout"' in body_seen
+    assert body_at >= 0.9  # body_timeout 1 s
+    assert idle_seen == b"" and idle_at >= 1.9  # idle_timeout 2 s
+    # A connection that keeps sending whole requests is never idle.
+    async with aiohttp.ClientSession(tight.url) as session:
+        for _ in range(5):
+            async with session.get("/healthz") as resp:
+                assert resp.status == 200
+            await asyncio.sleep(0.5)
+
+
+async def test_connections_over_the_cap_are_closed_at_once(tight: Edge) -> None:
+    held = [await asyncio.open_connection(tight.host, tight.port) for _ in range(8)]
+    await asyncio.sleep(0.2)
+    assert tight.site.open_connections == 8
+    extra_r, extra_w = await asyncio.open_connection(tight.host, tight.port)
+    extra_w.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert await wait_closed(extra_r) == b""
+    extra_w.close()
+    # A slot that frees is usable again.
+    held[0][1].close()
+    await asyncio.sleep(0.2)
+    async with aiohttp.ClientSession(tight.url) as session, session.get("/metrics") as resp:
+        text = await resp.text()
+    assert "passbridge_http_connections_refused_total 1" in text
+    assert "passbridge_http_connections_open 8" in text
+    for _, writer in held[1:]:
+        writer.close()
