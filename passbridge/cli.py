@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from passbridge import keys_cli
+from passbridge import audit_cli, keys_cli
 from passbridge.adapters.keystore import KeyStoreError
 from passbridge.errors import ConfigError
 from passbridge.service import commands as service_commands
@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_scenario_run)
 
     keys_cli.register(commands)
+    audit_cli.register(commands)
     service_commands.register(commands)
     return parser
 

@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -130,3 +131,7 @@ async def test_operator_commands_beside_serve_lose_and_corrupt_nothing(tmp_path:
     finally:
         code, out = again.stop()
     assert code == 0, out
+    # The hash chain held through all of it, the restart included.
+    verified = subprocess.run([*PASSBRIDGE, "audit", "verify", "--db", str(srv.db)],
+                              capture_output=True, text=True, timeout=60)
+    assert verified.returncode == 0 and verified.stdout.startswith("ok:"), verified.stdout

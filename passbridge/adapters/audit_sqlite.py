@@ -14,6 +14,11 @@ in columns (so an operator can query them with plain SQL); admin changes
 (override, lockdown, enrolment, ...) have their own kind and a JSON payload.
 ``seq`` is an AUTOINCREMENT key: strictly increasing, never reused, the
 paging cursor of ``GET /v1/events``.
+
+Every row also carries ``hash``, chained to the row before it
+(adapters.audit_chain): the writer numbers each batch's records itself and
+hashes them in ``seq`` order before the INSERT, so the chain is written in
+the same transaction, and commit, as the records it covers.
 """
 
 from __future__ import annotations
@@ -35,6 +40,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from passbridge.adapters.audit_chain import (
+    COLUMNS,
+    GENESIS,
+    AuditHead,
+    ChainReport,
+    chain_hash,
+    verify_chain,
+)
 from passbridge.adapters.sqlite_file import connect_private
 from passbridge.clock import Clock, SystemClock
 from passbridge.core.decision import ENUM_TEXT, Decision
@@ -62,37 +75,26 @@ CREATE TABLE IF NOT EXISTS events (
     revision       TEXT,
     unlock_seconds INTEGER,
     detail         TEXT,
-    payload        TEXT
+    payload        TEXT,
+    hash           TEXT
 );
 CREATE INDEX IF NOT EXISTS events_kind_seq ON events (kind, seq);
 CREATE INDEX IF NOT EXISTS events_door_seq ON events (door, seq);
 """
 
-_DECISION_COLUMNS = (
-    "kind", "at", "decision_id", "result", "reason", "door", "side", "user", "credential",
-    "factor", "state", "state_source", "revision", "unlock_seconds", "detail",
-)
-_INSERT_DECISION = (
-    f"INSERT INTO events ({', '.join(_DECISION_COLUMNS)}) "  # noqa: S608 - fixed column names
-    f"VALUES ({', '.join('?' for _ in _DECISION_COLUMNS)})"
-)
-_SELECT = (
-    "SELECT seq, kind, at, decision_id, result, reason, door, side, user, credential, "
-    "factor, state, state_source, revision, unlock_seconds, detail, payload FROM events"
-)
-_INSERT_CHANGE = "INSERT INTO events (kind, at, payload) VALUES (?, ?, ?)"
-# Decisions per INSERT statement: well under SQLite's 32766 bound variables.
+# Every column, in the table's order: the hashed ones (audit_chain.COLUMNS), then hash.
+_ALL_COLUMNS = (*COLUMNS, "hash")
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM events"  # noqa: S608 - fixed column names
+# Records per INSERT statement: well under SQLite's 32766 bound variables.
 _ROWS_PER_INSERT = 512
-_ROW_PLACEHOLDERS = f"({', '.join('?' for _ in _DECISION_COLUMNS)})"
+_ROW_PLACEHOLDERS = f"({', '.join('?' for _ in _ALL_COLUMNS)})"
 
 
 @functools.lru_cache(maxsize=_ROWS_PER_INSERT)
-def _insert_decisions(rows: int) -> str:
-    """One INSERT statement for ``rows`` decisions."""
-    if rows == 1:
-        return _INSERT_DECISION
+def _insert_rows(rows: int) -> str:
+    """One INSERT statement for ``rows`` records (decisions and changes alike)."""
     values = ", ".join([_ROW_PLACEHOLDERS] * rows)
-    return f"INSERT INTO events ({', '.join(_DECISION_COLUMNS)}) VALUES {values}"  # noqa: S608
+    return f"INSERT INTO events ({', '.join(_ALL_COLUMNS)}) VALUES {values}"  # noqa: S608
 
 
 class AuditUnavailable(RuntimeError):
@@ -110,12 +112,12 @@ class _Pending:
     """One queued record and whoever waits for its commit.
 
     A thread waits on ``future``; a coroutine on ``waiter``, which the writer
-    completes on the coroutine's own ``loop``. ``source`` is the Decision (or
-    the change's row) that the subscribers' row is built from, and only if
-    someone subscribes.
+    completes on the coroutine's own ``loop``. ``params`` are the record's
+    columns after ``seq`` and before ``hash`` (the writer adds both).
+    ``source`` is the Decision (or the change's row) that the subscribers'
+    row is built from, and only if someone subscribes.
     """
 
-    sql: str
     params: tuple[Any, ...]
     source: Decision | dict[str, Any]
     future: Future[int] | None = None
@@ -143,6 +145,10 @@ def _connect(path: Path | str, *, cached_statements: int = 128) -> sqlite3.Conne
     return conn
 
 
+_AT = COLUMNS.index("at") - 1  # in _Pending.params, which start after seq
+_CHANGE_NULLS = (None,) * (len(COLUMNS) - 4)  # a change has kind, at and payload only
+
+
 def _decision_params(decision: Decision) -> tuple[Any, ...]:
     factor, state = decision.factor, decision.state
     return (
@@ -150,7 +156,7 @@ def _decision_params(decision: Decision) -> tuple[Any, ...]:
         ENUM_TEXT[decision.reason], decision.door, ENUM_TEXT[decision.side], decision.user,
         decision.credential, ENUM_TEXT[factor] if factor else None,
         ENUM_TEXT[state] if state else None, decision.state_source,
-        decision.revision, decision.unlock_seconds, decision.detail,
+        decision.revision, decision.unlock_seconds, decision.detail, None,
     )
 
 
@@ -158,7 +164,7 @@ def _subscriber_row(pending: _Pending, seq: int) -> dict[str, Any]:
     source = pending.source
     if isinstance(source, Decision):
         row = source.to_json()
-        row["at"] = pending.params[1]
+        row["at"] = pending.params[_AT]
         row["kind"] = DECISION
     else:
         row = dict(source)
@@ -238,6 +244,8 @@ class AuditLog:
                 raise sqlite3.OperationalError(f"journal_mode is {mode}, not wal")
             self._write.execute("PRAGMA synchronous = FULL")
             self._write.executescript(SCHEMA)
+            _add_hash_chain(self._write)
+            self._head_seq, self._head_hash = _chain_head(self._write)
             self._read = _connect(self.path)
             self._read.execute("PRAGMA query_only = ON")
         except (OSError, sqlite3.Error, ValueError) as exc:
@@ -257,7 +265,7 @@ class AuditLog:
         # Running from the start: a caller that stops waiting (a cancelled
         # request) cannot cancel the record of a decision already made.
         future.set_running_or_notify_cancel()
-        self._submit(_Pending(_INSERT_DECISION, _decision_params(decision), decision, future))
+        self._submit(_Pending(_decision_params(decision), decision, future))
         return future
 
     def append_change(
@@ -279,8 +287,7 @@ class AuditLog:
         """
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[int] = loop.create_future()
-        self._submit(_Pending(_INSERT_DECISION, _decision_params(decision), decision,
-                              loop=loop, waiter=waiter))
+        self._submit(_Pending(_decision_params(decision), decision, loop=loop, waiter=waiter))
         return await waiter
 
     async def record_change(self, kind: str, payload: Mapping[str, Any],
@@ -303,7 +310,7 @@ class AuditLog:
         text = json.dumps(dict(payload), sort_keys=True, separators=(",", ":"), default=str)
         when = _iso(at or self._clock.now())
         row = {"kind": kind, "at": when, "payload": json.loads(text)}
-        return _Pending(_INSERT_CHANGE, (kind, when, text), row, future, loop, waiter)
+        return _Pending((kind, when, *_CHANGE_NULLS, text), row, future, loop, waiter)
 
     def _submit(self, pending: _Pending) -> None:
         with self._cond:
@@ -356,7 +363,13 @@ class AuditLog:
     def _commit(self, batch: list[_Pending]) -> None:
         try:
             seqs = self._insert(batch)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, ValueError) as exc:  # ValueError: a record that cannot be encoded
+            # Nothing of the batch is in: chain on from what the file holds
+            # (the same head, unless another writer got there first).
+            try:
+                self._head_seq, self._head_hash = _chain_head(self._write)
+            except sqlite3.Error as again:
+                log.error("audit chain head unreadable: %s", again)
             if len(batch) > 1:
                 # One bad record must not take its neighbours down: retry each alone.
                 for pending in batch:
@@ -382,55 +395,51 @@ class AuditLog:
     def _insert(self, batch: list[_Pending]) -> list[int]:
         """The whole batch made durable by one COMMIT (one fsync).
 
-        Consecutive decisions go in as one multi-row INSERT. The usual batch
-        (decisions only) is then a single statement in autocommit mode: its
-        own transaction, committed before the call returns. That matters for
-        more than the round trips: the sqlite3 module lets go of the GIL
-        around every statement step (every row of an ``executemany``), and
-        each time the writer wants it back it can wait for the event loop's
-        switch interval, so fewer steps means a shorter commit under load.
-        A batch that needs several statements (admin changes among the
-        decisions, or more rows than one statement takes) is wrapped in
-        BEGIN IMMEDIATE ... COMMIT.
+        The writer numbers the records itself, from the head it keeps
+        (``seq`` stays AUTOINCREMENT, so SQLite's counter follows and no
+        number is ever handed out twice), and chains each record's hash to
+        the one before, in ``seq`` order, before the INSERT: the hashes go
+        in with the records, in the same transaction. A second writer on
+        the file would collide on ``seq`` (a failed commit, then a fresh
+        head from the file), never fork the chain silently.
 
-        The ``seq`` values of one statement's rows are consecutive: ``seq`` is
-        AUTOINCREMENT, this connection is the only writer of ``events``, and a
-        statement holds the write lock from its first row to its last, so
-        each row takes the previous row's ``seq`` plus one.
+        Decisions and changes alike go in as one multi-row INSERT. The
+        usual batch is then a single statement in autocommit mode: its own
+        transaction, committed before the call returns. That matters for
+        more than the round trips: the sqlite3 module lets go of the GIL
+        around every statement step, and each time the writer wants it back
+        it can wait for the event loop's switch interval, so fewer steps
+        means a shorter commit under load. A batch of more rows than one
+        statement takes is wrapped in BEGIN IMMEDIATE ... COMMIT.
         """
-        statements: list[tuple[str, list[Any], int]] = []
-        start, n = 0, len(batch)
-        while start < n:
-            sql = batch[start].sql
-            if sql is not _INSERT_DECISION:
-                statements.append((sql, list(batch[start].params), 1))
-                start += 1
-                continue
-            end = start + 1
-            while end < n and end - start < _ROWS_PER_INSERT and batch[end].sql is sql:
-                end += 1
+        seq, previous = self._head_seq, self._head_hash
+        first = seq + 1
+        statements: list[tuple[str, list[Any]]] = []
+        for start in range(0, len(batch), _ROWS_PER_INSERT):
+            chunk = batch[start:start + _ROWS_PER_INSERT]
             params: list[Any] = []
-            for pending in batch[start:end]:
-                params.extend(pending.params)
-            statements.append((_insert_decisions(end - start), params, end - start))
-            start = end
+            for pending in chunk:
+                seq += 1
+                row = (seq, *pending.params)
+                previous = chain_hash(previous, row)
+                params.extend(row)
+                params.append(previous.hex())
+            statements.append((_insert_rows(len(chunk)), params))
         conn = self._write
-        seqs: list[int] = []
         if len(statements) == 1:
-            sql, params, rows = statements[0]
-            last = int(conn.execute(sql, params).lastrowid or 0)
-            return list(range(last - rows + 1, last + 1))
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for sql, params, rows in statements:
-                last = int(conn.execute(sql, params).lastrowid or 0)
-                seqs.extend(range(last - rows + 1, last + 1))
-            conn.execute("COMMIT")
-        except sqlite3.Error:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
-        return seqs
+            conn.execute(*statements[0])
+        else:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                for sql, params in statements:
+                    conn.execute(sql, params)
+                conn.execute("COMMIT")
+            except sqlite3.Error:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+        self._head_seq, self._head_hash = seq, previous
+        return list(range(first, seq + 1))
 
     # -- live events -------------------------------------------------------------
 
@@ -484,6 +493,20 @@ class AuditLog:
             raise AuditUnavailable(f"audit read failed: {exc}") from exc
         return int(got[0] or 0)
 
+    def head(self) -> AuditHead:
+        """The newest committed record's ``seq`` and hash (``seq`` 0 and
+        the genesis hash for an empty log): what an outside system keeps to
+        anchor the chain."""
+        try:
+            with self._read_lock:
+                got = self._read.execute(
+                    "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        except sqlite3.Error as exc:
+            raise AuditUnavailable(f"audit read failed: {exc}") from exc
+        if got is None:
+            return AuditHead(0, GENESIS.hex())
+        return AuditHead(int(got[0]), got[1] if isinstance(got[1], str) else None)
+
     @property
     def stats(self) -> AuditStats:
         with self._cond:
@@ -527,3 +550,107 @@ def _row(r: tuple[Any, ...]) -> dict[str, Any]:
     except ValueError:
         body = {"unreadable": True}
     return {"seq": seq, "kind": kind, "at": at, "payload": body}
+
+
+# -- the hash chain on disk -------------------------------------------------------------
+
+
+def _add_hash_chain(conn: sqlite3.Connection) -> None:
+    """Give a log from before the hash chain its ``hash`` column, and hash
+    the records it already holds, oldest first from the genesis, in one
+    transaction.
+
+    Those records are vouched for from this moment on, not from when they
+    were written: whatever happened to them before cannot be told. Only
+    this migration hashes existing rows; a row that turns up later without
+    a hash (written by hand, or by an older passbridge) stays unhashed, and
+    ``verify_database`` names it.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {str(r[1]) for r in conn.execute("PRAGMA table_info(events)")}
+        hashed = 0
+        if "hash" not in columns:
+            conn.execute("ALTER TABLE events ADD COLUMN hash TEXT")
+            previous, after = GENESIS, -1
+            while True:  # in pages, so a long history needs no memory to match
+                rows = conn.execute(f"{_SELECT} WHERE seq > ? ORDER BY seq LIMIT 5000",  # noqa: S608
+                                    (after,)).fetchall()
+                if not rows:
+                    break
+                updates = []
+                for row in rows:
+                    previous = chain_hash(previous, row)
+                    updates.append((previous.hex(), row[0]))
+                conn.executemany("UPDATE events SET hash = ? WHERE seq = ?", updates)
+                hashed += len(updates)
+                after = rows[-1][0]
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    if hashed:
+        log.warning("audit log: %d records from before the hash chain were hashed now", hashed)
+
+
+def _whole(value: object) -> int:
+    """An integer read back from the file; anything else (altered by hand) is 0."""
+    return value if isinstance(value, int) else 0
+
+
+def _chain_head(conn: sqlite3.Connection) -> tuple[int, bytes]:
+    """Where the next record goes: after the highest ``seq`` ever handed out
+    (SQLite's counter: records removed from the end leave a gap that
+    ``verify_database`` names), chained to the newest stored hash."""
+    top = conn.execute("SELECT MAX(seq) FROM events").fetchone()[0]
+    counter = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+    seq = max(_whole(top), _whole(counter[0]) if counter else 0)
+    last = conn.execute("SELECT hash FROM events WHERE hash IS NOT NULL "
+                        "ORDER BY seq DESC LIMIT 1").fetchone()
+    if last is None:
+        return seq, GENESIS
+    try:
+        previous = bytes.fromhex(str(last[0]))
+    except ValueError:
+        previous = b""
+    if len(previous) != len(GENESIS):
+        # Altered by hand: the chain is already broken there (verify says
+        # where); the doors keep their audit log.
+        log.error("audit log: the newest stored hash is not a hash; run passbridge audit verify")
+        previous = GENESIS
+    return seq, previous
+
+
+def verify_database(path: str | os.PathLike[str]) -> ChainReport:
+    """Check the hash chain of the audit log in the database at ``path``.
+
+    Opens the file read-only through SQLite (safe beside a running
+    service). Raises AuditUnavailable, with a one-line reason, when the
+    file is not a passbridge database that can be checked.
+    """
+    db = Path(path)
+    if not db.is_file():
+        raise AuditUnavailable(f"{db}: no such file")
+    try:
+        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=10.0)
+    except sqlite3.Error as exc:
+        raise AuditUnavailable(f"{db}: cannot open: {exc}") from exc
+    try:
+        tables = {str(r[0]) for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "events" not in tables:
+            raise AuditUnavailable(f"{db}: no audit log in this database (no events table)")
+        columns = {str(r[1]) for r in conn.execute("PRAGMA table_info(events)")}
+        if "hash" not in columns:
+            raise AuditUnavailable(
+                f"{db}: the audit log has no hash chain yet (passbridge serve adds it on start)")
+        counter = conn.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        rows = conn.execute(f"SELECT {', '.join(_ALL_COLUMNS)} FROM events "  # noqa: S608
+                            "ORDER BY seq")
+        return verify_chain(rows, _whole(counter[0]) if counter else 0)
+    except sqlite3.Error as exc:
+        raise AuditUnavailable(f"{db}: cannot read the audit log: {exc}") from exc
+    finally:
+        conn.close()

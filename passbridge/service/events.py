@@ -16,6 +16,7 @@ import contextlib
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
+from passbridge.adapters.audit_chain import AuditHead
 from passbridge.core.decision import Decision
 
 Event = dict[str, Any]
@@ -42,6 +43,10 @@ class EventStore(Protocol):
 
     async def page(self, after_seq: int, limit: int) -> list[Event]: ...
 
+    async def head(self) -> AuditHead | None:
+        """The newest record's seq and chain hash; None if this store keeps no chain."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -64,6 +69,10 @@ class MemoryEventStore:
     async def page(self, after_seq: int, limit: int) -> list[Event]:
         start = max(after_seq, 0)
         return [dict(e) for e in self._events[start : start + limit]]
+
+    async def head(self) -> AuditHead | None:
+        """Nothing to anchor: this log does not outlive the process."""
+        return None
 
     async def close(self) -> None:
         return None
@@ -90,6 +99,9 @@ class PublishingAudit:
 
     async def page(self, after_seq: int, limit: int) -> list[Event]:
         return await self.store.page(after_seq, limit)
+
+    async def head(self) -> AuditHead | None:
+        return await self.store.head()
 
     def _publish(self, event: Event) -> None:
         for queue in list(self._subscribers):

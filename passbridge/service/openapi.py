@@ -185,6 +185,18 @@ def document(*, simulated: bool = False) -> dict[str, Any]:
                     ],
                 ),
             },
+            "/v1/audit/head": {
+                "get": _admin_op(
+                    "The newest audit record's seq and chain hash, to anchor the log "
+                    "outside (seq 0 and 64 zeros when the log is empty)",
+                    {"description": "the head of the audit hash chain", "content": _json({
+                        "type": "object", "required": ["seq", "hash"], "properties": {
+                            "seq": {"type": "integer", "minimum": 0},
+                            "hash": {"type": "string", "nullable": True,
+                                     "pattern": "^[0-9a-f]{64}$"}}})},
+                    (404,),
+                ),
+            },
             "/healthz": {
                 "get": {"summary": "Liveness", "responses": {"200": {
                     "description": "up", "content": _json({"type": "object"})}}},

@@ -1,4 +1,5 @@
-"""``GET /v1/events``: the audit log, paged as JSON or live as server-sent events.
+"""``GET /v1/events``: the audit log, paged as JSON or live as server-sent events;
+``GET /v1/audit/head``: the newest record and its chain hash.
 
 The live feed subscribes before it reads the backlog and then skips what it
 has already sent by ``seq``, so no record falls between the page and the
@@ -45,6 +46,18 @@ def _wants_stream(request: web.Request) -> bool:
     if request.query.get("stream") in ("1", "true"):
         return True
     return "text/event-stream" in request.headers.get("Accept", "")
+
+
+async def audit_head(request: web.Request) -> web.Response:
+    """The newest audit record's ``seq`` and chain hash, for an outside
+    system to keep: once copied elsewhere, it pins down every record before
+    it (adapters.audit_chain). Site admins only, like the log itself."""
+    services = request.app[SERVICES]
+    require_admin(request, services)
+    head = await services.audit.head()
+    if head is None:
+        raise ApiError(404, "not_found", "this service keeps no durable audit log")
+    return web.json_response(head.to_json())
 
 
 async def events(request: web.Request) -> web.StreamResponse:
@@ -133,3 +146,4 @@ async def _stream(
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/events", events)
+    app.router.add_get("/v1/audit/head", audit_head)

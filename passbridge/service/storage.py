@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from passbridge.adapters.audit_chain import AuditHead
 from passbridge.adapters.audit_sqlite import AuditLog, AuditUnavailable
 from passbridge.adapters.keystore import KeyStoreError, SqliteKeyStore
 from passbridge.core.decision import Decision
@@ -35,6 +36,9 @@ class SqliteEventStore:
 
     async def page(self, after_seq: int, limit: int) -> list[Event]:
         return await asyncio.to_thread(self.log.events, after_seq, limit)
+
+    async def head(self) -> AuditHead | None:
+        return await asyncio.to_thread(self.log.head)
 
     async def close(self) -> None:
         """Commit what is queued and close; the key store shares the file, so it goes too."""

@@ -1,0 +1,44 @@
+"""``passbridge audit verify``: check the audit log's hash chain.
+
+Exit 0 when every record matches its hash, 1 when the chain is broken (the
+first record that was changed, removed or moved is named), 2 when the file
+cannot be checked at all. Safe beside a running service: the database is
+opened read-only, through SQLite only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from passbridge.adapters.audit_sqlite import AuditUnavailable, verify_database
+
+DEFAULT_DB = Path("passbridge-data") / "passbridge.sqlite3"
+EXIT_BROKEN = 1
+EXIT_UNUSABLE = 2
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    try:
+        report = verify_database(args.db)
+    except AuditUnavailable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    if not report.ok:
+        print(f"broken: {args.db}: {report.problem} "
+              f"({report.records} records before it verify)")
+        return EXIT_BROKEN
+    print(f"ok: {args.db}: {report.records} records; head seq {report.head.seq} "
+          f"hash {report.head.hash}")
+    return 0
+
+
+def register(commands: Any) -> None:
+    audit = commands.add_parser("audit", help="the audit log's hash chain")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_commands.add_parser(
+        "verify", help="check every record against its hash; name the first one that is not")
+    verify.add_argument("--db", default=str(DEFAULT_DB))
+    verify.set_defaults(func=_audit_verify)
