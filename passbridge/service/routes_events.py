@@ -53,7 +53,7 @@ async def audit_head(request: web.Request) -> web.Response:
     system to keep: once copied elsewhere, it pins down every record before
     it (adapters.audit_chain). Site admins only, like the log itself."""
     services = request.app[SERVICES]
-    require_admin(request, services)
+    authenticate_admin(request, services)
     head = await services.audit.head()
     if head is None:
         raise ApiError(404, "not_found", "this service keeps no durable audit log")
