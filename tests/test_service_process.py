@@ -131,6 +131,7 @@ def test_serve_driven_by_sim_then_stopped_by_sigterm(server: Server) -> None:
     # The simulated radios: nfcpy over udp, bleak over bumble, the nearby JWS.
     tap = sim(server, "nfc", "--phone", "alice-phone", "--door", "front")
     assert tap.stdout.startswith("granted access_granted door=front user=alice"), tap.stderr
+    assert " phone=0101 " in tap.stdout  # what the phone was told: door unsecured
     near = sim(server, "ble", "--phone", "alice-phone", "--door", "side", "--rssi", "-55")
     assert near.stdout.startswith("granted access_granted door=side user=alice"), near.stderr
     far = sim(server, "ble", "--phone", "alice-phone", "--door", "side", "--rssi", "-90")

@@ -178,5 +178,7 @@ def describe(decision: dict[str, Any]) -> str:
         parts.append(f"state={decision['state']} ({decision.get('state_source')})")
     if decision.get("unlock_seconds"):
         parts.append(f"unlock={decision['unlock_seconds']}s")
+    if "phone_status" in decision:  # a simulated NFC tap: what the phone was told
+        parts.append(f"phone={decision['phone_status'] or 'nothing'}")
     parts.append(f"id={decision.get('decision_id')}")
     return " ".join(parts)

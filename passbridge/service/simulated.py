@@ -156,9 +156,12 @@ async def nfc_tap(request: web.Request) -> web.Response:
     door = await _door(request)
     data = await json_body(request)
     try:
-        return _answer(await air.radios.nfc_tap(_phone(data, air), door, _side(data)))
+        tap = await air.radios.nfc_tap_report(_phone(data, air), door, _side(data))
     except SimulationError as error:
         raise ApiError(503, "simulation_failed", str(error)) from None
+    # What the simulated phone was told at the door (protocols/nfc, reader status).
+    status = None if tap.phone_status is None else f"{tap.phone_status:04X}"
+    return web.json_response({**tap.decision.to_json(), "phone_status": status})
 
 
 async def ble_unlock(request: web.Request) -> web.Response:
