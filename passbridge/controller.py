@@ -136,7 +136,7 @@ class DoorController:
 
     # --- admin changes -----------------------------------------------------
     async def set_override(
-        self, door: str, state: DoorState | None, minutes: float | None, *, actor: str
+        self, door: str, state: DoorState | None, minutes: int | None, *, actor: str
     ) -> ResolvedState:
         resolved = self.core.set_override(door, state, minutes, self.clock.moment())
         await self.audit.record_change(

@@ -21,6 +21,7 @@ from passbridge.core.tokens import (
     private_key_to_pem,
     public_key_to_pem,
 )
+from passbridge.ids import file_for_id
 
 DEFAULT_DB = Path("passbridge-data") / "passbridge.sqlite3"
 EXIT_ERROR = 2
@@ -79,9 +80,14 @@ def _keys_reader_public(args: argparse.Namespace) -> int:
 def _keys_backend(args: argparse.Namespace) -> int:
     """A key pair for an app backend: private key to a file, trust entry printed."""
     out = Path(args.out)
+    try:
+        # The id names files in --out and nowhere else (passbridge.ids).
+        private_path = file_for_id(out, args.id, ".key.pem", what="--id")
+        public_path = file_for_id(out, args.id, ".pub.pem", what="--id")
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
     key = generate_private_key(args.alg)
-    private_path = out / f"{args.id}.key.pem"
-    public_path = out / f"{args.id}.pub.pem"
     try:
         write_private(private_path, private_key_to_pem(key))
     except FileExistsError:

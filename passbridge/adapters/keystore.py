@@ -42,6 +42,7 @@ from passbridge.core.tokens import (
     private_key_to_pem,
     public_key_to_pem,
 )
+from passbridge.ids import check_id
 from passbridge.protocol.aliro_reader import ReaderIdentity
 from passbridge.protocol.ble_advert import derive_proximity_key
 
@@ -113,9 +114,9 @@ def _check_point(public_key: bytes) -> bytes:
 
 
 def _check_ids(credential_id: str, user_id: str) -> None:
-    for name, value in (("credential id", credential_id), ("user id", user_id)):
-        if not isinstance(value, str) or not value or len(value) > 256:
-            raise ValueError(f"{name} must be a non-empty string")
+    """Both follow the id rule (passbridge.ids): they reach URLs, file names and logs."""
+    check_id(credential_id, "credential id")
+    check_id(user_id, "user id")
 
 
 def _check_trust(kind: str, key: TrustedKey) -> None:

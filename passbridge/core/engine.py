@@ -40,7 +40,12 @@ from passbridge.core.model import (
     User,
 )
 from passbridge.core.pin import pin_hash, pin_matches
-from passbridge.core.schedule import Override, minute_is_uniform, resolve_state
+from passbridge.core.schedule import (
+    Override,
+    minute_is_uniform,
+    override_minutes_problem,
+    resolve_state,
+)
 from passbridge.core.tokens import FactorTokenVerifier, TokenRejection, UnverifiedToken
 from passbridge.core.two_factor import PendingCard, TwoFactorMemory
 from passbridge.errors import ConfigError, Problem, UnknownDoor
@@ -50,7 +55,6 @@ log = logging.getLogger(__name__)
 # Nearby evidence: the phone's rotating id seen at least this strong, this recently.
 NEARBY_RSSI_MIN = -80
 NEARBY_MAX_AGE_SECONDS = 10.0
-OVERRIDE_MAX_MINUTES = 7 * 24 * 60
 _LOCKDOWN = ResolvedState(DoorState.LOCKED, "lockdown")
 # Enum members the decision path tests on every call, as module constants:
 # on Python 3.11 reading ``Factor.CARD`` costs ten times a global lookup.
@@ -187,7 +191,7 @@ class DoorCore:
             return self._overrides.get(door_id)
 
     def set_override(
-        self, door_id: str, state: DoorState | None, minutes: float | None, moment: Moment
+        self, door_id: str, state: DoorState | None, minutes: int | None, moment: Moment
     ) -> ResolvedState:
         """A timed manual state for a door (admin API, scenario ``configure``)."""
         with self._lock:
@@ -210,15 +214,10 @@ class DoorCore:
                         )
                     ]
                 )
-            if minutes is None or not (0 < minutes <= OVERRIDE_MAX_MINUTES):
+            problem = override_minutes_problem(minutes)
+            if problem is not None or minutes is None:
                 raise ConfigError(
-                    [
-                        Problem(
-                            "override",
-                            f"{place}.minutes",
-                            f"expected minutes between 1 and {OVERRIDE_MAX_MINUTES}",
-                        )
-                    ]
+                    [Problem("override", f"{place}.minutes", problem or "minutes missing")]
                 )
             seconds = minutes * 60.0
             self._overrides[door_id] = Override(

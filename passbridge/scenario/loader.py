@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from passbridge.core.model import DoorState, Reason, Result, Side, Site
+from passbridge.core.schedule import override_minutes_problem
 from passbridge.errors import ConfigError, Problem
+from passbridge.ids import id_problem
 from passbridge.scenario.model import ACTIONS, Scenario, Step
 from passbridge.site_file import load_document, parse_site
 
@@ -200,7 +202,9 @@ def _parse_at(
     moment: datetime | None = None
     if isinstance(value, datetime):
         moment = value
-    elif isinstance(value, str):
+    elif isinstance(value, str) and len(value) > len("YYYY-MM-DD"):
+        # YAML dates stay text (site_file.document): an impossible one such
+        # as 2027-02-29T09:00:00 is this placed error, never a traceback.
         try:
             moment = datetime.fromisoformat(value)
         except ValueError:
@@ -252,7 +256,10 @@ def _check_action(
     if action == "pin" and isinstance(args.get("code"), str) and not args["code"].isdigit():
         problems.append(Problem(file, f"{place}.code", "expected the digits typed on the keypad"))
     if action in ("nfc", "ble", "nearby") and isinstance(args.get("phone"), str):
-        if args["phone"] not in site.user_by_phone:
+        problem = id_problem(args["phone"]) if args["phone"] else None
+        if problem is not None:
+            problems.append(Problem(file, f"{place}.phone", problem))
+        elif args["phone"] not in site.user_by_phone:
             strangers.add(args["phone"])
     if action in DEFAULT_RSSI:
         rssi = args.get("rssi", DEFAULT_RSSI[action])
@@ -299,9 +306,9 @@ def _check_configure(
         )
         return
     args["override"] = state
-    minutes = args.get("minutes")
-    if not isinstance(minutes, (int, float)) or isinstance(minutes, bool) or minutes <= 0:
-        problems.append(Problem(file, f"{place}.minutes", "expected a positive number of minutes"))
+    problem = override_minutes_problem(args.get("minutes"))
+    if problem is not None:
+        problems.append(Problem(file, f"{place}.minutes", problem))
     door = site.doors.get(args.get("door", ""))
     if state is DoorState.TWO_FACTOR and door is not None and not door.supports_two_factor:
         lacks = "keypad" if door.reader else "badge reader"

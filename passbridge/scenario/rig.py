@@ -223,7 +223,7 @@ class ScenarioRig:
         resolved = await self.controller.set_override(
             door,
             state if isinstance(state, DoorState) else None,
-            float(minutes) if isinstance(minutes, (int, float)) else None,
+            minutes if isinstance(minutes, int) else None,  # checked at load
             actor=actor,
         )
         return StepOutcome(state=resolved.state, state_source=resolved.source)

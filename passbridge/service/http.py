@@ -162,11 +162,19 @@ async def body_text(request: web.Request) -> str:
     return text
 
 
-async def json_body(request: web.Request) -> dict[str, Any]:
+async def json_body(request: web.Request, *, empty_ok: bool = False) -> dict[str, Any]:
+    """The body as a JSON object (400 otherwise; over the size limit, 413).
+
+    ``empty_ok``: an empty body (or only whitespace) is the empty object, as
+    on remote unlock ("body empty or a JSON object").
+    """
     raw = await read_body(request)
+    if empty_ok and not raw.strip():
+        return {}
     data = _parse_json(raw.decode("utf-8", "replace"))
     if not isinstance(data, dict):
-        raise ApiError(400, "malformed_body", "expected a JSON object")
+        expected = "an empty body or a JSON object" if empty_ok else "a JSON object"
+        raise ApiError(400, "malformed_body", f"expected {expected}")
     return data
 
 

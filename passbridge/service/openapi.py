@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from passbridge.core.model import DoorState, Reason
+from passbridge.core.schedule import OVERRIDE_MAX_MINUTES
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _DECISION = {"$ref": "#/components/schemas/Decision"}
@@ -56,6 +57,17 @@ _TOKEN_BODY = {
 _SIDE = {"type": "string", "enum": ["in", "out"]}
 
 
+def _remote_unlock_op() -> dict[str, Any]:
+    """Remote unlock: the body is optional, and when given a JSON object."""
+    op = _decision_op(
+        "Remote unlock by the app backend (bearer: backend-signed JWT; header kid "
+        "optional, the key is then found by iss). Body: empty or a JSON object.",
+        "backendJwt", _json({"type": "object"}), (400, 401, 404, 413),
+    )
+    op["requestBody"]["required"] = False
+    return op
+
+
 def _admin_op(summary: str, ok: dict[str, Any], statuses: tuple[int, ...],
               body: dict[str, Any] | None = None, params: list[Any] | None = None,
               ) -> dict[str, Any]:
@@ -84,10 +96,7 @@ def document(*, simulated: bool = False) -> dict[str, Any]:
         "paths": {
             "/v1/doors/{door}/remote-unlock": {
                 "parameters": [_DOOR_PARAM],
-                "post": _decision_op(
-                    "Remote unlock by the app backend (bearer: backend-signed JWT)",
-                    "backendJwt", None, (401, 404),
-                ),
+                "post": _remote_unlock_op(),
             },
             "/v1/doors/{door}/nearby-unlock": {
                 "parameters": [_DOOR_PARAM],
@@ -147,7 +156,8 @@ def document(*, simulated: bool = False) -> dict[str, Any]:
                     body={"type": "object", "required": ["state"], "properties": {
                         "state": {"type": "string", "nullable": True,
                                   "enum": [s.value for s in DoorState] + [None]},
-                        "minutes": {"type": "number", "exclusiveMinimum": True, "minimum": 0}}},
+                        "minutes": {"type": "integer", "minimum": 1,
+                                    "maximum": OVERRIDE_MAX_MINUTES}}},
                 ),
             },
             "/v1/site/lockdown": {

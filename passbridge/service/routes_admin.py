@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from passbridge.core.model import DoorState
+from passbridge.core.schedule import override_minutes_problem
 from passbridge.core.tokens import VerifiedBackendRequest
 from passbridge.errors import UnknownDoor
 from passbridge.service.http import ApiError, json_body
@@ -98,9 +99,12 @@ async def put_override(request: web.Request) -> web.Response:
                            + ", ".join(s.value for s in DoorState) + " or null")
         state = DoorState(raw_state)
         raw_minutes = data.get("minutes")
-        if isinstance(raw_minutes, bool) or not isinstance(raw_minutes, (int, float)):
-            raise ApiError(400, "malformed_body", "minutes: expected a number")
-        minutes = float(raw_minutes)
+        if isinstance(raw_minutes, bool) or not isinstance(raw_minutes, int):
+            # Not a whole number at all: a malformed body (400). A whole number
+            # out of range is the core's ConfigError, a 422 naming the place.
+            raise ApiError(400, "malformed_body",
+                           f"minutes: {override_minutes_problem(raw_minutes)}")
+        minutes = raw_minutes
     await services.controller.set_override(door, state, minutes, actor=actor)
     return web.json_response(door_json(services, door))
 

@@ -76,6 +76,10 @@ def authenticate_backend(
 
 async def remote_unlock(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
+    # The body carries nothing the decision uses, but must be empty or a JSON
+    # object (interfaces.md); checked before the token, so a refused body
+    # never uses up the backend's single-use jti (and it names no door).
+    await json_body(request, empty_ok=True)
     caller = authenticate_backend(request, services, door=request.match_info["door"],
                                   path="remote")
     door = _door(request, services)

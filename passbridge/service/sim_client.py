@@ -13,6 +13,7 @@ import aiohttp
 import jwt
 
 from passbridge.core.tokens import BACKEND_MAX_LIFETIME, PrivateKey, load_private_key_pem, new_jti
+from passbridge.ids import file_for_id
 
 TIMEOUT = aiohttp.ClientTimeout(total=10)
 # How https services are verified: the system's CAs (True), or a context that
@@ -136,7 +137,11 @@ async def nearby(
     """The phone advertises (or not, for ``rssi`` None), then the app signs a
     nearby request with the phone's key and sends it, as the Pass app does."""
     info = await _request("GET", f"{base}/v1/sim")
-    path = key_file or Path(str(info.get("phone_keys", ""))) / f"{phone}.pem"
+    try:
+        path = key_file or file_for_id(
+            Path(str(info.get("phone_keys", ""))), phone, ".pem", what="phone id")
+    except ValueError as exc:
+        raise SimError(str(exc)) from exc
     try:
         key = load_private_key_pem(path.read_bytes(), "ES256")
     except (OSError, ValueError) as exc:

@@ -23,6 +23,7 @@ from aiohttp import web
 from passbridge.core.decision import Decision
 from passbridge.core.model import Side
 from passbridge.core.tokens import load_private_key_pem, private_key_to_pem
+from passbridge.ids import file_for_id
 from passbridge.service.http import ApiError, json_body
 from passbridge.service.runtime import Services
 from passbridge.service.state import SERVICES
@@ -35,7 +36,9 @@ SIM_PHONES_DIR = "sim-phones"
 
 
 def phone_key_path(phones_dir: Path, phone_id: str) -> Path:
-    return phones_dir / f"{phone_id}.pem"
+    """The phone's key file, always inside ``phones_dir`` (ValueError for a
+    phone id that is not an id; the site file refuses those at load)."""
+    return file_for_id(phones_dir, phone_id, ".pem", what="phone id")
 
 
 class SimulatedAir:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from passbridge.core.model import MINUTES_PER_DAY
 from passbridge.errors import Problem
+from passbridge.ids import id_problem
 from passbridge.site_file.describe import kind_of
 
 _E = TypeVar("_E", bound=StrEnum)
@@ -84,6 +85,25 @@ class Checker:
         else:
             self.fail(where, f"expected a non-empty string; got {kind_of(value)}")
         return default
+
+    def ident(self, m: Mapping[str, Any], key: str, path: str, default: str = "") -> str:
+        """An id (scenarios.md: 1-64 letters, digits, ``.`` ``_`` ``-`` ``~``).
+
+        A string that breaks the rule is reported at its place and still
+        returned, so that references to it are judged as usual.
+        """
+        before = self.count
+        value = self.text(m, key, path, default)
+        if key in m and self.count == before:  # a string it read, not the default
+            self.id_at(value, _key(path, key))
+        return value
+
+    def id_at(self, value: str, where: str) -> bool:
+        """Report ``value`` at ``where`` unless it is an id; whether it is one."""
+        problem = id_problem(value)
+        if problem is not None:
+            self.fail(where, problem)
+        return problem is None
 
     def flag(self, m: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
         if key not in m:

@@ -12,9 +12,29 @@ import yaml
 from passbridge.errors import ConfigError, Problem
 from passbridge.site_file.describe import kind_of
 
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+
 
 class _StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, except that a key given twice is an error, not "last wins"."""
+    """PyYAML's safe loader, except that a key given twice is an error, not
+    "last wins", and dates stay strings.
+
+    PyYAML turns an unquoted ``2027-02-29`` into a date while it parses, and
+    an impossible one raises a bare ValueError with no place. Here a date or
+    timestamp is kept as the text written; the site and scenario checkers
+    read it (``Checker.day``, a step's ``at``) and report a bad one with the
+    file and key path, like any other bad value.
+    """
+
+    # Without the implicit timestamp resolver, and with an explicit
+    # ``!!timestamp`` read as its text too.
+    yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag != _TIMESTAMP_TAG]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+    def construct_text(self, node: yaml.Node) -> str:
+        return str(self.construct_scalar(node))  # type: ignore[arg-type]
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -33,6 +53,9 @@ class _StrictLoader(yaml.SafeLoader):
                     key_node.start_mark,
                 )
         return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(_TIMESTAMP_TAG, _StrictLoader.construct_text)
 
 
 def load_document(path: Path) -> tuple[Mapping[str, Any], str]:
@@ -62,7 +85,9 @@ def load_document(path: Path) -> tuple[Mapping[str, Any], str]:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         what = " ".join(str(s) for s in (exc.context, exc.problem) if s)
         raise ConfigError([Problem(label, where, f"not valid YAML: {what}")]) from None
-    except (yaml.YAMLError, RecursionError) as exc:
+    except (yaml.YAMLError, RecursionError, ValueError, OverflowError) as exc:
+        # ValueError/OverflowError: a value PyYAML itself could not build
+        # (a safety net; dates no longer get that far).
         raise ConfigError([Problem(label, "", f"not valid YAML: {exc}")]) from None
     if not isinstance(data, Mapping):
         raise ConfigError(

@@ -34,7 +34,7 @@ def parse_doors(check: Checker, top: Mapping[str, Any]) -> dict[str, Door | None
         if m is None:
             complete = False
             continue
-        door_id = check.text(m, "id", path)
+        door_id = check.ident(m, "id", path)
         complete = complete and bool(door_id)
         if door_id and door_id in first_path:
             check.fail(f"{path}.id", f"door {door_id!r} is already defined at "

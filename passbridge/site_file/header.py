@@ -14,7 +14,7 @@ def parse_site_header(check: Checker, value: Any) -> tuple[str, ZoneInfo | None]
     m = check.mapping(value, "site", required=("id", "timezone"), optional=())
     if m is None:
         return "", None
-    site_id = check.text(m, "id", "site")
+    site_id = check.ident(m, "id", "site")
     name = m.get("timezone")
     if "timezone" not in m:
         return site_id, None

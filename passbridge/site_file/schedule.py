@@ -44,7 +44,7 @@ def parse_windows(
         if w is None:
             clean = False
             continue
-        name = check.text(w, "id", wpath, str(index))
+        name = check.ident(w, "id", wpath, str(index))
         if name in named:
             check.fail(f"{wpath}.id" if "id" in w else wpath,
                        f"window name {name!r} is already used by {named[name]} "
@@ -121,7 +121,7 @@ def parse_exceptions(
         if e is None:
             clean = False
             continue
-        exc_id = check.text(e, "id", epath)
+        exc_id = check.ident(e, "id", epath)
         if exc_id in seen:
             check.fail(f"{epath}.id", f"exception {exc_id!r} is already defined at {seen[exc_id]}")
         elif exc_id:

@@ -57,7 +57,7 @@ def _parse_keys(
                                     *(("doors", "factors") if scoped else ())))
         if k is None:
             continue
-        key_id = check.text(k, "id", path)
+        key_id = check.ident(k, "id", path)
         if key_id in seen:
             check.fail(f"{path}.id", f"key id {key_id!r} is already used at {seen[key_id]}")
         elif key_id:

@@ -25,14 +25,21 @@ def _owned_strings(
     what: str,
     *,
     echo: bool,
+    ids: bool = False,
 ) -> tuple[str, ...]:
-    """A list of strings that belong to one user only (badge numbers, phone ids)."""
+    """A list of strings that belong to one user only (badge numbers, phone ids).
+
+    ``ids``: the strings are ids (phone ids become credential ids, URL parts
+    and file names), so they must follow the id rule.
+    """
     out: list[str] = []
     for ipath, item in check.items(m, key, path):
         if not isinstance(item, str) or not item.strip():
             hint = " (quote it: a bare number loses leading zeros)" if isinstance(
                 item, int) and not isinstance(item, bool) else ""
             check.fail(ipath, f"expected a non-empty string; got {kind_of(item)}{hint}")
+            continue
+        if ids and not check.id_at(item, ipath):
             continue
         if item in owners:
             other_path, other_user = owners[item]
@@ -60,7 +67,7 @@ def parse_users(
         m = check.mapping(item, path, required=("id",), optional=_USER_KEYS)
         if m is None:
             continue
-        user_id = check.text(m, "id", path)
+        user_id = check.ident(m, "id", path)
         if user_id in seen:
             check.fail(f"{path}.id", f"user {user_id!r} is already defined at {seen[user_id]}")
         elif user_id:
@@ -69,7 +76,7 @@ def parse_users(
         user_cards = _owned_strings(check, m, "cards", path, cards, user_id, "badge number",
                                     echo=False)
         user_phones = _owned_strings(check, m, "phones", path, phones, user_id, "phone",
-                                     echo=True)
+                                     echo=True, ids=True)
         all_doors, user_doors = check.door_ids(m, "doors", path, doors) or (False, frozenset())
         users.append(User(
             id=user_id,

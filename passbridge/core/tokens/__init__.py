@@ -97,7 +97,13 @@ from passbridge.core.tokens.nearby_requests import (
 )
 from passbridge.core.tokens.replay import ReplayCache, ReplayVerdict
 from passbridge.core.tokens.signatures import SignatureCheck, p256_der_to_raw, p256_raw_to_der
-from passbridge.core.tokens.trust import KeyResolver, VerificationKey, by_kid, verification_keys
+from passbridge.core.tokens.trust import (
+    KeyResolver,
+    VerificationKey,
+    by_kid,
+    by_kid_or_issuer,
+    verification_keys,
+)
 
 __all__ = [
     "BACKEND_MAX_LIFETIME",
@@ -132,6 +138,7 @@ __all__ = [
     "VerifiedNearbyRequest",
     "Vouch",
     "by_kid",
+    "by_kid_or_issuer",
     "generate_private_key",
     "load_private_key_pem",
     "load_public_key_pem",

@@ -24,7 +24,7 @@ from passbridge.core.tokens.limits import (
     MIN_JTI_CHARS,
 )
 from passbridge.core.tokens.replay import ReplayCache
-from passbridge.core.tokens.trust import VerificationKey, by_kid
+from passbridge.core.tokens.trust import VerificationKey, by_kid_or_issuer
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +56,14 @@ def verify_backend_request(
 ) -> VerifiedBackendRequest | TokenRejection:
     """An app-backend JWT: ``iss`` bound to the key, ``aud`` = site, life <= 60 s.
 
+    The key is found by the header's ``kid``, else by ``iss`` (interfaces.md).
+
     ``door``, when given, must equal the ``door`` claim (the URL's door).
     Admin calls that are not about one door pass ``require_door=False``.
     """
     try:
         policy = _backend_policy(site_id, door, require_door, float(leeway))
-        resolve = by_kid(keys)
+        resolve = by_kid_or_issuer(keys)
 
         def header_key(
             _head: bytes, header: dict[str, Any], unverified: dict[str, Any]

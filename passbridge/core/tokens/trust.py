@@ -85,3 +85,24 @@ def by_kid(keys: Mapping[str, VerificationKey]) -> KeyResolver:
         return keys.get(kid) if isinstance(kid, str) else None
 
     return resolve
+
+
+def by_kid_or_issuer(keys: Mapping[str, VerificationKey]) -> KeyResolver:
+    """The key by the header's ``kid``; without one, the key bound to the
+    (unverified) ``iss`` claim.
+
+    interfaces.md makes a backend's ``kid`` optional. Picking the key by an
+    unverified claim is safe: the signature must then verify with that very
+    key, and the verified ``iss`` must equal the key's issuer.
+    """
+    kid_resolve = by_kid(keys)
+
+    def resolve(header: dict[str, Any], claims: dict[str, Any]) -> VerificationKey | None:
+        if "kid" in header:
+            return kid_resolve(header, claims)
+        iss = claims.get("iss")
+        if not isinstance(iss, str):
+            return None
+        return next((key for key in keys.values() if key.issuer == iss), None)
+
+    return resolve
