@@ -25,7 +25,7 @@ from passbridge.service.sim_client import backend_token
 from tests.service_support import BACKEND, _p256
 
 PASSBRIDGE = [sys.executable, "-m", "passbridge"]
-READY = re.compile(r"serving site \S+ on http://([\d.]+):(\d+)")
+READY = re.compile(r"serving site \S+ on (https?://[\d.]+:\d+)")
 
 
 @dataclass
@@ -66,11 +66,12 @@ def write_site(tmp: Path) -> Path:
     return path
 
 
-def start_server(tmp: Path, db: Path | None = None) -> Server:
+def start_server(tmp: Path, db: Path | None = None, extra: tuple[str, ...] = ()) -> Server:
+    """``passbridge serve`` on a free loopback port; ``extra``: more serve flags."""
     site = tmp / "site.yaml" if (tmp / "site.yaml").exists() else write_site(tmp)
     db = db or tmp / "data" / "pb.sqlite3"
     process = subprocess.Popen(
-        [*PASSBRIDGE, "serve", "--site", str(site), "--db", str(db), "--port", "0"],
+        [*PASSBRIDGE, "serve", "--site", str(site), "--db", str(db), "--port", "0", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp,
     )
     assert process.stdout is not None
@@ -83,8 +84,8 @@ def start_server(tmp: Path, db: Path | None = None) -> Server:
         lines.append(line)
         found = READY.search(line)
         if found:
-            url = f"http://{found.group(1)}:{found.group(2)}"
-            return Server(process, url, db, tmp / "backend.key.pem", db.parent / "device-key")
+            return Server(process, found.group(1), db, tmp / "backend.key.pem",
+                          db.parent / "device-key")
     process.kill()
     raise AssertionError("server did not start:\n" + "".join(lines))
 
