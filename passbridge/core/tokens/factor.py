@@ -74,6 +74,25 @@ def new_jti() -> str:
     return secrets.token_urlsafe(24)
 
 
+def _checked_lifetime(lifetime: object) -> int | float:
+    """A minter's lifetime as the number to add to ``iat``, or a clear ValueError.
+
+    Checked once at construction so that a bad setting fails where it is
+    made, not at the first tap. ``int`` and ``float`` are both accepted (an
+    ``int`` has no ``is_integer`` on Python 3.11, which once crashed
+    ``mint``); a whole number becomes an ``int`` so ``exp`` stays an integer
+    claim, as PyJWT writes it. ``bool``, NaN and anything not a number are
+    refused rather than coerced.
+    """
+    if isinstance(lifetime, bool) or not isinstance(lifetime, int | float):
+        raise ValueError(f"lifetime must be a number of seconds, not {lifetime!r}")
+    if not 0 < lifetime <= FACTOR_MAX_LIFETIME:  # also false for NaN
+        raise ValueError(
+            f"lifetime must be in (0, {FACTOR_MAX_LIFETIME:g}] seconds, not {lifetime!r}"
+        )
+    return int(lifetime) if float(lifetime).is_integer() else float(lifetime)
+
+
 class FactorTokenMinter:
     """The bridge side: signs one accepted factor into a short-lived token.
 
@@ -99,8 +118,7 @@ class FactorTokenMinter:
             raise BadKey(f"private key type does not match algorithm {alg}")
         if record is not None and not _same_public_key(record.public_key, private_key):
             raise BadKey("the minted-token record is for another key")
-        if not 0 < lifetime <= FACTOR_MAX_LIFETIME:
-            raise ValueError(f"lifetime must be in (0, {FACTOR_MAX_LIFETIME:g}] seconds")
+        self._exp_after = _checked_lifetime(lifetime)
         self.bridge_id = bridge_id
         self.kid = kid if kid is not None else bridge_id
         self.alg = alg
@@ -151,7 +169,7 @@ class FactorTokenMinter:
             "factor": _FACTOR_TEXT[factor],
             "cred": credential,
             "iat": iat,
-            "exp": iat + (int(self.lifetime) if self.lifetime.is_integer() else self.lifetime),
+            "exp": iat + self._exp_after,
             "jti": new_jti(),
             "ev": evidence or {},
         }
