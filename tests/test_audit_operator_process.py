@@ -63,6 +63,7 @@ async def _operator(db: Path, tmp: Path) -> list[tuple[str, int, str]]:
             ("list", (*PASSBRIDGE, "phone", "list", "--db", str(db))),
             ("keys show", (*PASSBRIDGE, "keys", "show", "--db", str(db))),
             ("read-only python", (sys.executable, "-c", READ_ONLY_QUERY, str(db))),
+            ("audit verify", (*PASSBRIDGE, "audit", "verify", "--db", str(db))),
             ("revoke", (*PASSBRIDGE, "phone", "revoke", "--db", str(db), "--phone", phone)),
         ]
         if shell is not None:
