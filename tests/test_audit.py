@@ -4,6 +4,7 @@ every record whose future completed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import stat
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from passbridge.adapters.audit_sqlite import AuditLog, AuditUnavailable
+from passbridge.adapters.audit_sqlite import AuditLog, AuditUnavailable, verify_database
 from passbridge.clock import ManualClock
 from passbridge.core.decision import Decision, new_decision_id
 from passbridge.core.model import DoorState, Factor, Reason, Side
@@ -76,20 +78,29 @@ def test_database_is_wal_full_sync_and_private(db: Path) -> None:
     conn.close()
 
 
+@contextlib.contextmanager
+def writer_held(audit: AuditLog) -> Iterator[None]:
+    """Hold the writer right after it commits one record, until the block
+    ends: everything queued meanwhile goes in the next commit."""
+    release, held = threading.Event(), threading.Event()
+
+    def hold(_rows: list[dict[str, Any]]) -> None:
+        if not held.is_set():
+            held.set()
+            release.wait(10)
+
+    audit.subscribe(hold)
+    audit.append(decision(0)).result(10)
+    assert held.wait(10)
+    try:
+        yield
+    finally:
+        release.set()
+
+
 def test_group_commit_batches_records_queued_during_a_commit(db: Path) -> None:
     """Hold the writer right after one commit; everything queued meanwhile goes in ONE commit."""
-    release = threading.Event()
-    held = threading.Event()
     with AuditLog(db) as audit:
-
-        def hold(_rows: list[dict[str, Any]]) -> None:
-            if not held.is_set():
-                held.set()
-                release.wait(10)
-
-        audit.subscribe(hold)
-        audit.append(decision(0)).result(10)
-        assert held.wait(10)
         futures: list[Future[int]] = []
         lock = threading.Lock()
 
@@ -99,13 +110,13 @@ def test_group_commit_batches_records_queued_during_a_commit(db: Path) -> None:
                 with lock:
                     futures.append(f)
 
-        threads = [threading.Thread(target=submit, args=(k * 100,)) for k in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert not any(f.done() for f in futures)  # nothing is acknowledged before its commit
-        release.set()
+        with writer_held(audit):
+            threads = [threading.Thread(target=submit, args=(k * 100,)) for k in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert not any(f.done() for f in futures)  # nothing is acknowledged before its commit
         seqs = [f.result(10) for f in futures]
         assert len(set(seqs)) == 400
         assert audit.stats.records == 401
@@ -115,25 +126,14 @@ def test_group_commit_batches_records_queued_during_a_commit(db: Path) -> None:
 def test_large_and_mixed_batches_commit_once_with_each_seq_its_own_row(db: Path) -> None:
     """A batch of more decisions than one INSERT takes, with admin changes among them:
     one commit, and every future's seq is the row that holds that record."""
-    release = threading.Event()
-    held = threading.Event()
     with AuditLog(db, clock=ManualClock(AT)) as audit:
-
-        def hold(_rows: list[dict[str, Any]]) -> None:
-            if not held.is_set():
-                held.set()
-                release.wait(10)
-
-        audit.subscribe(hold)
-        audit.append(decision(0)).result(10)
-        assert held.wait(10)
         decisions = [decision(i) for i in range(1, 1201)]
         futures: list[tuple[str, Future[int]]] = []
-        for i, d in enumerate(decisions):
-            futures.append((d.id, audit.append(d)))
-            if i in (3, 600, 601, 1199):
-                futures.append((f"change-{i}", audit.append_change("lockdown", {"n": i})))
-        release.set()
+        with writer_held(audit):
+            for i, d in enumerate(decisions):
+                futures.append((d.id, audit.append(d)))
+                if i in (3, 600, 601, 1199):
+                    futures.append((f"change-{i}", audit.append_change("lockdown", {"n": i})))
         seqs = {key: f.result(10) for key, f in futures}
         assert audit.stats.commits == 2 and audit.stats.records == 1205
         rows = {r["seq"]: r for r in audit.events(limit=1000)}
@@ -275,33 +275,25 @@ def test_crash_keeps_every_acknowledged_record(db: Path) -> None:
 
 def test_a_failing_record_fails_alone_and_the_log_goes_on(db: Path) -> None:
     """A write SQLite refuses (here a trigger) fails only its own future, with AuditUnavailable."""
-    release = threading.Event()
-    held = threading.Event()
     with AuditLog(db) as audit:
         conn = sqlite3.connect(db)
         conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.door = 'broken' "
                      "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END")
         conn.commit()
         conn.close()
-
-        def hold(_rows: list[dict[str, Any]]) -> None:
-            if not held.is_set():
-                held.set()
-                release.wait(10)
-
-        audit.subscribe(hold)
-        audit.append(decision(0)).result(10)
-        assert held.wait(10)
-        good = [audit.append(decision(i)) for i in range(1, 4)]
-        bad = audit.append(decision(9, door="broken"))
-        more = [audit.append(decision(i)) for i in range(4, 6)]
-        release.set()
+        with writer_held(audit):
+            good = [audit.append(decision(i)) for i in range(1, 4)]
+            bad = audit.append(decision(9, door="broken"))
+            more = [audit.append(decision(i)) for i in range(4, 6)]
         with pytest.raises(AuditUnavailable, match="disk on fire"):
             bad.result(10)
         assert all(isinstance(f.result(10), int) for f in good + more)
         assert audit.record_sync(decision(7)) > 0
         assert [r["door"] for r in audit.events()].count("broken") == 0
         assert len(audit.events()) == 7
+    # The refused record left no hole in the hash chain.
+    report = verify_database(db)
+    assert report.ok and report.records == 7
 
 
 async def test_a_cancelled_waiter_does_not_cancel_the_record(db: Path) -> None:

@@ -8,7 +8,6 @@ import json
 import sqlite3
 import subprocess
 import sys
-import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from passbridge.service.app import create_app
 from passbridge.service.runtime import assemble
 from passbridge.service.storage import SqliteEventStore
 from tests.service_support import MONDAY_10, Keys, admin_token, make_rig, make_site, remote_token
-from tests.test_audit import AT, decision
+from tests.test_audit import AT, decision, writer_held
 
 # The table as it was before the hash chain (what a log written by an older
 # passbridge looks like).
@@ -84,22 +83,12 @@ def verify(db: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]
 
 def test_group_committed_batches_and_a_restart_keep_one_chain(tmp_path: Path) -> None:
     db = tmp_path / "pb.sqlite3"
-    release, held = threading.Event(), threading.Event()
     with AuditLog(db, clock=ManualClock(AT)) as audit:
-
-        def hold(_rows: list[dict[str, Any]]) -> None:
-            if not held.is_set():
-                held.set()
-                release.wait(10)
-
-        audit.subscribe(hold)
-        audit.append(decision(0)).result(10)
-        assert held.wait(10)
         # One batch of more records than one INSERT takes, changes among them.
-        futures = [audit.append(decision(i)) for i in range(1, 700)]
-        futures.append(audit.append_change("lockdown", {"active": True, "note": "naïve ✓"}))
-        futures += [audit.append(decision(i)) for i in range(700, 720)]
-        release.set()
+        with writer_held(audit):
+            futures = [audit.append(decision(i)) for i in range(1, 700)]
+            futures.append(audit.append_change("lockdown", {"active": True, "note": "naïve ✓"}))
+            futures += [audit.append(decision(i)) for i in range(700, 720)]
         seqs = [f.result(10) for f in futures]
         assert seqs == list(range(2, 722)) and audit.stats.commits == 2
         assert audit.head().seq == 721
