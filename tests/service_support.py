@@ -150,3 +150,11 @@ def make_rig(start: datetime = MONDAY_10) -> Rig:
 def wall_clock_rig() -> Rig:
     """A rig on (roughly) real time, for tokens signed by another process."""
     return make_rig(datetime.fromtimestamp(int(time.time()), UTC))
+
+
+async def error_of(resp: Any, status: int) -> str:
+    """The error code of a response that must have ``status`` and the JSON error shape."""
+    assert resp.status == status, await resp.text()
+    body = await resp.json()
+    assert set(body) == {"error"} and {"code", "message"} <= set(body["error"])
+    return str(body["error"]["code"])

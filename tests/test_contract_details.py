@@ -39,6 +39,7 @@ from tests.service_support import (
     Rig,
     _p256,
     admin_token,
+    error_of,
     make_rig,
     remote_token,
 )
@@ -51,13 +52,6 @@ async def rig() -> AsyncIterator[tuple[Rig, Client]]:
     r = make_rig()
     async with TestClient(TestServer(create_app(r.services))) as client:
         yield r, client
-
-
-async def error_of(resp: Any, status: int) -> str:
-    assert resp.status == status, await resp.text()
-    body = await resp.json()
-    assert set(body) == {"error"} and {"code", "message"} <= set(body["error"])
-    return str(body["error"]["code"])
 
 
 def _no_kid_token(r: Rig, key: Any, **claims: Any) -> str:
@@ -182,25 +176,32 @@ def test_bad_trust_ids_are_placed_errors() -> None:
                                                        "trust.backends[0].id"}
 
 
+def refused_scenario(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], doors: str, step: str
+) -> str:
+    """Run a one-step scenario that must not load (exit 2); its stderr,
+    each line led by the file's name."""
+    path = tmp_path / "s.yaml"
+    path.write_text("name: refused\nsite: {id: hq, timezone: Europe/Berlin}\n"
+                    f"doors: {doors}\nusers: [{{id: a, cards: ['1'], doors: all}}]\n"
+                    f"steps:\n  - {step}\n")
+    assert main(["scenario", "run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.replace(str(path), "FILE")
+
+
 def test_a_scenario_with_a_bad_door_id_exits_2_with_its_place(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = tmp_path / "bad.yaml"
-    path.write_text("name: slash\nsite: {id: hq, timezone: Europe/Berlin}\n"
-                    "doors: [{id: B2/front}]\n"
-                    "steps:\n  - {nfc: {phone: ../x, door: B2/front}}\n")
-    assert main(["scenario", "run", str(path)]) == 2
-    err = capsys.readouterr().err
-    assert f"{path}: doors[0].id" in err and "Traceback" not in err
+    err = refused_scenario(tmp_path, capsys, "[{id: B2/front}]",
+                           "{card: {number: '1', door: B2/front}}")
+    assert "FILE: doors[0].id" in err
 
 
 def test_a_scenario_phone_id_is_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = tmp_path / "bad.yaml"
-    path.write_text("name: phone\nsite: {id: hq, timezone: Europe/Berlin}\n"
-                    "doors: [{id: front}]\n"
-                    "steps:\n  - {nfc: {phone: ../x, door: front}}\n")
-    assert main(["scenario", "run", str(path)]) == 2
-    assert "steps[0].nfc.phone" in capsys.readouterr().err
+    err = refused_scenario(tmp_path, capsys, "[{id: front}]", "{nfc: {phone: ../x, door: front}}")
+    assert "FILE: steps[0].nfc.phone" in err
 
 
 # --- ids never become paths outside their folder ------------------------------
@@ -273,13 +274,9 @@ def test_dates_stay_text_until_checked(tmp_path: Path) -> None:
 def test_an_impossible_step_time_in_a_scenario_is_a_placed_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = tmp_path / "s.yaml"
-    path.write_text("name: leap\nsite: {id: hq, timezone: Europe/Berlin}\n"
-                    "doors: [{id: front}]\nusers: [{id: a, cards: ['1'], doors: all}]\n"
-                    "steps:\n  - {at: 2027-02-29T09:00:00, card: {number: '1', door: front}}\n")
-    assert main(["scenario", "run", str(path)]) == 2
-    err = capsys.readouterr().err
-    assert f"{path}: steps[0].at" in err and "Traceback" not in err
+    err = refused_scenario(tmp_path, capsys, "[{id: front}]",
+                           "{at: 2027-02-29T09:00:00, card: {number: '1', door: front}}")
+    assert "FILE: steps[0].at" in err
 
 
 # --- override minutes ----------------------------------------------------------
@@ -319,10 +316,6 @@ def test_the_core_refuses_fractional_minutes() -> None:
 def test_scenario_override_minutes_are_placed_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], minutes: str
 ) -> None:
-    path = tmp_path / "m.yaml"
-    path.write_text("name: minutes\nsite: {id: hq, timezone: Europe/Berlin}\n"
-                    "doors: [{id: front}]\n"
-                    f"steps:\n  - {{configure: {{door: front, override: locked, "
-                    f"minutes: {minutes}}}}}\n")
-    assert main(["scenario", "run", str(path)]) == 2
-    assert f"{path}: steps[0].configure.minutes" in capsys.readouterr().err
+    err = refused_scenario(tmp_path, capsys, "[{id: front}]",
+                           f"{{configure: {{door: front, override: locked, minutes: {minutes}}}}}")
+    assert "FILE: steps[0].configure.minutes" in err

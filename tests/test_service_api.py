@@ -21,6 +21,7 @@ from tests.service_support import (
     Rig,
     admin_token,
     bridge_minter,
+    error_of,
     make_rig,
     nearby_token,
     phone_adv,
@@ -40,13 +41,6 @@ Client = TestClient[web.Request, web.Application]
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-async def error_of(resp: Any, status: int) -> str:
-    assert resp.status == status, await resp.text()
-    body = await resp.json()
-    assert set(body) == {"error"} and {"code", "message"} <= set(body["error"])
-    return str(body["error"]["code"])
 
 
 # --- remote unlock ----------------------------------------------------------
