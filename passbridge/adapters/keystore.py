@@ -93,6 +93,7 @@ class KeyStore(Protocol):
     def phone_public_key(self, credential_id: str) -> bytes | None: ...
     def credential_for_public_key(self, public_key: bytes) -> str | None: ...
     def persistent_keys(self) -> Iterable[tuple[str, bytes, bytes]]: ...
+    def persistent_key(self, credential_id: str) -> tuple[bytes, bytes] | None: ...
     def remember_persistent_key(self, credential_id: str, public_key: bytes,
                                 kpersistent: bytes) -> None: ...
     def add_trusted_key(self, kind: str, key: TrustedKey) -> None: ...
@@ -235,6 +236,11 @@ class MemoryKeyStore:
                 return None
             return cred
 
+    def persistent_key(self, credential_id: str) -> tuple[bytes, bytes] | None:
+        """(public key, Kpersistent) of one active phone, if it holds a key."""
+        with self._lock:
+            return self._persistent.get(credential_id)  # enrol and revoke drop it
+
     def persistent_keys(self) -> list[tuple[str, bytes, bytes]]:
         with self._lock:
             return [(cred, pk, kp) for cred, (pk, kp) in self._persistent.items()
@@ -330,6 +336,9 @@ class SqliteKeyStore:
         self._pin_key: bytes | None = None
         self._bridge: BridgeKey | None = None
         self._reader: ReaderIdentity | None = None
+        # credential id -> (public key, Kpersistent), unsealed once and kept for
+        # FAST matching; None until first use. See persistent_keys().
+        self._fast_keys: dict[str, tuple[bytes, bytes]] | None = None
         try:
             # Only SQLite opens the file: a descriptor of our own, once
             # closed, would drop the audit log's locks (adapters.sqlite_file).
@@ -466,6 +475,7 @@ class SqliteKeyStore:
             if row is not None and row[0] != credential_id:
                 raise ValueError("this public key is already enrolled for another credential")
             db.execute("DELETE FROM ks_persistent_keys WHERE credential_id = ?", (credential_id,))
+            self._forget_fast_key(credential_id)
             db.execute(
                 "INSERT INTO ks_phones (credential_id, user_id, public_key, enrolled_at, revoked) "
                 "VALUES (?, ?, ?, ?, 0) ON CONFLICT (credential_id) DO UPDATE SET "
@@ -478,6 +488,7 @@ class SqliteKeyStore:
     def revoke_phone(self, credential_id: str) -> bool:
         with self._tx() as db:
             db.execute("DELETE FROM ks_persistent_keys WHERE credential_id = ?", (credential_id,))
+            self._forget_fast_key(credential_id)
             db.execute("DELETE FROM ks_proximity_keys WHERE credential_id = ?", (credential_id,))
             cursor = db.execute("UPDATE ks_phones SET revoked = 1 "
                                 "WHERE credential_id = ? AND revoked = 0", (credential_id,))
@@ -512,12 +523,40 @@ class SqliteKeyStore:
                            "WHERE public_key = ? AND revoked = 0", (bytes(public_key),))
         return str(rows[0][0]) if rows else None
 
+    def _loaded_fast_keys(self) -> dict[str, tuple[bytes, bytes]]:
+        """The persistent keys, unsealed once per process (not once per tap per key).
+
+        This process's enrol, revoke and remember keep the copy current; a
+        phone revoked by another process (the CLI) may keep its entry here,
+        which can never authenticate it: the reader checks the enrolment in
+        the database after every match (``credential_for_public_key``).
+        """
+        with self._lock:
+            if self._fast_keys is None:
+                rows = self._query(
+                    "SELECT k.credential_id, k.public_key, k.kpersistent "
+                    "FROM ks_persistent_keys k JOIN ks_phones p ON "
+                    "p.credential_id = k.credential_id AND p.revoked = 0 "
+                    "AND p.public_key = k.public_key ORDER BY k.credential_id")
+                self._fast_keys = {
+                    str(c): (bytes(pk), self._open(f"kpersistent:{c}", kp)) for c, pk, kp in rows}
+            return self._fast_keys
+
+    def _forget_fast_key(self, credential_id: str) -> None:
+        with self._lock:
+            if self._fast_keys is not None:
+                self._fast_keys.pop(credential_id, None)
+
     def persistent_keys(self) -> list[tuple[str, bytes, bytes]]:
-        rows = self._query(
-            "SELECT k.credential_id, k.public_key, k.kpersistent FROM ks_persistent_keys k "
-            "JOIN ks_phones p ON p.credential_id = k.credential_id AND p.revoked = 0 "
-            "AND p.public_key = k.public_key ORDER BY k.credential_id")
-        return [(str(c), bytes(pk), self._open(f"kpersistent:{c}", kp)) for c, pk, kp in rows]
+        keys = self._loaded_fast_keys()
+        with self._lock:
+            return [(cred, pk, kp) for cred, (pk, kp) in keys.items()]
+
+    def persistent_key(self, credential_id: str) -> tuple[bytes, bytes] | None:
+        """(public key, Kpersistent) of one phone holding a key, from memory."""
+        keys = self._loaded_fast_keys()
+        with self._lock:
+            return keys.get(credential_id)
 
     def remember_persistent_key(self, credential_id: str, public_key: bytes,
                                 kpersistent: bytes) -> None:
@@ -533,6 +572,9 @@ class SqliteKeyStore:
                 "public_key = excluded.public_key, kpersistent = excluded.kpersistent",
                 (credential_id, bytes(public_key),
                  self._sealer.seal(f"kpersistent:{credential_id}", bytes(kpersistent))))
+        with self._lock:  # committed: the in-memory copy follows
+            if self._fast_keys is not None:
+                self._fast_keys[credential_id] = (bytes(public_key), bytes(kpersistent))
 
     # -- trust --------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ decision (denied, audited): an operator sees unknown phones at the door.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -116,10 +117,14 @@ class AliroTapHandler:
         credentials: CredentialDirectory,
         *,
         interface: Interface = Interface.NFC,
+        on_authenticated: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_authenticated`` hears each credential that proved itself (a
+        FastKeyOrder puts its key first for the next tap)."""
         self._identity = identity
         self._credentials = credentials
         self._interface = interface
+        self._on_authenticated = on_authenticated
 
     def run(self, exchange: Exchange, decide: Decide) -> TapResult:
         txn = ReaderTransaction(self._identity, self._credentials, interface=self._interface)
@@ -137,6 +142,8 @@ class AliroTapHandler:
                 _send_quietly(exchange, txn.control_flow(success=False))
                 return TapResult(request, granted=False, status_delivered=False)
             if isinstance(event, Authenticated):
+                if self._on_authenticated is not None:
+                    self._on_authenticated(event.credential_id)
                 request = TapRequest(
                     credential_id=event.credential_id,
                     flow=event.flow,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from enum import Enum, auto
 from functools import cached_property
 from hmac import compare_digest
+from itertools import islice
 from os import urandom
 from typing import Literal, Protocol
 
@@ -135,7 +136,8 @@ class CredentialDirectory(Protocol):
         """Credential id of an enrolled, unrevoked 65-byte key, else None."""
 
     def persistent_keys(self) -> Iterable[tuple[str, bytes, bytes]]:
-        """(credential id, credential public key, Kpersistent) candidates for FAST."""
+        """(credential id, credential public key, Kpersistent) candidates for
+        FAST, likeliest first (the reader tries only the first MAX_FAST_TRIALS)."""
 
     def remember_persistent_key(self, credential_id: str, public_key: bytes,
                                 kpersistent: bytes) -> None:
@@ -224,6 +226,13 @@ class DerivedKeys:
     extra: dict[str, bytes] = field(default_factory=dict)
 
 
+MAX_FAST_TRIALS = 64
+"""Persistent keys one FAST cryptogram is tried against before the tap falls
+back to STANDARD (protocols/nfc/README.md, "FAST and its fall-back"). The
+directory yields the likeliest keys first; without a bound the trial is
+linear in the number of phones holding a key (about 10-20 us each)."""
+
+
 class ReaderTransaction:
     """One tap, reader side."""
 
@@ -238,9 +247,15 @@ class ReaderTransaction:
         transaction_id: bytes | None = None,
         key_pool: EphemeralKeyPool | None = None,
         deterministic_signatures: bool = False,
+        fast_trials: int = MAX_FAST_TRIALS,
     ) -> None:
         if transaction_id is not None and len(transaction_id) != 16:
             raise ValueError("transaction id is 16 bytes")
+        if fast_trials < 0:
+            raise ValueError("fast_trials must not be negative")
+        self._fast_trials = fast_trials
+        self.fast_keys_tried = 0
+        """Persistent keys this tap tried on the cryptogram (benchmarks, tests)."""
         self._identity = identity
         self._credentials = credentials
         self._interface = interface
@@ -388,14 +403,18 @@ class ReaderTransaction:
         return SendCommand(msg.auth1_command(True, signature))
 
     def _match_cryptogram(self, cryptogram: bytes) -> Event | None:
-        """Try each persistent key; the one whose keys open the cryptogram wins.
+        """Try the persistent keys in the directory's order, at most
+        ``fast_trials`` of them; the one whose keys open the cryptogram wins.
 
         A mismatch is not an error: the phone may hold a key the reader has
-        forgotten (or the reverse), and the tap then continues with AUTH1.
+        forgotten (or the reverse), or one past the trial bound, and the tap
+        then continues with AUTH1.
         """
         assert self._salt_inputs is not None
         endpoint_x = self._endpoint_x
-        for _cred, public_key, kpersistent in self._credentials.persistent_keys():
+        candidates = islice(self._credentials.persistent_keys(), self._fast_trials)
+        for _cred, public_key, kpersistent in candidates:
+            self.fast_keys_tried += 1
             try:
                 fast = derive_fast_keys(kpersistent, self._salt_inputs, endpoint_x, public_key)
                 content = decrypt_cryptogram(fast.cryptogram_sk, cryptogram)

@@ -32,6 +32,7 @@ from passbridge.adapters.nfc_reader import (
     TapOutcome,
 )
 from passbridge.bridge.ble_unlock import BleDoorUnlocker
+from passbridge.bridge.fast_keys import DoorPhones, FastKeyOrder
 from passbridge.bridge.flood import FloodGate, FloodSettings, TokenBucket
 from passbridge.bridge.nfc_tap import (
     AliroTapHandler,
@@ -121,9 +122,10 @@ class NfcDoorReader:
     async def start(self) -> None:
         services, place = self._services, self.placement
         identity = services.keystore.reader_identity()
+        keys = FastKeyOrder(services.keystore, DoorPhones(lambda: services.core.site, place.door))
         reader: NfcReader[TapResult] = NfcReader(
             place.device,
-            lambda: AliroTapHandler(identity, services.keystore),
+            lambda: AliroTapHandler(identity, keys, on_authenticated=keys.authenticated),
             decider=self._decider,
             on_tap=self._tapped,
             field_hold=self.settings.field_hold,

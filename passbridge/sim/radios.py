@@ -23,6 +23,7 @@ from passbridge.adapters.ble_central import (
 from passbridge.adapters.keystore import KeyStore
 from passbridge.adapters.nfc_reader import NfcReader
 from passbridge.bridge.ble_unlock import BleDoorUnlocker
+from passbridge.bridge.fast_keys import DoorPhones, FastKeyOrder
 from passbridge.bridge.nfc_tap import (
     AliroTapHandler,
     ExchangeRefusals,
@@ -86,6 +87,7 @@ class SimulatedRadios:
         self._ble_phones: dict[str, SimulatedBlePhone] = {}
         self._beacons: list[SimulatedBlePhone] = []
         self._lock = asyncio.Lock()
+        self._fast_keys: dict[str, FastKeyOrder] = {}  # per door, as on a real reader
 
     def phone(self, phone_id: str) -> SimulatedPhone:
         phone = self._phones.get(phone_id)
@@ -105,10 +107,15 @@ class SimulatedRadios:
         identity = self._keystore.reader_identity()
         applet = self.phone(phone_id).applet(identity.public_key)
         decider = NfcDoorDecider(self._controller, door, side)
+        keys = self._fast_keys.get(door)
+        if keys is None:
+            core = self._controller.core
+            keys = self._fast_keys[door] = FastKeyOrder(
+                self._keystore, DoorPhones(lambda: core.site, door))
         with SimulatedCard(applet.process) as card:
             reader: NfcReader[TapResult] = NfcReader(
                 card.device,
-                lambda: AliroTapHandler(identity, self._keystore),
+                lambda: AliroTapHandler(identity, keys, on_authenticated=keys.authenticated),
                 decider=decider,
             )
             async with reader:
