@@ -25,7 +25,7 @@ from passbridge.service.sim_client import backend_token
 from tests.service_support import BACKEND, _p256
 
 PASSBRIDGE = [sys.executable, "-m", "passbridge"]
-READY = re.compile(r"serving site \S+ on (https?://[\d.]+:\d+)")
+READY = re.compile(r"serving site \S+ on https?://([\d.]+):(\d+)")
 
 
 @dataclass
@@ -84,8 +84,9 @@ def start_server(tmp: Path, db: Path | None = None, extra: tuple[str, ...] = ())
         lines.append(line)
         found = READY.search(line)
         if found:
-            return Server(process, found.group(1), db, tmp / "backend.key.pem",
-                          db.parent / "device-key")
+            scheme = "https" if " on https://" in line else "http"
+            url = f"{scheme}://{found.group(1)}:{found.group(2)}"
+            return Server(process, url, db, tmp / "backend.key.pem", db.parent / "device-key")
     process.kill()
     raise AssertionError("server did not start:\n" + "".join(lines))
 
