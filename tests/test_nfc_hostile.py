@@ -250,7 +250,7 @@ def test_serve_releases_a_held_field_and_serves_the_phone(tmp_path: Path) -> Non
         for line in server.stdout:
             found = READY.search(line)
             if found:
-                base = found.group(1)
+                base = f"http://{found.group(1)}:{found.group(2)}"
                 break
         assert base, "serve did not start"
         with SimulatedCard(stranger.process, port=port, faults=CardFaults(hold=True)) as card:
