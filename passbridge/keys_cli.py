@@ -1,7 +1,9 @@
 """``passbridge keys ...`` and ``passbridge phone ...``: the key store by hand.
 
 Private keys are written only to files the caller names (mode 0600) or
-kept in the database; nothing private is ever printed.
+kept in the database; nothing private is printed, except a device key's
+secret when the operator asks for it by name (``keys device list|rotate
+--show-secret``, to provision a reader or keypad).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from passbridge.adapters.keystore import KeyStoreError, SqliteKeyStore
+from passbridge.adapters.keystore import DeviceKey, DeviceKind, KeyStoreError, SqliteKeyStore
+from passbridge.core.model import Side
 from passbridge.core.tokens import (
     BadKey,
     generate_private_key,
@@ -175,6 +178,40 @@ def _phone_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_device_key(key: DeviceKey, show_secret: bool) -> None:
+    line = (f"{key.id}  door={key.door}  side={key.side.value}  kind={key.kind.value}  "
+            f"created={key.created_at.isoformat(timespec='seconds')}")
+    print(f"{line}  key={key.token}" if show_secret else line)
+
+
+def _device_list(args: argparse.Namespace) -> int:
+    store = open_store(args.db)
+    try:
+        keys = store.device_keys()
+    finally:
+        store.close()
+    for key in keys:
+        _print_device_key(key, args.show_secret)
+    if not keys:
+        print("no device keys yet: passbridge serve makes them on its first start")
+    return 0
+
+
+def _device_rotate(args: argparse.Namespace) -> int:
+    store = open_store(args.db)
+    try:
+        key = store.rotate_device_key((args.door, Side(args.side), DeviceKind(args.kind)))
+    finally:
+        store.close()
+    if key is None:
+        print(f"error: no device key for door {args.door!r} side {args.side} kind {args.kind} "
+              f"in {args.db}", file=sys.stderr)
+        return EXIT_ERROR
+    print("rotated: the old key no longer works; the new one:")
+    _print_device_key(key, args.show_secret)
+    return 0
+
+
 def load_phone_key(path: str) -> Any:
     """A phone's private key file as written by ``phone enroll --new-key-out``."""
     return load_private_key_pem(Path(path).read_text(), "ES256")
@@ -196,6 +233,22 @@ def register(commands: Any) -> None:
     backend.add_argument("--id", default="app-backend")
     backend.add_argument("--alg", default="ES256", choices=["ES256", "EdDSA"])
     backend.set_defaults(func=_keys_backend)
+    device = keys_commands.add_parser("device", help="wired reader and keypad keys")
+    device_commands = device.add_subparsers(dest="device_command", required=True)
+    show_help = "also print the key itself (id.secret), to provision the device"
+    device_list = device_commands.add_parser(
+        "list", help="each wired device's key: id, door, side, kind (no secret by default)")
+    device_list.add_argument("--db", default=str(DEFAULT_DB))
+    device_list.add_argument("--show-secret", action="store_true", help=show_help)
+    device_list.set_defaults(func=_device_list)
+    rotate = device_commands.add_parser(
+        "rotate", help="replace a device's key; the old one stops working at once")
+    rotate.add_argument("--db", default=str(DEFAULT_DB))
+    rotate.add_argument("--door", required=True)
+    rotate.add_argument("--side", choices=[s.value for s in Side], default="in")
+    rotate.add_argument("--kind", choices=[k.value for k in DeviceKind], required=True)
+    rotate.add_argument("--show-secret", action="store_true", help=show_help)
+    rotate.set_defaults(func=_device_rotate)
 
     phone = commands.add_parser("phone", help="enrol, revoke and list phones")
     phone_commands = phone.add_subparsers(dest="phone_command", required=True)

@@ -11,9 +11,9 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from passbridge.adapters.keystore import MemoryKeyStore
+from passbridge.adapters.keystore import DeviceKind, MemoryKeyStore
 from passbridge.clock import Clock, ManualClock
-from passbridge.core.model import Site
+from passbridge.core.model import Side, Site
 from passbridge.core.tokens import (
     FactorTokenMinter,
     generate_private_key,
@@ -23,12 +23,10 @@ from passbridge.core.tokens import (
     public_key_to_pem,
 )
 from passbridge.protocol.ble_advert import derive_proximity_key, rotating_id, slot_at
-from passbridge.service.device_keys import DeviceKeys
 from passbridge.service.runtime import Services, memory_services
 from passbridge.site_file import parse_site
 
 PIN_KEY = b"k" * 32
-DEVICE_KEY = "device-key-for-tests-0123456789"
 BACKEND = "app-backend"
 BRIDGE = "bridge-1"
 # A Monday, 10:00 in Los Angeles.
@@ -132,6 +130,11 @@ class Rig:
     keystore: MemoryKeyStore
     services: Services
 
+    def device(self, door: str, kind: str, side: str = "in") -> str:
+        """The device key (``id.secret``) of that door side's reader or keypad."""
+        slot = (door, Side(side), DeviceKind(kind))
+        return next(k.token for k in self.keystore.device_keys() if k.slot == slot)
+
 
 def make_rig(start: datetime = MONDAY_10) -> Rig:
     keys = Keys()
@@ -140,10 +143,9 @@ def make_rig(start: datetime = MONDAY_10) -> Rig:
     for cred, user in (("alice-phone", "alice"), ("bob-phone", "bob")):
         keys.phones[cred] = _p256()
         keystore.enroll_phone(cred, user, p256_point(keys.phones[cred]))
-    services = memory_services(
-        make_site(keys, keystore.pin_key()), clock=clock, keystore=keystore,
-        device_keys=DeviceKeys([DEVICE_KEY]),
-    )
+    services = memory_services(make_site(keys, keystore.pin_key()), clock=clock,
+                               keystore=keystore)
+    services.device_keys.ensure(services.site)  # as serve does on start
     return Rig(keys, clock, keystore, services)
 
 

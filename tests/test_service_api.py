@@ -17,7 +17,6 @@ from passbridge.protocol.ble_advert import format_adv_id
 from passbridge.service.app import create_app
 from passbridge.service.openapi import document
 from tests.service_support import (
-    DEVICE_KEY,
     Rig,
     admin_token,
     bridge_minter,
@@ -208,49 +207,51 @@ async def test_factor_token_from_trusted_bridge(rig: tuple[Rig, Client]) -> None
     body = await (await client.post("/v1/factors", data=token)).json()
     assert (body["result"], body["reason"]) == ("pending", "pin_required")
     pin = await client.post("/v1/doors/front/keypad", json={"code": "1357"},
-                            headers=auth(DEVICE_KEY))
+                            headers=auth(r.device("front", "keypad")))
     assert (await pin.json())["reason"] == "two_factor_complete"
 
 
 async def test_card_and_keypad_need_the_device_key(rig: tuple[Rig, Client]) -> None:
-    _, client = rig
+    r, client = rig
     resp = await client.post("/v1/doors/side/card", json={"number": "20002"})
     assert await error_of(resp, 401) == "missing_credentials"
     resp = await client.post("/v1/doors/side/card", json={"number": "20002"},
                              headers=auth("not-the-device-key-at-all"))
     assert await error_of(resp, 401) == "bad_device_key"
     ok = await client.post("/v1/doors/side/card", json={"number": "20002"},
-                           headers=auth(DEVICE_KEY))
+                           headers=auth(r.device("side", "reader")))
     body = await ok.json()
     assert (body["result"], body["user"], body["credential"]) == ("granted", "bob", "****2")
 
 
 async def test_card_then_pin_on_two_factor_door(rig: tuple[Rig, Client]) -> None:
-    _, client = rig
+    r, client = rig
     card = await client.post("/v1/doors/front/card", json={"number": "10001"},
-                             headers=auth(DEVICE_KEY))
+                             headers=auth(r.device("front", "reader")))
     assert (await card.json())["reason"] == "pin_required"
     wrong = await client.post("/v1/doors/front/keypad", json={"code": "1357"},
-                              headers=auth(DEVICE_KEY))
+                              headers=auth(r.device("front", "keypad")))
     assert (await wrong.json())["reason"] == "pin_incorrect"
+    # The keypad is on the entry side: its key cannot speak for the exit side.
     pin = await client.post("/v1/doors/front/keypad", json={"code": "1111", "side": "out"},
-                            headers=auth(DEVICE_KEY))
-    assert (await pin.json())["reason"] == "no_such_device"
+                            headers=auth(r.device("front", "keypad")))
+    assert await error_of(pin, 403) == "wrong_device"
 
 
 @pytest.mark.parametrize("body", [
     b"not json", b"[]", b'{"number": 5}', b'{"number": ""}', b'{"number": "1", "side": "up"}',
 ])
 async def test_card_malformed_bodies_are_400(rig: tuple[Rig, Client], body: bytes) -> None:
-    _, client = rig
-    resp = await client.post("/v1/doors/side/card", data=body, headers=auth(DEVICE_KEY))
+    r, client = rig
+    resp = await client.post("/v1/doors/side/card", data=body,
+                             headers=auth(r.device("side", "reader")))
     assert await error_of(resp, 400) == "malformed_body"
 
 
 async def test_keypad_code_must_be_digits(rig: tuple[Rig, Client]) -> None:
-    _, client = rig
+    r, client = rig
     resp = await client.post("/v1/doors/pad/keypad", json={"code": "12a4"},
-                             headers=auth(DEVICE_KEY))
+                             headers=auth(r.device("pad", "keypad")))
     assert await error_of(resp, 400) == "malformed_body"
 
 
@@ -335,7 +336,7 @@ async def test_door_lockdown_and_bad_lockdown_bodies(rig: tuple[Rig, Client]) ->
                                headers=auth(admin_token(r.keys, r.clock)))
     assert await error_of(unknown, 404) == "unknown_door"
     card = await client.post("/v1/doors/side/card", json={"number": "10001"},
-                             headers=auth(DEVICE_KEY))
+                             headers=auth(r.device("side", "reader")))
     assert (await card.json())["reason"] == "lockdown"
 
 
@@ -346,7 +347,7 @@ async def test_events_paged(rig: tuple[Rig, Client]) -> None:
     r, client = rig
     for _ in range(3):
         await client.post("/v1/doors/side/card", json={"number": "20002"},
-                          headers=auth(DEVICE_KEY))
+                          headers=auth(r.device("side", "reader")))
     first = await (await client.get("/v1/events?limit=2",
                                     headers=auth(admin_token(r.keys, r.clock)))).json()
     assert [e["seq"] for e in first["events"]] == [1, 2]
@@ -361,7 +362,8 @@ async def test_events_paged(rig: tuple[Rig, Client]) -> None:
 
 async def test_events_live_stream(rig: tuple[Rig, Client]) -> None:
     r, client = rig
-    await client.post("/v1/doors/side/card", json={"number": "20002"}, headers=auth(DEVICE_KEY))
+    await client.post("/v1/doors/side/card", json={"number": "20002"},
+                      headers=auth(r.device("side", "reader")))
     resp = await client.get("/v1/events", headers={
         **auth(admin_token(r.keys, r.clock)), "Accept": "text/event-stream"})
     assert resp.status == 200 and resp.content_type == "text/event-stream"
@@ -395,7 +397,8 @@ async def test_healthz_and_metrics(rig: tuple[Rig, Client]) -> None:
     r, client = rig
     health = await (await client.get("/healthz")).json()
     assert health["status"] == "ok" and health["site"] == "hq"
-    await client.post("/v1/doors/side/card", json={"number": "20002"}, headers=auth(DEVICE_KEY))
+    await client.post("/v1/doors/side/card", json={"number": "20002"},
+                      headers=auth(r.device("side", "reader")))
     await client.post("/v1/factors", data="a.b.c")  # unverified: counted, not decided
     await client.post("/v1/doors/side/remote-unlock", headers=auth("x.y.z"))
     text = await (await client.get("/metrics")).text()

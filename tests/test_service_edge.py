@@ -24,7 +24,6 @@ from passbridge.service.app import create_app
 from passbridge.service.edge import MAX_HEADERS, EdgeSite
 from passbridge.service.http import HttpLimits
 from tests.service_support import (
-    DEVICE_KEY,
     Rig,
     admin_token,
     backend_token,
@@ -182,9 +181,12 @@ async def test_unknown_door_is_401_to_an_unauthenticated_caller(edge: Edge) -> N
         admin = {"Authorization": f"Bearer {admin_token(r.keys, r.clock)}"}
         async with session.get("/v1/doors/nowhere", headers=admin) as resp:
             assert resp.status == 404
+        # A device key speaks for its own door side only: any other door,
+        # existing or not, is 403 (docs/decisions.md, "Device keys").
         async with session.post("/v1/doors/nowhere/card", json={"number": "1"},
-                                headers={"Authorization": f"Bearer {DEVICE_KEY}"}) as resp:
-            assert resp.status == 404
+                                headers={"Authorization":
+                                         f"Bearer {r.device('side', 'reader')}"}) as resp:
+            assert resp.status == 403
         remote = {"Authorization": f"Bearer {remote_token(r.keys, r.clock, 'nowhere')}"}
         async with session.post("/v1/doors/nowhere/remote-unlock", headers=remote) as resp:
             assert resp.status == 404
@@ -216,7 +218,7 @@ async def test_stream_ends_when_the_admin_token_expires_and_resumes_by_last_even
     async with aiohttp.ClientSession(edge.url) as session:
         for number in ("20002", "10001"):
             await session.post("/v1/doors/side/card", json={"number": number},
-                               headers={"Authorization": f"Bearer {DEVICE_KEY}"})
+                               headers={"Authorization": f"Bearer {r.device('side', 'reader')}"})
         now = int(r.clock.now().timestamp())
         short = backend_token(r.keys.backend, r.clock, sub="alice", role="site_admin",
                               exp=now + 2)
@@ -230,7 +232,7 @@ async def test_stream_ends_when_the_admin_token_expires_and_resumes_by_last_even
         assert json.loads(events[-1]["data"]) == {"reason": "credentials_expired"}
         # Meanwhile more happened; a fresh token and Last-Event-ID pick up after 2.
         await session.post("/v1/doors/side/card", json={"number": "30003"},
-                           headers={"Authorization": f"Bearer {DEVICE_KEY}"})
+                           headers={"Authorization": f"Bearer {r.device('side', 'reader')}"})
         again = backend_token(r.keys.backend, r.clock, sub="alice", role="site_admin",
                               exp=now + 1)
         async with session.get("/v1/events", headers={
@@ -260,7 +262,7 @@ async def test_stream_ends_when_its_caller_is_no_longer_a_site_admin(edge: Edge)
         users["alice"] = dataclasses.replace(users["alice"], enabled=False)
         # The next audit record wakes the stream, which checks its caller first.
         await session.post("/v1/doors/side/card", json={"number": "20002"},
-                           headers={"Authorization": f"Bearer {DEVICE_KEY}"})
+                           headers={"Authorization": f"Bearer {r.device('side', 'reader')}"})
         events = await asyncio.wait_for(read_sse(resp), ANSWER_WITHIN)
     assert events[-1] == {"event": "end", "data": '{"reason": "not_site_admin"}'}
     assert all(e.get("event") != "decision" for e in events)

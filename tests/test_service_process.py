@@ -34,7 +34,7 @@ class Server:
     url: str
     db: Path
     key_file: Path
-    device_key_file: Path
+    startup: str = ""  # what serve printed up to its ready line
 
     def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
         self.process.send_signal(sig)
@@ -86,14 +86,14 @@ def start_server(tmp: Path, db: Path | None = None, extra: tuple[str, ...] = ())
         if found:
             scheme = "https" if " on https://" in line else "http"
             url = f"{scheme}://{found.group(1)}:{found.group(2)}"
-            return Server(process, url, db, tmp / "backend.key.pem", db.parent / "device-key")
+            return Server(process, url, db, tmp / "backend.key.pem", "".join(lines))
     process.kill()
     raise AssertionError("server did not start:\n" + "".join(lines))
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    srv = start_server(tmp_path)
+    srv = start_server(tmp_path, extra=("--simulate",))
     yield srv
     if srv.process.poll() is None:
         srv.process.kill()
@@ -107,6 +107,18 @@ def sim(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def device_keys(db: Path) -> dict[tuple[str, str, str], str]:
+    """The device keys as the operator sees them: ``keys device list --show-secret``."""
+    listing = subprocess.run([*PASSBRIDGE, "keys", "device", "list", "--db", str(db),
+                              "--show-secret"], capture_output=True, text=True, timeout=30)
+    assert listing.returncode == 0, listing.stderr
+    found = {}
+    for line in listing.stdout.splitlines():
+        fields = dict(f.split("=", 1) for f in line.split()[1:])
+        found[(fields["door"], fields["side"], fields["kind"])] = fields["key"]
+    return found
+
+
 def audit_decisions(db: Path) -> dict[str, str]:
     with sqlite3.connect(db) as conn:
         rows = conn.execute(
@@ -115,8 +127,8 @@ def audit_decisions(db: Path) -> dict[str, str]:
 
 
 def test_serve_driven_by_sim_then_stopped_by_sigterm(server: Server) -> None:
-    card = sim(server, "card", "--door", "side", "--number", "20002",
-               "--device-key-file", str(server.device_key_file))
+    db = str(server.db)
+    card = sim(server, "card", "--door", "side", "--number", "20002", "--db", db)
     assert card.returncode == 0, card.stderr
     assert card.stdout.startswith("granted access_granted door=side user=bob")
     remote = sim(server, "--json", "remote", "--key", str(server.key_file), "--backend", BACKEND,
@@ -127,22 +139,24 @@ def test_serve_driven_by_sim_then_stopped_by_sigterm(server: Server) -> None:
     wrong_key = sim(server, "pin", "--door", "front", "--code", "2468",
                     "--device-key", "not-the-right-device-key")
     assert wrong_key.returncode == 1 and "bad_device_key" in wrong_key.stderr
-    pin = sim(server, "pin", "--door", "front", "--code", "2468",
-              "--device-key-file", str(server.device_key_file))
+    pin = sim(server, "pin", "--door", "front", "--code", "2468", "--db", db)
     assert pin.stdout.startswith("granted access_granted door=front user=alice"), pin.stderr
     # The simulated radios: nfcpy over udp, bleak over bumble, the nearby JWS.
-    tap = sim(server, "nfc", "--phone", "alice-phone", "--door", "front")
+    tap = sim(server, "nfc", "--phone", "alice-phone", "--door", "front", "--db", db)
     assert tap.stdout.startswith("granted access_granted door=front user=alice"), tap.stderr
     assert " phone=0101 " in tap.stdout  # what the phone was told: door unsecured
-    near = sim(server, "ble", "--phone", "alice-phone", "--door", "side", "--rssi", "-55")
+    near = sim(server, "ble", "--phone", "alice-phone", "--door", "side", "--rssi", "-55",
+               "--db", db)
     assert near.stdout.startswith("granted access_granted door=side user=alice"), near.stderr
-    far = sim(server, "ble", "--phone", "alice-phone", "--door", "side", "--rssi", "-90")
+    far = sim(server, "ble", "--phone", "alice-phone", "--door", "side", "--rssi", "-90",
+              "--db", db)
     assert far.stdout.startswith("denied too_far door=side user=alice"), far.stderr
-    nearby = sim(server, "nearby", "--phone", "alice-phone", "--door", "front")
+    nearby = sim(server, "nearby", "--phone", "alice-phone", "--door", "front", "--db", db)
     assert nearby.stdout.startswith("granted access_granted door=front"), nearby.stderr
-    unseen = sim(server, "nearby", "--phone", "alice-phone", "--door", "front", "--rssi", "none")
+    unseen = sim(server, "nearby", "--phone", "alice-phone", "--door", "front", "--rssi", "none",
+                 "--db", db)
     assert unseen.stdout.startswith("denied not_nearby"), unseen.stderr
-    nobody = sim(server, "nfc", "--phone", "mallory-phone", "--door", "front")
+    nobody = sim(server, "nfc", "--phone", "mallory-phone", "--door", "front", "--db", db)
     assert nobody.returncode == 1 and "no_such_phone" in nobody.stderr
     code, out = server.stop(signal.SIGTERM)
     assert code == 0 and "stopped" in out, out
@@ -216,9 +230,11 @@ async def test_kill_9_under_load_loses_no_answered_decision(tmp_path: Path) -> N
 
 
 def test_schemathesis_finds_no_server_error(server: Server, tmp_path: Path) -> None:
-    # The device key lets card and keypad bodies reach the controller; backend
-    # tokens are single-use, so admin and remote calls are fuzzed unauthenticated.
-    device_key = server.device_key_file.read_text().strip()
+    # A device key (the front door's reader) lets card bodies and the
+    # simulation routes reach the controller; other devices' routes answer
+    # 403. Backend tokens are single-use, so admin and remote calls are
+    # fuzzed unauthenticated.
+    device_key = device_keys(server.db)[("front", "in", "reader")]
     result = subprocess.run(
         [str(Path(sys.executable).with_name("schemathesis")), "run",
          f"{server.url}/v1/openapi.json", "--checks", "not_a_server_error",

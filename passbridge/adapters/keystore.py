@@ -23,6 +23,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from passbridge.adapters.sealing import Sealer, SealError, load_or_create_sealing_key
 from passbridge.adapters.sqlite_file import connect_private
 from passbridge.clock import Clock, SystemClock
-from passbridge.core.model import TrustedKey
+from passbridge.core.model import Side, TrustedKey
 from passbridge.core.tokens import (
     TOKEN_FACTORS,
     PrivateKey,
@@ -48,6 +49,7 @@ from passbridge.protocol.ble_advert import derive_proximity_key
 
 PIN_KEY_BYTES = 32
 TRUST_KINDS = frozenset({"backend", "bridge"})
+DEVICE_SECRET_BYTES = 32
 
 
 class KeyStoreError(RuntimeError):
@@ -81,6 +83,47 @@ class PhoneEnrolment:
     revoked: bool = False
 
 
+class DeviceKind(StrEnum):
+    """What a wired device at a door side is: a badge reader or a keypad."""
+
+    READER = "reader"
+    KEYPAD = "keypad"
+
+
+DeviceSlot = tuple[str, Side, DeviceKind]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceKey:
+    """One wired device's key: the door, side and kind it speaks for.
+
+    The device presents ``token`` (``<id>.<secret>``): the id is public (it
+    names the key in lists and logs), the secret is not and is kept sealed.
+    """
+
+    id: str
+    door: str
+    side: Side
+    kind: DeviceKind
+    created_at: datetime
+    secret: str = field(repr=False)
+
+    @property
+    def slot(self) -> DeviceSlot:
+        return (self.door, self.side, self.kind)
+
+    @property
+    def token(self) -> str:
+        return f"{self.id}.{self.secret}"
+
+
+def _new_device_key(slot: DeviceSlot, at: datetime) -> DeviceKey:
+    """A fresh key for a slot: a random public id (no dot) and a random secret."""
+    door, side, kind = slot
+    return DeviceKey(f"dk-{secrets.token_hex(8)}", door, Side(side), DeviceKind(kind), at,
+                     secrets.token_urlsafe(DEVICE_SECRET_BYTES))
+
+
 class KeyStore(Protocol):
     def pin_key(self) -> bytes: ...
     def bridge_key(self) -> BridgeKey: ...
@@ -100,6 +143,10 @@ class KeyStore(Protocol):
     def trusted_keys(self, kind: str) -> list[TrustedKey]: ...
     def proximity_keys(self) -> list[tuple[str, bytes]]: ...
     def proximity_version(self) -> tuple[int, ...]: ...
+    def ensure_device_keys(self, slots: Iterable[DeviceSlot]) -> list[DeviceKey]: ...
+    def rotate_device_key(self, slot: DeviceSlot) -> DeviceKey | None: ...
+    def device_key(self, key_id: str) -> DeviceKey | None: ...
+    def device_keys(self) -> list[DeviceKey]: ...
     def close(self) -> None: ...
 
 
@@ -162,6 +209,7 @@ class MemoryKeyStore:
         # credential id -> proximity key (resolvable BLE ids), and a change counter.
         self._proximity: dict[str, bytes] = {}
         self._proximity_changes = 0
+        self._devices: dict[DeviceSlot, DeviceKey] = {}
 
     def __repr__(self) -> str:
         return f"MemoryKeyStore(phones={len(self._phones)})"
@@ -272,6 +320,30 @@ class MemoryKeyStore:
         with self._lock:
             return (self._proximity_changes,)
 
+    def ensure_device_keys(self, slots: Iterable[DeviceSlot]) -> list[DeviceKey]:
+        made = []
+        with self._lock:
+            for slot in slots:
+                if slot not in self._devices:
+                    self._devices[slot] = _new_device_key(slot, self._clock.now().astimezone(UTC))
+                    made.append(self._devices[slot])
+        return made
+
+    def rotate_device_key(self, slot: DeviceSlot) -> DeviceKey | None:
+        with self._lock:
+            if slot not in self._devices:
+                return None
+            self._devices[slot] = _new_device_key(slot, self._clock.now().astimezone(UTC))
+            return self._devices[slot]
+
+    def device_key(self, key_id: str) -> DeviceKey | None:
+        with self._lock:
+            return next((k for k in self._devices.values() if k.id == key_id), None)
+
+    def device_keys(self) -> list[DeviceKey]:
+        with self._lock:
+            return sorted(self._devices.values(), key=lambda k: k.slot)
+
     def close(self) -> None:
         return None
 
@@ -318,6 +390,15 @@ CREATE TABLE IF NOT EXISTS ks_proximity_keys (
     credential_id TEXT NOT NULL UNIQUE,
     public_key    BLOB NOT NULL,
     proximity_key BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ks_device_keys (
+    id         TEXT PRIMARY KEY,
+    door       TEXT NOT NULL,
+    side       TEXT NOT NULL,       -- 'in' | 'out'
+    kind       TEXT NOT NULL,       -- 'reader' | 'keypad'
+    secret     BLOB NOT NULL,       -- sealed, bound to 'device:<id>'
+    created_at TEXT NOT NULL,
+    UNIQUE (door, side, kind)
 );
 """
 
@@ -635,6 +716,62 @@ class SqliteKeyStore:
         rows = self._query("SELECT count(*), coalesce(max(seq), 0), coalesce(sum(seq), 0) "
                            "FROM ks_proximity_keys")
         return tuple(int(v) for v in rows[0])
+
+    # -- wired devices -------------------------------------------------------------------
+
+    def _insert_device_key(self, db: sqlite3.Connection, key: DeviceKey) -> None:
+        db.execute(
+            "INSERT INTO ks_device_keys (id, door, side, kind, secret, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (key.id, key.door, key.side.value, key.kind.value,
+             self._sealer.seal(f"device:{key.id}", key.secret.encode("ascii")),
+             key.created_at.isoformat()))
+
+    def ensure_device_keys(self, slots: Iterable[DeviceSlot]) -> list[DeviceKey]:
+        made = []
+        at = self._clock.now().astimezone(UTC)
+        with self._tx() as db:
+            for slot in slots:
+                door, side, kind = slot
+                row = db.execute("SELECT 1 FROM ks_device_keys WHERE door = ? AND side = ? "
+                                 "AND kind = ?", (door, side.value, kind.value)).fetchone()
+                if row is None:
+                    key = _new_device_key(slot, at)
+                    self._insert_device_key(db, key)
+                    made.append(key)
+        return made
+
+    def rotate_device_key(self, slot: DeviceSlot) -> DeviceKey | None:
+        door, side, kind = slot
+        with self._tx() as db:
+            cursor = db.execute("DELETE FROM ks_device_keys WHERE door = ? AND side = ? "
+                                "AND kind = ?", (door, side.value, kind.value))
+            if cursor.rowcount == 0:
+                return None
+            key = _new_device_key(slot, self._clock.now().astimezone(UTC))
+            self._insert_device_key(db, key)
+        return key
+
+    _DEVICE_COLUMNS = "id, door, side, kind, secret, created_at"
+
+    def _device(self, row: tuple[Any, ...]) -> DeviceKey:
+        key_id, door, side, kind, sealed, at = row
+        try:
+            secret = self._open(f"device:{key_id}", sealed).decode("ascii")
+            return DeviceKey(str(key_id), str(door), Side(side), DeviceKind(kind),
+                             datetime.fromisoformat(str(at)), secret)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise KeyStoreError(f"stored device key {key_id} is damaged") from exc
+
+    def device_key(self, key_id: str) -> DeviceKey | None:
+        rows = self._query(f"SELECT {self._DEVICE_COLUMNS} FROM ks_device_keys "  # noqa: S608
+                           "WHERE id = ?", (key_id,))
+        return self._device(rows[0]) if rows else None
+
+    def device_keys(self) -> list[DeviceKey]:
+        rows = self._query(f"SELECT {self._DEVICE_COLUMNS} FROM ks_device_keys "  # noqa: S608
+                           "ORDER BY door, side, kind")
+        return [self._device(r) for r in rows]
 
     def close(self) -> None:
         with self._lock, contextlib.suppress(sqlite3.Error):

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_DB = Path("passbridge-data") / "passbridge.sqlite3"
-DEVICE_KEY_FILE = "device-key"
 EXIT_STARTUP = 1
 EXIT_USAGE = 2
 EXIT_SIM_REFUSED = 1
@@ -36,15 +35,16 @@ log = logging.getLogger("passbridge.serve")
 
 
 def attach_radios(
-    services: Any, *, nfc: list[str], ble: list[str], db: Path, nfc_settings: Any = None
+    services: Any, *, nfc: list[str], ble: list[str], db: Path, nfc_settings: Any = None,
+    simulate: bool = False,
 ) -> Any:
     """Put the radios on ``services.radios``; the app starts them after the
     audit log opens and stops them before it closes.
 
-    Each radio kind is simulated unless real devices of that kind are named
-    (``--nfc DEVICE=DOOR[:SIDE]``, ``--ble ADAPTER=DOOR[:SIDE]``). Returns
-    the simulated air (which adds the /v1/sim routes), or None when every
-    radio is real.
+    Real devices are named (``--nfc DEVICE=DOOR[:SIDE]``, ``--ble
+    ADAPTER=DOOR[:SIDE]``). Only with ``simulate`` (``serve --simulate``)
+    is each radio kind with no real device simulated. Returns the simulated
+    air (which adds the /v1/sim routes), or None when nothing is simulated.
     """
     from passbridge.service.hardware import BleDoorRadio, NfcDoorReader, Placement
     from passbridge.service.simulated import SIM_PHONES_DIR, SimulatedAir
@@ -54,15 +54,26 @@ def attach_radios(
                                              nfc_settings))
     for spec in ble:
         services.radios.append(BleDoorRadio(services, Placement.parse("--ble", spec, services)))
-    if nfc and ble:
+    if not simulate or (nfc and ble):
         return None
     air = SimulatedAir(services, db.parent / SIM_PHONES_DIR, nfc=not nfc, ble=not ble)
     services.radios.append(air)
     return air
 
 
+def make_device_keys(services: Any, db: Path) -> None:
+    """Make the keys of the site's wired devices that have none yet (first
+    start, or a door added), and tell the operator where to see them: the
+    secrets themselves are never printed or logged here."""
+    made = services.device_keys.ensure(services.site)
+    if made:
+        print(f"passbridge: made {len(made)} device keys (one per wired reader and keypad "
+              f"side); show them for provisioning with: passbridge keys device list "
+              f"--db {db} --show-secret", flush=True)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from passbridge.service.device_keys import DeviceKeys, load_or_create_device_key
+    from passbridge.adapters.keystore import KeyStoreError
     from passbridge.service.edge import TlsConfigError, fit_connection_cap
     from passbridge.service.http import HttpLimits
     from passbridge.service.runtime import build_services
@@ -80,7 +91,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     limit_radio_logs()
     db = Path(args.db)
-    key_file = Path(args.device_key_file) if args.device_key_file else db.parent / DEVICE_KEY_FILE
     try:
         tls = serve_tls(args)
     except TlsConfigError as exc:
@@ -97,19 +107,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return EXIT_STARTUP
     try:
         try:
-            device_key = load_or_create_device_key(key_file)
-        except (OSError, ValueError) as exc:
-            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            raise StartupError(f"device key file {key_file}: {detail}") from exc
-        services.device_keys = DeviceKeys([device_key])
+            make_device_keys(services, db)
+        except KeyStoreError as exc:
+            raise StartupError(str(exc)) from exc
         air = attach_radios(services, nfc=args.nfc, ble=args.ble, db=db,
-                            nfc_settings=_nfc_settings(args))
+                            nfc_settings=_nfc_settings(args), simulate=args.simulate)
     except StartupError as exc:
         asyncio.run(services.audit.store.close())
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_STARTUP
-    return run_event_loop(_serve(services, air, args.host, args.port, db, key_file,
-                                 limits=limits, tls=tls))
+    return run_event_loop(_serve(services, air, args.host, args.port, db, limits=limits, tls=tls))
 
 
 def serve_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
@@ -155,7 +162,7 @@ def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
 
 
 async def _serve(
-    services: Any, air: Any, host: str, port: int, db: Path, key_file: Path, *,
+    services: Any, air: Any, host: str, port: int, db: Path, *,
     limits: Any, tls: ssl.SSLContext | None,
 ) -> int:
     from aiohttp import web
@@ -190,7 +197,7 @@ async def _serve(
     print(
         f"passbridge: serving site {services.site.id} on "
         f"{'https' if tls is not None else 'http'}://{bound[0]}:{bound[1]} "
-        f"(database {db}, device key in {key_file})",
+        f"(database {db}{', simulated radios' if air is not None else ''})",
         flush=True,
     )
     await stop.wait()
@@ -246,7 +253,11 @@ def add_http_flags(serve: argparse.ArgumentParser) -> None:
 # --- sim ---------------------------------------------------------------------------
 
 
-def _device_key(args: argparse.Namespace) -> str:
+def _device_key(args: argparse.Namespace, door: str, side: str, kind: str) -> str:
+    """The key of the device the command stands in for: ``--device-key``,
+    PASSBRIDGE_DEVICE_KEY, ``--device-key-file``, else the door side's key
+    from the key store of ``--db`` (the serve's database; the same default)."""
+    from passbridge.adapters.keystore import KeyStoreError, SqliteKeyStore
     from passbridge.service.sim_client import SimError
 
     if args.device_key:
@@ -254,12 +265,30 @@ def _device_key(args: argparse.Namespace) -> str:
     env = os.environ.get("PASSBRIDGE_DEVICE_KEY")
     if env:
         return env
-    path = Path(args.device_key_file)
+    if args.device_key_file:
+        path = Path(args.device_key_file)
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SimError(f"cannot read --device-key-file {path}: {exc.strerror or exc}"
+                           ) from exc
+    db = Path(args.db)
+    if not db.is_file():
+        raise SimError(f"no device key: no database {db} (give the serve's --db, --device-key "
+                       "or PASSBRIDGE_DEVICE_KEY)")
     try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise SimError(f"no device key: --device-key, PASSBRIDGE_DEVICE_KEY or a readable "
-                       f"{path} ({exc.strerror or exc})") from exc
+        store = SqliteKeyStore(db)
+        try:
+            keys = store.device_keys()
+        finally:
+            store.close()
+    except KeyStoreError as exc:
+        raise SimError(f"no device key: {exc}") from exc
+    for key in keys:
+        if (key.door, key.side.value, key.kind.value) == (door, side, kind):
+            return key.token
+    raise SimError(f"no device key for the {kind} of door {door!r} side {side} in {db} "
+                   "(serve makes one per wired device of its site)")
 
 
 def _print_decision(decision: dict[str, Any], as_json: bool) -> None:
@@ -276,24 +305,34 @@ def _run_sim(args: argparse.Namespace) -> int:
     try:
         if args.cacert:
             sim_client.trust_ca_file(Path(args.cacert))
-        if args.sim_command == "card":
-            decision = asyncio.run(
-                sim_client.card(base, args.door, args.number, args.side, _device_key(args)))
-        elif args.sim_command == "pin":
-            decision = asyncio.run(
-                sim_client.pin(base, args.door, args.code, args.side, _device_key(args)))
-        elif args.sim_command == "remote":
+        if args.sim_command == "remote":
             decision = asyncio.run(_sim_remote(base, args))
-        elif args.sim_command == "nfc":
-            decision = asyncio.run(sim_client.nfc(base, args.door, args.phone, args.side))
-        elif args.sim_command == "ble":
-            decision = asyncio.run(
-                sim_client.ble(base, args.door, args.phone, args.side, args.rssi))
         else:
-            rssi = None if args.rssi == "none" else int(args.rssi)
-            key_file = Path(args.phone_key) if args.phone_key else None
-            decision = asyncio.run(
-                sim_client.nearby(base, args.door, args.phone, rssi, key_file, args.side))
+            kind = "keypad" if args.sim_command == "pin" else "reader"
+            device_key = _device_key(args, args.door, args.side, kind)
+            if args.sim_command == "card":
+                decision = asyncio.run(
+                    sim_client.card(base, args.door, args.number, args.side, device_key))
+            elif args.sim_command == "pin":
+                decision = asyncio.run(
+                    sim_client.pin(base, args.door, args.code, args.side, device_key))
+            elif args.sim_command == "nfc":
+                decision = asyncio.run(
+                    sim_client.nfc(base, args.door, args.phone, args.side, device_key))
+            elif args.sim_command == "ble":
+                decision = asyncio.run(sim_client.ble(
+                    base, args.door, args.phone, args.side, args.rssi, device_key))
+            else:
+                from passbridge.service.simulated import SIM_PHONES_DIR, phone_key_path
+
+                rssi = None if args.rssi == "none" else int(args.rssi)
+                try:
+                    key_file = (Path(args.phone_key) if args.phone_key else
+                                phone_key_path(Path(args.db).parent / SIM_PHONES_DIR, args.phone))
+                except ValueError as exc:
+                    raise SimError(str(exc)) from exc
+                decision = asyncio.run(sim_client.nearby(
+                    base, args.door, args.phone, rssi, key_file, args.side, device_key))
     except SimError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_SIM_REFUSED
@@ -320,15 +359,15 @@ def register(commands: Any) -> None:
                        help=f"SQLite database: audit log and key store (default {DEFAULT_DB})")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--device-key-file", metavar="FILE",
-                       help="device key for card/keypad inputs (default: device-key beside "
-                            "the database, created 0600 on first start)")
+    serve.add_argument("--simulate", action="store_true",
+                       help="run simulated radios and phones for every radio kind with no "
+                            "real device, with their /v1/sim routes (testing and demos only)")
     serve.add_argument("--nfc", metavar="DEVICE=DOOR[:SIDE]", action="append", default=[],
                        help="a real NFC reader at a door side, e.g. usb:054c:06c3=front "
-                            "(repeatable; default: simulated)")
+                            "(repeatable)")
     serve.add_argument("--ble", metavar="ADAPTER=DOOR[:SIDE]", action="append", default=[],
                        help="a real Bluetooth adapter at a door side, e.g. hci0=front "
-                            "(repeatable; default: simulated)")
+                            "(repeatable)")
     serve.add_argument("--nfc-field-hold", type=float, default=1.0, metavar="SECONDS",
                        help="how long a card may stay in a reader's field after its tap "
                             "before the reader polls again (default 1.0)")
@@ -355,11 +394,18 @@ def register(commands: Any) -> None:
     sim.add_argument("--json", action="store_true", help="print the whole decision as JSON")
     sim_commands = sim.add_subparsers(dest="sim_command", required=True, metavar="ACTION")
 
+    def key_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--db", default=str(DEFAULT_DB), metavar="PATH",
+                       help="the serve's database, whose key store holds the device keys "
+                            f"(default {DEFAULT_DB})")
+        p.add_argument("--device-key", help="the device key (or PASSBRIDGE_DEVICE_KEY; "
+                                            "default: the door side's key from --db)")
+        p.add_argument("--device-key-file", metavar="FILE", help="a file holding the device key")
+
     def device_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--door", required=True)
         p.add_argument("--side", choices=("in", "out"), default="in")
-        p.add_argument("--device-key", help="the device key (or PASSBRIDGE_DEVICE_KEY)")
-        p.add_argument("--device-key-file", default=str(DEFAULT_DB.parent / DEVICE_KEY_FILE))
+        key_args(p)
 
     card = sim_commands.add_parser("card", help="a badge read at a door")
     card.add_argument("--number", required=True)
@@ -379,6 +425,7 @@ def register(commands: Any) -> None:
         p.add_argument("--door", required=True)
         p.add_argument("--side", choices=("in", "out"), default="in",
                        help="the door side whose reader or radio the phone is at")
+        key_args(p)
 
     nfc = sim_commands.add_parser("nfc", help="a simulated phone taps the door's NFC reader")
     phone_args(nfc)
@@ -391,5 +438,5 @@ def register(commands: Any) -> None:
     nearby.add_argument("--rssi", default="-70",
                         help="dBm the bridge hears, or 'none' for not seen (default -70)")
     nearby.add_argument("--phone-key", metavar="FILE",
-                        help="the phone's private key (default: the service's sim-phones folder)")
+                        help="the phone's private key (default: sim-phones/ beside --db)")
     sim.set_defaults(func=_run_sim)

@@ -1,57 +1,66 @@
-"""Device keys: the shared secret wired readers and keypads present.
+"""Device keys: what a wired reader or keypad (or a simulated radio) presents.
 
-The service keeps only SHA-256 digests and compares them in constant time.
-A device key is a high-entropy random string (not a password), so a plain
-hash is enough to keep a copy of the service's memory or state from being a
-usable key.
+One key per wired device side of the site: a key names its door, its side
+and its kind (reader or keypad), so a key taken from the garage keypad
+cannot type at the front door, read a card or speak for an exit reader. The
+key store keeps each secret sealed at rest; ``serve`` makes the missing
+ones on start and never prints a secret (``passbridge keys device list
+--show-secret`` does, for provisioning). The key is read from the store on
+each request, so a rotation takes effect at once, with no restart.
+
+A device presents ``<id>.<secret>``. The id is public and finds the key;
+the secret is compared in constant time (``hmac.compare_digest`` of SHA-256
+digests, also when the id is unknown, so the two refusals cost the same).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-import secrets
-from pathlib import Path
 
-DEVICE_KEY_BYTES = 32
+from passbridge.adapters.keystore import DeviceKey, DeviceKind, DeviceSlot, KeyStore
+from passbridge.core.model import Side, Site
 
-
-def new_device_key() -> str:
-    return secrets.token_urlsafe(DEVICE_KEY_BYTES)
+# Far above any real token (``dk-`` + 16 hex + ``.`` + 43 characters).
+MAX_PRESENTED_CHARS = 256
+_NO_KEY = hashlib.sha256(b"passbridge: no such device key").digest()
 
 
-def _digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode("utf-8", "replace")).digest()
+def device_slots(site: Site) -> list[DeviceSlot]:
+    """Every wired device side of the site: a reader on the entry side of each
+    door with one, on the exit side of In/Out doors too, and the keypad (on
+    the entry side, rules.md) of each door with one."""
+    slots: list[DeviceSlot] = []
+    for door in site.doors.values():
+        if door.reader:
+            slots.append((door.id, Side.IN, DeviceKind.READER))
+            if door.in_out:
+                slots.append((door.id, Side.OUT, DeviceKind.READER))
+        if door.keypad:
+            slots.append((door.id, Side.IN, DeviceKind.KEYPAD))
+    return slots
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "replace")).digest()
 
 
 class DeviceKeys:
-    def __init__(self, keys: list[str] | None = None) -> None:
-        self._digests: list[bytes] = [_digest(k) for k in keys or []]
+    """The service's view of the device keys in its key store."""
 
-    def add(self, key: str) -> None:
-        self._digests.append(_digest(key))
+    def __init__(self, keystore: KeyStore) -> None:
+        self._keystore = keystore
 
-    def check(self, presented: str) -> bool:
-        """True when ``presented`` is one of the keys; every key is compared."""
-        digest = _digest(presented)
-        found = False
-        for known in self._digests:
-            found |= hmac.compare_digest(digest, known)
-        return found
+    def ensure(self, site: Site) -> list[DeviceKey]:
+        """Make the keys the site's wired devices lack; returns the new ones."""
+        return self._keystore.ensure_device_keys(device_slots(site))
 
-
-def load_or_create_device_key(path: Path) -> str:
-    """The key in ``path``, or a fresh one written there readable by the owner only."""
-    try:
-        text = path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        key = new_device_key()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(key + "\n")
-        return key
-    if len(text) < 16:
-        raise ValueError(f"{path}: a device key must be at least 16 characters")
-    return text
+    def authenticate(self, presented: str) -> DeviceKey | None:
+        """The key ``presented`` is, or None; the secret is compared in constant time."""
+        key_id, dot, secret = presented.partition(".")
+        known = None
+        if dot and len(presented) <= MAX_PRESENTED_CHARS:
+            known = self._keystore.device_key(key_id)
+        expected = _digest(known.secret) if known is not None else _NO_KEY
+        matches = hmac.compare_digest(_digest(secret), expected)
+        return known if matches and known is not None else None

@@ -25,7 +25,8 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 
 def _errors(*statuses: int) -> dict[str, Any]:
     text = {
-        400: "malformed request", 401: "caller not authenticated", 403: "not a site admin",
+        400: "malformed request", 401: "caller not authenticated",
+        403: "not allowed: not a site admin, or a device key of another door, side or kind",
         404: "unknown door", 413: "request too large", 422: "configuration rejected",
         409: "that radio is real hardware here", 503: "simulated radio failed",
     }
@@ -118,7 +119,7 @@ def document(*, simulated: bool = False) -> dict[str, Any]:
                     _json({"type": "object", "required": ["number"], "properties": {
                         "number": {"type": "string", "minLength": 1, "maxLength": 64},
                         "side": _SIDE}}),
-                    (400, 401, 404, 413),
+                    (400, 401, 403, 404, 413),
                 ),
             },
             "/v1/doors/{door}/keypad": {
@@ -128,7 +129,7 @@ def document(*, simulated: bool = False) -> dict[str, Any]:
                     _json({"type": "object", "required": ["code"], "properties": {
                         "code": {"type": "string", "pattern": "^[0-9]{1,32}$"},
                         "side": _SIDE}}),
-                    (400, 401, 404, 413),
+                    (400, 401, 403, 404, 413),
                 ),
             },
             "/v1/doors": {
@@ -294,17 +295,19 @@ def _simulation_paths() -> dict[str, Any]:
     def op(summary: str, ok: dict[str, Any], body: dict[str, Any] | None) -> dict[str, Any]:
         operation: dict[str, Any] = {
             "summary": summary, "tags": ["simulation"],
-            "responses": {"200": ok, **_errors(400, 404, 409, 413, 503)},
+            "security": [{"deviceKey": []}],
+            "responses": {"200": ok, **_errors(400, 401, 403, 404, 409, 413, 503)},
         }
         if body is not None:
             operation["requestBody"] = {"required": True, "content": _json(body)}
         return operation
 
     return {
-        "/v1/sim": {"get": {"summary": "The simulated radios: phones, keys, reader key",
-                            "tags": ["simulation"], "responses": {"200": {
+        "/v1/sim": {"get": {"summary": "The simulated radios: phones, reader public key",
+                            "tags": ["simulation"], "security": [{"deviceKey": []}],
+                            "responses": {"200": {
                                 "description": "simulation", "content": _json(
-                                    {"type": "object"})}}}},
+                                    {"type": "object"})}, **_errors(401)}}},
         "/v1/sim/doors/{door}/nfc": {"parameters": [_DOOR_PARAM], "post": op(
             "A simulated phone taps the door's NFC reader", decision, phone_body)},
         "/v1/sim/doors/{door}/ble": {"parameters": [_DOOR_PARAM], "post": op(
@@ -316,8 +319,7 @@ def _simulation_paths() -> dict[str, Any]:
                        "(rssi null: not seen)",
                        {"description": "the advertised id", "content": _json(
                            {"type": "object", "properties": {"adv": {"type": "string"}}})},
-                       {"type": "object", "required": ["door"], "properties": {
-                           "rssi": rssi, "door": {"type": "string"},
-                           "side": {"type": "string", "enum": ["in", "out"]}}}),
+                       {"type": "object", "properties": {
+                           "rssi": rssi, "door": {"type": "string"}, "side": _SIDE}}),
         },
     }

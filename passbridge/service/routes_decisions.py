@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from passbridge.adapters.keystore import PhoneEnrolment
+from passbridge.adapters.keystore import DeviceKey, DeviceKind, PhoneEnrolment
 from passbridge.bridge.proximity import nearby_evidence
 from passbridge.core.decision import Decision
 from passbridge.core.model import Factor, Reason, Side
@@ -149,10 +149,30 @@ async def factor_token(request: web.Request) -> web.Response:
         raise refused(services, "factor", unverified.rejection) from None
 
 
-def _device(request: web.Request, services: Services) -> None:
-    if not services.device_keys.check(bearer(request)):
+def device_caller(request: web.Request, services: Services) -> DeviceKey:
+    """The device key the caller presents, or 401 (before anything else is looked at)."""
+    key = services.device_keys.authenticate(bearer(request))
+    if key is None:
         services.metrics.token_failure("device", Reason.TOKEN_INVALID)
         raise ApiError(401, "bad_device_key", "the device key is not known to this service")
+    return key
+
+
+def require_device(
+    services: Services, key: DeviceKey, door: str, side: Side, kind: DeviceKind
+) -> None:
+    """403 unless ``key`` is the key of that door side's device of that kind.
+
+    The caller is authenticated (a real key), just not this device: 403, not
+    401. Checked before the door is looked up, so a key learns nothing about
+    which doors exist.
+    """
+    if key.slot != (door, side, kind):
+        services.metrics.token_failure("device", Reason.NO_SUCH_DEVICE)
+        log.warning("device key %s (%s %s %s) refused for %r %s %s", key.id, key.door,
+                    key.side.value, key.kind.value, door, side.value, kind.value)
+        raise ApiError(403, "wrong_device",
+                       "this device key is for another door, side or kind of device")
 
 
 def _text_field(data: dict[str, Any], name: str, limit: int, *, digits: bool) -> str:
@@ -166,25 +186,33 @@ def _text_field(data: dict[str, Any], name: str, limit: int, *, digits: bool) ->
     return value
 
 
-async def _wired_input(request: web.Request, field: str, limit: int, *, digits: bool
-                       ) -> tuple[Services, str, str, Side]:
-    """What a wired reader or keypad sends: door, device key, one field, side."""
+async def _wired_input(request: web.Request, kind: DeviceKind, field: str, limit: int, *,
+                       digits: bool) -> tuple[Services, str, str, Side]:
+    """What a wired reader or keypad sends: its device key, one field, the side.
+
+    The side defaults to the key's own side; the key must be the one of this
+    door side's device of this kind (403 otherwise), and only then is the
+    door looked up.
+    """
     services = request.app[SERVICES]
-    _device(request, services)
-    door = _door(request, services)
+    key = device_caller(request, services)
     data = await json_body(request)
     value = _text_field(data, field, limit, digits=digits)
-    return services, door, value, _side(data.get("side"), "side")
+    side = _side(data.get("side", key.side.value), "side")
+    door = request.match_info["door"]
+    require_device(services, key, door, side, kind)
+    return services, _door(request, services), value, side
 
 
 async def card(request: web.Request) -> web.Response:
     services, door, number, side = await _wired_input(
-        request, "number", MAX_CARD_CHARS, digits=False)
+        request, DeviceKind.READER, "number", MAX_CARD_CHARS, digits=False)
     return _answer(await services.controller.card(door, number, side))
 
 
 async def keypad(request: web.Request) -> web.Response:
-    services, door, code, side = await _wired_input(request, "code", MAX_CODE_CHARS, digits=True)
+    services, door, code, side = await _wired_input(
+        request, DeviceKind.KEYPAD, "code", MAX_CODE_CHARS, digits=True)
     return _answer(await services.controller.pin(door, code, side))
 
 

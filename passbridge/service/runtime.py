@@ -102,7 +102,6 @@ def assemble(
     keystore: KeyStore,
     store: EventStore,
     proximity: ProximityRadios | None = None,
-    device_keys: DeviceKeys | None = None,
     close_audit: bool = True,
 ) -> Services:
     """Wire core, in-process bridge, controller, audit and metrics together.
@@ -136,7 +135,7 @@ def assemble(
         keystore=keystore,
         proximity=proximity if proximity is not None else ProximityRadios(clock),
         backends=verification_keys([*site.backends, *keystore.trusted_keys("backend")]),
-        device_keys=device_keys if device_keys is not None else DeviceKeys(),
+        device_keys=DeviceKeys(keystore),
         metrics=metrics,
         close_audit=close_audit,
         minted=minted_here,
@@ -149,7 +148,6 @@ def memory_services(
     clock: Clock,
     keystore: KeyStore | None = None,
     proximity: ProximityRadios | None = None,
-    device_keys: DeviceKeys | None = None,
 ) -> Services:
     """Services for a scenario or a test: nothing touches the disk.
 
@@ -157,7 +155,7 @@ def memory_services(
     """
     return assemble(
         site, clock=clock, keystore=keystore if keystore is not None else MemoryKeyStore(),
-        store=MemoryEventStore(), proximity=proximity, device_keys=device_keys,
+        store=MemoryEventStore(), proximity=proximity,
     )
 
 
@@ -165,8 +163,6 @@ def build_services(
     site_path: Path,
     db_path: Path,
     clock: Clock | None = None,
-    *,
-    device_keys: DeviceKeys | None = None,
 ) -> Services:
     """What ``passbridge serve`` runs with; raises ConfigError for a bad site
     file and ``storage.StartupError`` for a database it cannot use."""
@@ -179,7 +175,6 @@ def build_services(
         site = load_site(site_path, pin_key=storage.keystore.pin_key())
         return assemble(
             site, clock=clock, keystore=storage.keystore, store=storage.events,
-            device_keys=device_keys,
         )
     except BaseException:
         storage.close_now()

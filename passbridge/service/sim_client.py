@@ -13,7 +13,6 @@ import aiohttp
 import jwt
 
 from passbridge.core.tokens import BACKEND_MAX_LIFETIME, PrivateKey, load_private_key_pem, new_jti
-from passbridge.ids import file_for_id
 
 TIMEOUT = aiohttp.ClientTimeout(total=10)
 # How https services are verified: the system's CAs (True), or a context that
@@ -101,15 +100,17 @@ async def site_id(base: str) -> str:
     return site
 
 
+def _device(device_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {device_key}"}
+
+
 async def card(base: str, door: str, number: str, side: str, device_key: str) -> dict[str, Any]:
-    return await _request("POST", f"{base}/v1/doors/{door}/card",
-                          headers={"Authorization": f"Bearer {device_key}"},
+    return await _request("POST", f"{base}/v1/doors/{door}/card", headers=_device(device_key),
                           body={"number": number, "side": side})
 
 
 async def pin(base: str, door: str, code: str, side: str, device_key: str) -> dict[str, Any]:
-    return await _request("POST", f"{base}/v1/doors/{door}/keypad",
-                          headers={"Authorization": f"Bearer {device_key}"},
+    return await _request("POST", f"{base}/v1/doors/{door}/keypad", headers=_device(device_key),
                           body={"code": code, "side": side})
 
 
@@ -118,37 +119,36 @@ async def remote(base: str, door: str, token: str) -> dict[str, Any]:
                           headers={"Authorization": f"Bearer {token}"})
 
 
-async def nfc(base: str, door: str, phone: str, side: str) -> dict[str, Any]:
-    """A simulated phone taps the door's reader (the service's nfcpy reader, udp)."""
-    return await _request("POST", f"{base}/v1/sim/doors/{door}/nfc",
+async def nfc(base: str, door: str, phone: str, side: str, device_key: str) -> dict[str, Any]:
+    """A simulated phone taps the door's reader (the service's nfcpy reader, udp);
+    ``device_key`` is that door side's reader key."""
+    return await _request("POST", f"{base}/v1/sim/doors/{door}/nfc", headers=_device(device_key),
                           body={"phone": phone, "side": side})
 
 
-async def ble(base: str, door: str, phone: str, side: str, rssi: int) -> dict[str, Any]:
+async def ble(
+    base: str, door: str, phone: str, side: str, rssi: int, device_key: str
+) -> dict[str, Any]:
     """A simulated phone approaches the door's Bluetooth reader at ``rssi`` dBm."""
-    return await _request("POST", f"{base}/v1/sim/doors/{door}/ble",
+    return await _request("POST", f"{base}/v1/sim/doors/{door}/ble", headers=_device(device_key),
                           body={"phone": phone, "side": side, "rssi": rssi})
 
 
 async def nearby(
-    base: str, door: str, phone: str, rssi: int | None, key_file: Path | None,
-    side: str = "in",
+    base: str, door: str, phone: str, rssi: int | None, key_file: Path, side: str,
+    device_key: str,
 ) -> dict[str, Any]:
-    """The phone advertises (or not, for ``rssi`` None), then the app signs a
-    nearby request with the phone's key and sends it, as the Pass app does."""
-    info = await _request("GET", f"{base}/v1/sim")
+    """The door side's radio hears the phone advertise (or not, for ``rssi``
+    None), then the app signs a nearby request with the phone's key (read
+    from ``key_file``) and sends it, as the Pass app does."""
     try:
-        path = key_file or file_for_id(
-            Path(str(info.get("phone_keys", ""))), phone, ".pem", what="phone id")
-    except ValueError as exc:
-        raise SimError(str(exc)) from exc
-    try:
-        key = load_private_key_pem(path.read_bytes(), "ES256")
+        key = load_private_key_pem(key_file.read_bytes(), "ES256")
     except (OSError, ValueError) as exc:
-        raise SimError(f"cannot read the phone's key {path}: {exc}") from exc
+        raise SimError(f"cannot read the phone's key {key_file}: {exc}") from exc
     # The phone is heard by the door's radio on ``side``; the request names
     # no side (the service takes it from that radio).
     advert = await _request("POST", f"{base}/v1/sim/phones/{phone}/advertise",
+                            headers=_device(device_key),
                             body={"rssi": rssi, "door": door, "side": side})
     now = int(time.time())
     claims: dict[str, Any] = {"cred": phone, "door": door, "adv": advert["adv"], "iat": now,

@@ -1,5 +1,5 @@
-"""The simulated radios of ``passbridge serve`` (the default when no real
-NFC reader or Bluetooth adapter is named).
+"""The simulated radios of ``passbridge serve --simulate`` (opt-in: a plain
+``serve`` runs none, enrols no simulated phone and has no /v1/sim routes).
 
 The service then hosts a simulated phone for every phone of the site file,
 its key kept in ``<database folder>/sim-phones/<phone>.pem`` (0600) and
@@ -8,7 +8,12 @@ sim nfc|ble|nearby`` can make those phones tap, approach and advertise.
 From the simulated phone onward everything is the production path:
 nfcpy's reader over its udp driver, bleak over the bumble backend, the
 bridge, the signed token, the core, the audit log. None of these routes
-exist when the radios are real.
+exist for a radio kind that is real hardware.
+
+The routes stand in for a door side's radio, so they take that door side's
+reader device key, exactly like ``POST /v1/doors/{door}/card``; and they
+never say where anything lives on disk (the sim command finds the phone
+keys beside the database it is pointed at).
 """
 
 from __future__ import annotations
@@ -20,11 +25,13 @@ from typing import Any
 
 from aiohttp import web
 
+from passbridge.adapters.keystore import DeviceKey, DeviceKind
 from passbridge.core.decision import Decision
 from passbridge.core.model import Side
 from passbridge.core.tokens import load_private_key_pem, private_key_to_pem
 from passbridge.ids import file_for_id
 from passbridge.service.http import ApiError, json_body
+from passbridge.service.routes_decisions import device_caller, require_device
 from passbridge.service.runtime import Services
 from passbridge.service.state import SERVICES
 from passbridge.sim.phone import SimulatedPhone
@@ -130,19 +137,30 @@ def _answer(decision: Decision) -> web.Response:
     return web.json_response(decision.to_json())
 
 
-async def _door(request: web.Request) -> str:
-    door = request.match_info["door"]
-    request.app[SERVICES].core.door(door)  # UnknownDoor -> 404
-    return door
+def _device(request: web.Request) -> DeviceKey:
+    """The caller's device key (401 without a valid one), before anything else."""
+    return device_caller(request, request.app[SERVICES])
+
+
+async def _door_side(request: web.Request, key: DeviceKey) -> tuple[str, Side, dict[str, Any]]:
+    """The door side this call drives, its body; 403 unless ``key`` is that
+    side's reader key, then 404 for a door the site does not have."""
+    services = request.app[SERVICES]
+    data = await json_body(request)
+    data.setdefault("side", key.side.value)
+    door, side = request.match_info["door"], _side(data)
+    require_device(services, key, door, side, DeviceKind.READER)
+    services.core.door(door)  # UnknownDoor -> 404
+    return door, side, data
 
 
 async def describe(request: web.Request) -> web.Response:
+    _device(request)
     air = request.app[SIM_AIR]
     services = request.app[SERVICES]
     return web.json_response({
         "simulated": {"nfc": air.nfc, "ble": air.ble},
         "phones": sorted(air.phones),
-        "phone_keys": str(air.phones_dir),
         "reader_public_key": services.keystore.reader_identity().public_key.hex(),
     })
 
@@ -154,12 +172,12 @@ def _simulated(air: SimulatedAir, kind: str) -> None:
 
 
 async def nfc_tap(request: web.Request) -> web.Response:
+    key = _device(request)
     air = request.app[SIM_AIR]
     _simulated(air, "nfc")
-    door = await _door(request)
-    data = await json_body(request)
+    door, side, data = await _door_side(request, key)
     try:
-        tap = await air.radios.nfc_tap_report(_phone(data, air), door, _side(data))
+        tap = await air.radios.nfc_tap_report(_phone(data, air), door, side)
     except SimulationError as error:
         raise ApiError(503, "simulation_failed", str(error)) from None
     # What the simulated phone was told at the door (protocols/nfc, reader status).
@@ -168,30 +186,35 @@ async def nfc_tap(request: web.Request) -> web.Response:
 
 
 async def ble_unlock(request: web.Request) -> web.Response:
+    key = _device(request)
     air = request.app[SIM_AIR]
     _simulated(air, "ble")
-    door = await _door(request)
-    data = await json_body(request)
+    door, side, data = await _door_side(request, key)
     rssi = _rssi(data, -50)
     if rssi is None:
         raise ApiError(400, "malformed_body", "a Bluetooth unlock needs an rssi")
     try:
-        return _answer(await air.radios.ble_unlock(_phone(data, air), door, _side(data), rssi))
+        return _answer(await air.radios.ble_unlock(_phone(data, air), door, side, rssi))
     except SimulationError as error:
         raise ApiError(503, "simulation_failed", str(error)) from None
 
 
 async def advertise(request: web.Request) -> web.Response:
-    """The phone advertises near one door radio (``door``, ``side``): only
-    that radio hears it, as Nearby evidence must come from the asked door."""
+    """The phone advertises near one door radio, the one whose reader key the
+    caller presents (the body's ``door``/``side``, default the key's own,
+    must be that key's): only that radio hears it, as Nearby evidence must
+    come from the asked door."""
+    key = _device(request)
     air = request.app[SIM_AIR]
     _simulated(air, "ble")
     data = await json_body(request)
-    data.setdefault("phone", request.match_info["phone"])
-    door = data.get("door")
+    door = data.get("door", key.door)
     if not isinstance(door, str):
-        raise ApiError(400, "malformed_body", "door: the door whose radio hears the phone")
+        raise ApiError(400, "malformed_body", "door must be a door id")
+    data.setdefault("side", key.side.value)
+    require_device(request.app[SERVICES], key, door, _side(data), DeviceKind.READER)
     request.app[SERVICES].core.door(door)  # UnknownDoor -> 404
+    data["phone"] = request.match_info["phone"]
     try:
         adv = await air.radios.advertise(_phone(data, air), _rssi(data, -70), door, _side(data))
     except SimulationError as error:
