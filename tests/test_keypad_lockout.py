@@ -16,7 +16,7 @@ from passbridge.core.model import DoorState, Factor, Reason, Result
 from passbridge.core.two_factor import LockoutRecord
 from passbridge.service.app import create_app
 from tests.engine_helpers import Harness
-from tests.service_support import DEVICE_KEY, make_rig
+from tests.service_support import make_rig
 
 SITE = """
 site: {id: hq, timezone: America/Los_Angeles}
@@ -119,7 +119,8 @@ async def test_keypad_route_stops_brute_force() -> None:
     async with TestClient(TestServer(create_app(r.services))) as client:
         async def code(value: str) -> dict[str, str]:
             resp = await client.post("/v1/doors/pad/keypad", json={"code": value},
-                                     headers={"Authorization": f"Bearer {DEVICE_KEY}"})
+                                     headers={"Authorization":
+                                              f"Bearer {r.device('pad', 'keypad')}"})
             assert resp.status == 200
             return dict(await resp.json())
 
