@@ -7,10 +7,13 @@ correct code resets it. Cards, and PINs that follow a card, are not affected.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from passbridge.core.model import DoorState, Factor, Reason, Result
 from passbridge.core.two_factor import LockoutRecord
@@ -131,3 +134,50 @@ async def test_keypad_route_stops_brute_force() -> None:
         assert (await code("1357"))["reason"] == "access_granted"
     events = await r.services.audit.page(0, 100)
     assert sum(e["reason"] == "locked_out" for e in events) == 26  # each one audited
+
+
+@dataclass
+class KeypadModel:
+    """rules.md "Keypad lockout", written apart from the engine."""
+
+    now: float = 0.0
+    wrong: int = 0
+    lockouts: int = 0
+    until: float = float("-inf")
+
+    def code(self, opens: bool, exists: bool) -> Reason:
+        if self.now < self.until:
+            return Reason.LOCKED_OUT
+        if opens:
+            self.wrong = self.lockouts = 0
+            return Reason.ACCESS_GRANTED
+        self.wrong += 1
+        if self.wrong == 5:
+            self.wrong, self.lockouts = 0, self.lockouts + 1
+            self.until = self.now + min(60 * 2 ** (self.lockouts - 1), 900)
+        return Reason.NO_ACCESS if exists else Reason.PIN_INCORRECT
+
+
+CODES = {"2468": (True, True), "1357": (False, True), "0000": (False, False)}  # side door
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(
+    st.tuples(st.just("code"), st.sampled_from(sorted(CODES))),
+    st.tuples(st.just("wait"), st.sampled_from([0.5, 59.5, 60, 60.5, 119, 121, 899, 900, 901])),
+    st.tuples(st.just("card"), st.just("10001")),
+), max_size=60))
+@example([("code", "0000")] * 5 + [("wait", 60), ("code", "2468")])
+@example(([("code", "0000")] * 5 + [("wait", 900)]) * 6 + [("code", "0000")] * 5
+         + [("wait", 899), ("code", "2468")])
+def test_keypad_matches_the_reference_model(sequence: list[tuple[str, object]]) -> None:
+    h = Harness(SITE, MONDAY_9)
+    model = KeypadModel()
+    for action, value in sequence:
+        if action == "wait":
+            h.after(float(str(value)))
+            model.now += float(str(value))
+        elif action == "card":
+            assert h.card("side", str(value)).reason is Reason.ACCESS_GRANTED
+        else:
+            assert h.pin("side", str(value)).reason is model.code(*CODES[str(value)]), model
