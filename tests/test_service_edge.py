@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import ssl
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -21,7 +23,7 @@ from aiohttp import web
 
 from passbridge.protocol.ble_advert import format_adv_id
 from passbridge.service.app import create_app
-from passbridge.service.edge import MAX_HEADERS, EdgeSite
+from passbridge.service.edge import MAX_HEADERS, EdgeSite, tls_context
 from passbridge.service.http import HttpLimits
 from tests.service_support import (
     Rig,
@@ -48,11 +50,13 @@ class Edge:
         return f"http://{self.host}:{self.port}"
 
 
-async def _start(limits: HttpLimits) -> tuple[web.AppRunner, Edge]:
+async def _start(limits: HttpLimits, tls: ssl.SSLContext | None = None
+                 ) -> tuple[web.AppRunner, Edge]:
     rig = make_rig()
     runner = web.AppRunner(create_app(rig.services, limits=limits), access_log=None)
     await runner.setup()
-    site = EdgeSite(runner, "127.0.0.1", 0, limits=limits, metrics=rig.services.metrics)
+    site = EdgeSite(runner, "127.0.0.1", 0, limits=limits, metrics=rig.services.metrics,
+                    ssl_context=tls)
     await site.start()
     host, port = runner.addresses[0][:2]
     return runner, Edge(rig, site, host, port)
@@ -280,8 +284,9 @@ async def wait_closed(reader: asyncio.StreamReader) -> bytes:
 
 
 @contextlib.asynccontextmanager
-async def served(limits: HttpLimits) -> AsyncIterator[Edge]:
-    runner, edge = await _start(limits)
+async def served(limits: HttpLimits, tls: ssl.SSLContext | None = None
+                 ) -> AsyncIterator[Edge]:
+    runner, edge = await _start(limits, tls)
     try:
         yield edge
     finally:
@@ -356,3 +361,26 @@ async def test_connections_over_the_cap_are_closed_at_once(tight: Edge) -> None:
     assert "passbridge_http_connections_open 8" in text
     for _, writer in held[1:]:
         writer.close()
+
+
+async def test_a_tls_handshake_that_never_comes_is_closed_at_the_header_timeout(
+    tmp_path: Path,
+) -> None:
+    from tests.test_service_edge_process import make_certificate
+
+    cert, key = make_certificate(tmp_path)
+    # Before the handshake aiohttp's own keep-alive clock is not running yet;
+    # asyncio's handshake timeout (default 60 s) is set to the header timeout.
+    limits = HttpLimits(header_timeout=1.0, idle_timeout=60.0)
+    async with served(limits, tls_context(cert, key)) as edge:
+        opened = time.monotonic()
+        reader, writer = await asyncio.open_connection(edge.host, edge.port)
+        writer.write(b"\x16\x03\x01")  # the first bytes of a ClientHello, and no more
+        assert await wait_closed(reader) == b""
+        closed_at = time.monotonic() - opened
+        writer.close()
+        async with aiohttp.ClientSession() as session, session.get(
+                f"https://{edge.host}:{edge.port}/healthz",
+                ssl=ssl.create_default_context(cafile=str(cert))) as resp:
+            assert resp.status == 200
+    assert closed_at >= 0.9
