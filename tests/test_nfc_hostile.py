@@ -8,12 +8,15 @@ field" take turns, one per activation (the sim has no anticollision).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import sqlite3
 import subprocess
+import threading
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -224,12 +227,20 @@ async def test_tap_ending_before_a_decision_is_audited_on_the_real_reader(
 # -- item 1 at process level: serve --nfc udp:... with a card holding the field ---------
 
 
-@pytest.mark.slow
-def test_serve_releases_a_held_field_and_serves_the_phone(tmp_path: Path) -> None:
-    """``serve --nfc udp:...`` with the default field hold: a hostile card
-    arrives and holds the field; a phone arriving just after is served within
-    2 s of the hostile arrival, and the held field shows in /healthz, /metrics
-    and the audit log."""
+@dataclass
+class Served:
+    base: str
+    port: int
+    db: Path
+    reader_key: bytes
+    phone: PhoneApplet
+    output: list[str]
+
+
+@contextlib.contextmanager
+def serving(tmp_path: Path) -> Iterator[Served]:
+    """``passbridge serve --nfc udp:127.0.0.1:PORT=front`` with alice's phone
+    enrolled; its output is drained (and kept) while it runs."""
     (tmp_path / "site.yaml").write_text(yaml.safe_dump(SITE))
     db = tmp_path / "data" / "pb.sqlite3"
     cli("phone", "enroll", "--db", str(db), "--phone", "alice-phone", "--user", "alice",
@@ -237,23 +248,42 @@ def test_serve_releases_a_held_field_and_serves_the_phone(tmp_path: Path) -> Non
     reader_key = bytes.fromhex(cli("keys", "reader-public", "--db", str(db), cwd=tmp_path).strip())
     phone_key = load_private_key_pem((tmp_path / "alice-phone.pem").read_text(), "ES256")
     phone = PhoneApplet(phone_key, reader_key)  # type: ignore[arg-type]
-    stranger = SimulatedPhone.create("stranger").applet(reader_key)
     port = free_udp_port()
     server = subprocess.Popen(
         [*PASSBRIDGE, "serve", "--site", "site.yaml", "--db", str(db), "--port", "0",
          "--nfc", f"udp:127.0.0.1:{port}=front"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
     )
+    output: list[str] = []
     try:
         assert server.stdout is not None
         base = ""
         for line in server.stdout:
+            output.append(line)
             found = READY.search(line)
             if found:
                 base = f"http://{found.group(1)}:{found.group(2)}"
                 break
-        assert base, "serve did not start"
-        with SimulatedCard(stranger.process, port=port, faults=CardFaults(hold=True)) as card:
+        assert base, f"serve did not start: {''.join(output)}"
+        drain = threading.Thread(target=lambda: output.extend(server.stdout or ()), daemon=True)
+        drain.start()
+        yield Served(base, port, db, reader_key, phone, output)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+@pytest.mark.slow
+def test_serve_releases_a_held_field_and_serves_the_phone(tmp_path: Path) -> None:
+    """``serve --nfc udp:...`` with the default field hold: a hostile card
+    arrives and holds the field; a phone arriving just after is served within
+    2 s of the hostile arrival, and the held field shows in /healthz, /metrics
+    and the audit log."""
+    with serving(tmp_path) as served:
+        phone = served.phone
+        stranger = SimulatedPhone.create("stranger").applet(served.reader_key)
+        faults = CardFaults(hold=True)
+        with SimulatedCard(stranger.process, port=served.port, faults=faults) as card:
             deadline = time.monotonic() + WAIT
             while card.activations < 1:  # the hostile card is in the field and read
                 assert time.monotonic() < deadline
@@ -264,21 +294,53 @@ def test_serve_releases_a_held_field_and_serves_the_phone(tmp_path: Path) -> Non
                 assert time.monotonic() - arrived < SERVED_WITHIN, "phone not served in 2 s"
                 time.sleep(0.005)
             assert phone.last_door_status is True
-            health = get_json(f"{base}/healthz")
-            metrics = get(f"{base}/metrics")
-    finally:
-        server.terminate()
-        server.communicate(timeout=20)
+            health = get_json(f"{served.base}/healthz")
+            metrics = get(f"{served.base}/metrics")
     assert health["status"] == "degraded"
     assert "held the field" in next(iter(health["degraded"].values()))
     assert 'event="nfc_field_held"' in metrics
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT kind, payload FROM events WHERE kind='device'").fetchall()
+    with sqlite3.connect(served.db) as conn:
+        rows = conn.execute("SELECT payload FROM events WHERE kind='device'").fetchall()
         denied = conn.execute("SELECT COUNT(*) FROM events WHERE kind='decision' "
                               "AND reason='unknown_credential'").fetchone()[0]
-    held = [json.loads(payload) for _, payload in rows]
+    held = [json.loads(payload) for (payload,) in rows]
     assert held[0]["event"] == "nfc_field_held" and held[0]["door"] == "front"
     assert denied == 1
+
+
+@pytest.mark.slow
+def test_serve_summarises_a_flood_and_audits_every_phone_tap(tmp_path: Path) -> None:
+    """``serve --nfc udp:...``: a card failing authentication at every
+    activation as fast as the reader polls, with alice's phone taking turns
+    in the field. On disk: one audited denial, a summary counting the rest,
+    and every one of alice's taps decided; her phone is never held up."""
+    with serving(tmp_path) as served:
+        stranger = Counting(SimulatedPhone.create("stranger").applet(served.reader_key).process)
+        phone = Counting(served.phone.process)
+        with SimulatedCard(stranger, port=served.port, faults=CardFaults(bounce=True)) as card:
+            card.join_field(phone, CardFaults(bounce=True))
+            deadline = time.monotonic() + 60
+            while stranger.taps < 20 or phone.taps < 5:
+                assert time.monotonic() < deadline, (stranger.taps, phone.taps)
+                time.sleep(0.01)
+            card.leave_field()  # the stranger goes; let the last taps settle
+            settled = phone.taps
+            while phone.taps < settled + 2:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            metrics = get(f"{served.base}/metrics")
+        phone_taps, stranger_taps = phone.taps, stranger.taps
+        time.sleep(0.5)
+    assert 'event="nfc_auth_failed_summarised"' in metrics
+    with sqlite3.connect(served.db) as conn:
+        decided = conn.execute("SELECT reason, COUNT(*) FROM events WHERE kind='decision' "
+                               "GROUP BY reason").fetchall()
+        rows = conn.execute("SELECT payload FROM events WHERE kind='device'").fetchall()
+    assert dict(decided) == {"unknown_credential": 1, "access_granted": phone_taps}
+    summaries = [json.loads(payload) for (payload,) in rows]
+    assert {s["event"] for s in summaries} == {"nfc_auth_failed_summary"}
+    assert sum(s["suppressed"] for s in summaries) == stranger_taps - 1
+    assert 'event="auth_paced"' in metrics  # the default bucket: 10 back to back, then 2/s
 
 
 def get(url: str) -> str:
@@ -290,3 +352,19 @@ def get_json(url: str) -> dict[str, Any]:
     found = json.loads(get(url))
     assert isinstance(found, dict)
     return found
+
+
+async def test_garbage_from_a_card_is_one_log_line_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A one-byte ATS makes nfcpy raise while activating: the reader logs the
+    error type on one line (no traceback) and keeps polling."""
+    caplog.set_level(logging.WARNING, logger="passbridge.adapters.nfc_reader")
+    with SimulatedCard(echo, ats=b"\x01") as card:
+        async with NfcReader(card.device, Script) as reader:
+            while card.activations < 2:  # activated, failed, and polled again
+                await asyncio.sleep(0.01)
+            assert reader.running
+    failed = [r for r in caplog.records if "polling failed" in r.getMessage()]
+    assert failed and all(r.exc_info is None for r in failed)
+    assert "IndexError" in failed[0].getMessage()

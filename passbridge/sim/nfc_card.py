@@ -188,7 +188,10 @@ class SimulatedCard:
         wtx: bool = True,
         in_field: bool = True,
         faults: CardFaults | None = None,
+        ats: bytes | None = None,
     ) -> None:
+        """``ats``: answer RATS with these bytes instead of a well-formed ATS
+        (a hostile or broken card; the default is built from ``fwi``)."""
         if not 0 <= fwi <= 14:
             raise ValueError("fwi must be 0..14 (ISO 14443-4)")
         if uid is not None and len(uid) != 4:
@@ -197,6 +200,7 @@ class SimulatedCard:
         # Phones use a random single-size UID (first byte 08h): no identity in it.
         self._uid = uid if uid is not None else b"\x08" + secrets.token_bytes(3)
         self._fwi = fwi
+        self._ats_override = ats
         self._fwt = 4096 / 13.56e6 * (1 << fwi)
         self._wtx = wtx
         self._device = _LoopbackCardDevice(port)
@@ -377,6 +381,8 @@ class SimulatedCard:
             return current.presence, current.applet
 
     def _ats(self) -> bytes:
+        if self._ats_override is not None:
+            return self._ats_override
         # TL, T0 (TA/TB/TC present, FSCI 8 = 256 bytes), TA (106 kbit/s only),
         # TB (FWI, SFGI 0), TC (no CID, no NAD).
         return bytes([0x05, 0x78, 0x80, self._fwi << 4, 0x00])
