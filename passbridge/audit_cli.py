@@ -20,9 +20,19 @@ EXIT_BROKEN = 1
 EXIT_UNUSABLE = 2
 
 
+def _anchor(text: str) -> tuple[int, str]:
+    """``SEQ:HASH`` as ``GET /v1/audit/head`` gave it."""
+    seq, _, digest = text.partition(":")
+    digest = digest.strip().lower()
+    if not seq.isdigit() or int(seq) < 1 or len(digest) != 64 or not all(
+            c in "0123456789abcdef" for c in digest):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected SEQ:HASH (64 hex digits)")
+    return int(seq), digest
+
+
 def _audit_verify(args: argparse.Namespace) -> int:
     try:
-        report = verify_database(args.db)
+        report = verify_database(args.db, dict(args.anchor))
     except AuditUnavailable as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_UNUSABLE
@@ -41,4 +51,7 @@ def register(commands: Any) -> None:
     verify = audit_commands.add_parser(
         "verify", help="check every record against its hash; name the first one that is not")
     verify.add_argument("--db", default=str(DEFAULT_DB))
+    verify.add_argument(
+        "--anchor", type=_anchor, action="append", default=[], metavar="SEQ:HASH",
+        help="a head kept elsewhere (GET /v1/audit/head): record SEQ must still have HASH")
     verify.set_defaults(func=_audit_verify)

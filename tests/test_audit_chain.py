@@ -182,6 +182,41 @@ def test_a_decision_forged_by_hand_is_named(tmp_path: Path,
     assert code == 1 and "record 4 has no hash" in out
 
 
+def rehash(db: Path) -> None:
+    """What someone who can write the file does to hide a change: every hash
+    recomputed from the definition."""
+    conn = sqlite3.connect(db)
+    for seq, _, recomputed in documented_chain(db):
+        conn.execute("UPDATE events SET hash = ? WHERE seq = ?", (recomputed, seq))
+    conn.commit()
+    conn.close()
+
+
+def test_a_rewritten_log_is_caught_by_an_anchored_head(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "pb.sqlite3"
+    fill(db)
+    chain = documented_chain(db)
+    early, head = f"4:{chain[3][1]}", f"9:{chain[8][1]}"
+    code, out, _ = verify(db, capsys)
+    assert code == 0
+    assert main(["audit", "verify", "--db", str(db), "--anchor", early, "--anchor", head]) == 0
+    capsys.readouterr()
+    sql(db, "UPDATE events SET user = 'mallory' WHERE seq = 6")
+    rehash(db)
+    assert verify(db, capsys)[0] == 0  # on its own the rewritten chain holds
+    code = main(["audit", "verify", "--db", str(db), "--anchor", early, "--anchor", head])
+    out = capsys.readouterr().out
+    assert code == 1 and "record 9 is not the one anchored" in out
+    sql(db, "DELETE FROM events WHERE seq > 7", "UPDATE sqlite_sequence SET seq = 7")
+    code = main(["audit", "verify", "--db", str(db), "--anchor", head])
+    out = capsys.readouterr().out
+    assert code == 1 and "record 9 was anchored but the log ends at 7" in out
+    with pytest.raises(SystemExit) as usage:
+        main(["audit", "verify", "--db", str(db), "--anchor", "9:nothex"])
+    assert usage.value.code == 2 and "expected SEQ:HASH" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("kind", ["missing", "garbage", "no events", "no chain"])
 def test_verify_an_unusable_file_is_one_line_and_exit_2(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str) -> None:

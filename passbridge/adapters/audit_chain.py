@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import operator
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,14 +90,19 @@ class ChainReport:
         return self.broken_at is None
 
 
-def verify_chain(rows: Iterable[Sequence[Any]], counter: int = 0) -> ChainReport:
+def verify_chain(rows: Iterable[Sequence[Any]], counter: int = 0,
+                 anchors: Mapping[int, str] | None = None) -> ChainReport:
     """Check rows (``COLUMNS`` then ``hash``, in ``seq`` order) from the first.
 
     ``counter`` is the highest ``seq`` the log ever handed out (SQLite's
     AUTOINCREMENT counter): records removed from the end leave it above the
     last row. ``seq`` values are consecutive from 1 in a log nobody edited,
     so a gap names a removed record even where the hashes around it agree.
+    ``anchors`` are heads kept elsewhere (``seq`` -> hash): a log rewritten
+    with fresh hashes from some record on still verifies on its own, but no
+    longer has the hash that was kept for a later record.
     """
+    anchors = anchors or {}
     previous, last_seq, records = GENESIS, 0, 0
     for row in rows:
         seq, stored = row[0], row[len(COLUMNS)]
@@ -119,8 +124,16 @@ def verify_chain(rows: Iterable[Sequence[Any]], counter: int = 0) -> ChainReport
             return ChainReport(records, head, seq,
                                f"record {seq} does not match its hash "
                                "(changed, or moved from elsewhere in the log)")
+        if seq in anchors and anchors[seq] != stored:
+            return ChainReport(records, head, seq,
+                               f"record {seq} is not the one anchored (the log was rewritten "
+                               "at or before it)")
         previous, last_seq, records = expected, seq, records + 1
     head = AuditHead(last_seq, previous.hex())
+    beyond = [seq for seq in anchors if seq > last_seq]
+    if beyond:
+        return ChainReport(records, head, min(beyond),
+                           f"record {min(beyond)} was anchored but the log ends at {last_seq}")
     if counter > last_seq:
         return ChainReport(records, head, last_seq + 1,
                            f"records {last_seq + 1} to {counter} are missing "

@@ -622,7 +622,8 @@ def _chain_head(conn: sqlite3.Connection) -> tuple[int, bytes]:
     return seq, previous
 
 
-def verify_database(path: str | os.PathLike[str]) -> ChainReport:
+def verify_database(path: str | os.PathLike[str],
+                    anchors: Mapping[int, str] | None = None) -> ChainReport:
     """Check the hash chain of the audit log in the database at ``path``.
 
     Opens the file read-only through SQLite (safe beside a running
@@ -649,7 +650,7 @@ def verify_database(path: str | os.PathLike[str]) -> ChainReport:
             "SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
         rows = conn.execute(f"SELECT {', '.join(_ALL_COLUMNS)} FROM events "  # noqa: S608
                             "ORDER BY seq")
-        return verify_chain(rows, _whole(counter[0]) if counter else 0)
+        return verify_chain(rows, _whole(counter[0]) if counter else 0, anchors)
     except sqlite3.Error as exc:
         raise AuditUnavailable(f"{db}: cannot read the audit log: {exc}") from exc
     finally:
