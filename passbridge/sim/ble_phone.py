@@ -12,6 +12,11 @@ all, with broken framing, with a wrong (well-framed) answer, or drop the link
 after some number of commands; stop advertising; rotate its identifier and
 address. Its RSSI as heard by the bridge is set here, on the simulated air.
 
+Rogue devices that advertise the passbridge service are simulated too
+(``Rogue``): one that accepts the connection and then never answers any GATT
+request (not even the MTU exchange or service discovery), and one that
+advertises but never accepts a connection at all.
+
 Simulation only; production code never imports this module.
 """
 
@@ -25,7 +30,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bumble import hci
+from bumble import att, hci
 from bumble.core import UUID
 from bumble.device import Connection, Device
 from bumble.gatt import Characteristic, CharacteristicValue, Service
@@ -54,6 +59,14 @@ class Fault(enum.Enum):
     DROP = "drop"  # drops the link instead of answering
 
 
+class Rogue(enum.Enum):
+    """How a hostile peripheral stalls a bridge before any command."""
+
+    NONE = "none"
+    MUTE_GATT = "mute_gatt"  # accepts the connection, never answers a GATT request
+    UNCONNECTABLE = "unconnectable"  # advertises, never accepts a connection
+
+
 def random_static_address() -> str:
     """A random static BLE address (top two bits set), as phones use."""
     raw = bytearray(secrets.token_bytes(6))
@@ -73,8 +86,12 @@ class SimulatedBlePhone:
         adv_id: bytes | None = None,
         address: str | None = None,
         advertising_interval_ms: float = 20.0,
+        rogue: Rogue = Rogue.NONE,
     ) -> None:
         self.air = air
+        self.rogue = rogue
+        #: ATT requests a MUTE_GATT rogue swallowed (proof the bridge asked).
+        self.gatt_requests_ignored = 0
         self.process = process
         self.delay = 0.0
         self.fault = Fault.NONE
@@ -106,7 +123,10 @@ class SimulatedBlePhone:
         )
         self._device.add_service(Service(UUID(SERVICE_UUID), [self._request, self._response]))
         self._device.on("connection", self._on_connection)
+        # Every ATT PDU passes here first, so a MUTE_GATT rogue can drop them.
+        self._device.l2cap_channel_manager.register_fixed_channel(att.ATT_CID, self._on_att_pdu)
         air.set_rssi(self._address, rssi)
+        air.set_connectable(self._address, rogue is not Rogue.UNCONNECTABLE)
 
     @property
     def adv_id(self) -> bytes:
@@ -169,7 +189,9 @@ class SimulatedBlePhone:
             await self.stop_advertising()
         self.air.set_rssi(self._address, None)
         self.air.place(self._address, None)
+        self.air.set_connectable(self._address, True)
         self._address = random_static_address()
+        self.air.set_connectable(self._address, self.rogue is not Rogue.UNCONNECTABLE)
         self._adv_id = adv_id if adv_id is not None else new_adv_id()
         address = hci.Address(self._address)
         command = hci.HCI_LE_Set_Random_Address_Command(random_address=address)
@@ -195,6 +217,13 @@ class SimulatedBlePhone:
         await self.drop_links()
 
     # GATT server side
+
+    def _on_att_pdu(self, connection_handle: int, pdu: bytes) -> None:
+        # Even op codes travel client -> server: the requests a mute rogue drops.
+        if self.rogue is Rogue.MUTE_GATT and pdu and not pdu[0] & 1:
+            self.gatt_requests_ignored += 1
+            return
+        self._device.on_gatt_pdu(connection_handle, pdu)
 
     def _on_connection(self, connection: Connection) -> None:
         self.connections_made += 1

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal
 
@@ -125,7 +126,31 @@ class _Controller(Controller):
     never reports its end, so a connect to a phone that stopped advertising
     hangs the host and blocks every later connect. A real controller clears
     the attempt and reports it with status Unknown Connection Identifier.
+
+    ``connectable`` says whether an advertiser accepts a connection. bumble
+    only simulates connectable advertising (ADV_IND), so a device that
+    advertises but never accepts (a non-connectable ADV_SCAN_IND, or a rogue
+    that ignores CONNECT_IND) is modelled here, on the initiating side: its
+    advertisements are still reported to the scanner, but a pending
+    connection to it never completes, exactly what a real initiator sees.
     """
+
+    def __init__(
+        self, name: str, *, connectable: Callable[[hci.Address], bool], **kwargs: Any
+    ) -> None:
+        super().__init__(name, **kwargs)
+        self._connectable = connectable
+
+    def on_advertising_pdu(self, pdu: Any) -> None:
+        pending = self.pending_le_connection
+        if pending is None or self._connectable(pdu.advertiser_address):
+            super().on_advertising_pdu(pdu)
+            return
+        self.pending_le_connection = None  # report it, but do not connect to it
+        try:
+            super().on_advertising_pdu(pdu)
+        finally:
+            self.pending_le_connection = pending
 
     def on_hci_le_create_connection_cancel_command(
         self, command: hci.HCI_LE_Create_Connection_Cancel_Command
@@ -166,6 +191,10 @@ class BumbleAir:
         self._rssi: dict[str, int] = {}
         # address -> {radio: rssi}: the only radios that hear a placed address.
         self._placed: dict[str, dict[str, int]] = {}
+        self._unconnectable: set[str] = set()
+        #: Connects the bridge started, by target address (a rogue that never
+        #: accepts one leaves no other trace on the air).
+        self.connect_attempts: Counter[str] = Counter()
         self._listeners: dict[int, Callable[[Advertisement], None]] = {}
         self._listener_ids = itertools.count()
         self._scanning = False
@@ -182,7 +211,12 @@ class BumbleAir:
 
     def add_device(self, address: str) -> Device:
         """A new bumble device (own virtual controller) on this air."""
-        controller = _Controller(f"ctl-{address}", link=self.link, public_address=address)
+        controller = _Controller(
+            f"ctl-{address}",
+            link=self.link,
+            public_address=address,
+            connectable=self.accepts_connections,
+        )
         host = Host(controller, AsyncPipeSink(controller))
         return Device(address=hci.Address(address), host=host)
 
@@ -193,6 +227,18 @@ class BumbleAir:
             self._rssi.pop(key, None)
         else:
             self._rssi[key] = rssi
+
+    def set_connectable(self, address: str, connectable: bool) -> None:
+        """Whether ``address`` accepts connections (False: it advertises, and
+        every connect to it waits until the initiator gives up)."""
+        key = address.upper()
+        if connectable:
+            self._unconnectable.discard(key)
+        else:
+            self._unconnectable.add(key)
+
+    def accepts_connections(self, address: hci.Address) -> bool:
+        return address.to_string(False).upper() not in self._unconnectable
 
     def place(self, address: str, rssi_by_radio: Mapping[str, int] | None) -> None:
         """The radios that hear ``address`` and at what RSSI; every other
@@ -341,10 +387,14 @@ class BumbleClientBackend(BaseBleakClient):
         if self._connection is not None:
             return
         central = await self._air.central()
+        self._air.connect_attempts[self.address.upper()] += 1
         try:
             connection = await central.connect(
                 hci.Address(self.address), timeout=self._timeout
             )
+        except asyncio.CancelledError:
+            await self._abandon_connect(central)
+            raise
         except Exception as exc:  # noqa: BLE001 - bumble's own error types become bleak's
             raise BleakError(f"could not connect to {self.address}: {exc!r}") from None
         self._connection = connection
@@ -359,6 +409,19 @@ class BumbleClientBackend(BaseBleakClient):
         except BaseException:
             await self.disconnect()
             raise
+
+    async def _abandon_connect(self, central: Device) -> None:
+        """A connect cancelled by its caller (a timeout above bleak) must not
+        leave the controller's create-connection pending: bumble forgets it
+        on the host side only, so every later connect would be refused. A
+        real stack cancels the attempt, and drops a link that won the race."""
+        with contextlib.suppress(Exception):
+            await central.send_command(hci.HCI_LE_Create_Connection_Cancel_Command())
+        await asyncio.sleep(0)  # let a completion that raced the cancel land
+        late = central.find_connection_by_bd_addr(hci.Address(self.address))
+        if late is not None:
+            with contextlib.suppress(Exception):
+                await late.disconnect()
 
     async def _discover(self, peer: Peer) -> BleakGATTServiceCollection:
         collection = BleakGATTServiceCollection()
