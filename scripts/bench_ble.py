@@ -41,6 +41,7 @@ from passbridge.adapters.ble_central import (  # noqa: E402
     ProximityTable,
     drive_reader,
 )
+from passbridge.adapters.ble_settings import BleSettings  # noqa: E402
 from passbridge.bridge.proximity import AdvertResolver  # noqa: E402
 from passbridge.clock import SystemClock  # noqa: E402
 from passbridge.protocol.aliro_crypto import (  # noqa: E402
@@ -88,7 +89,7 @@ async def unlocks_over_gatt(n: int) -> float:
     air = BumbleAir()
     phone = SimulatedBlePhone(air, applet.process)
     await phone.start()
-    client = BleUnlockClient(backend=air.client_backend, cooldown_seconds=0.0)
+    client = BleUnlockClient(backend=air.client_backend, settings=BleSettings(cooldown_seconds=0.0))
 
     async def grant(_: Authenticated) -> tuple[bool, int]:
         return True, int(ReaderStatus.STATE_UNSECURED)

@@ -25,6 +25,7 @@ from passbridge.adapters.ble_central import (
     ProximityTable,
     drive_reader,
 )
+from passbridge.adapters.ble_settings import BleSettings
 from passbridge.clock import ManualClock
 from passbridge.protocol.aliro_crypto import Interface, generate_ephemeral
 from passbridge.protocol.aliro_phone import PhoneApplet, PhoneMisbehaviour
@@ -74,7 +75,8 @@ class Air:
             "connect_timeout": 0.5, "message_timeout": 0.5, "session_timeout": 5.0
         }
         options.update(kw)
-        return BleUnlockClient(backend=self.air.client_backend, **options)  # type: ignore[arg-type]
+        settings = BleSettings(**options)  # type: ignore[arg-type]
+        return BleUnlockClient(backend=self.air.client_backend, settings=settings)
 
 
 @pytest.fixture

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -35,6 +37,7 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 from bleak.exc import BleakError
 
+from passbridge.adapters.ble_settings import DEFAULT_BLE_SETTINGS, BleSettings
 from passbridge.clock import Clock, SystemClock
 from passbridge.core.model import Side
 from passbridge.protocol.aliro_reader import (
@@ -46,7 +49,6 @@ from passbridge.protocol.aliro_reader import (
 )
 from passbridge.protocol.ble_advert import AdvertError, adv_id_from_service_data
 from passbridge.protocol.ble_framing import (
-    DEFAULT_MAX_MESSAGE,
     MIN_ATT_MTU,
     REQUEST_CHAR_UUID,
     RESPONSE_CHAR_UUID,
@@ -347,16 +349,96 @@ class BleUnlockError(Exception):
     """A Bluetooth unlock session that did not complete; ``reason`` says why.
 
     reasons: ``connect_failed``, ``link_lost``, ``timeout``, ``protocol``,
-    ``cooling_down``.
+    ``cooling_down``, ``preempted`` (a fresh device needed the radio; says
+    nothing about this device). ``retry`` says whether another connection in the same
+    session may help: yes after a quick connect error, a dropped link or a
+    command timeout; no after a step that used up its whole timeout before
+    any command (a device that stalls connect, discovery or subscription is
+    left to the approach loop's back-off rather than given a second go).
     """
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, *, retry: bool | None = None) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.retry = reason in _RETRYABLE if retry is None else retry
 
 
 _RETRYABLE = frozenset({"connect_failed", "link_lost", "timeout"})
+
+
+class Preempted(Exception):
+    """A link set-up was abandoned because a more urgent one needed the radio."""
+
+
+class RadioGate:
+    """One link set-up at a time on a radio, the most urgent first.
+
+    A controller has a single pending LE connection, so connects queue
+    anyway (BlueZ queues them in the kernel, first come first served); queuing
+    them here instead lets a fresh device go before one that already failed,
+    and keeps the wait out of each attempt's own timeouts. Lower ``priority``
+    numbers go first, in arrival order within a priority, and a waiter
+    preempts a holder of a higher number: the holder's set-up is cancelled
+    (its link torn down as on any failure) and it raises ``Preempted``. So a
+    known-bad device never makes a new one wait for its connect timeout.
+    """
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._holder: tuple[int, asyncio.Task[Any]] | None = None  # None while handed over
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._arrivals = itertools.count()
+        self._preempted: set[asyncio.Task[Any]] = set()
+        self.preemptions = 0
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiting)
+
+    @contextlib.asynccontextmanager
+    async def turn(self, priority: int = 0) -> AsyncIterator[None]:
+        task = asyncio.current_task()
+        assert task is not None
+        if self._busy:
+            if self._holder is not None:
+                held_by, holder = self._holder
+                if priority < held_by and holder not in self._preempted:
+                    self._preempted.add(holder)
+                    self.preemptions += 1
+                    holder.cancel()
+            entry = (priority, next(self._arrivals), asyncio.get_running_loop().create_future())
+            heapq.heappush(self._waiting, entry)
+            try:
+                await entry[2]
+            except BaseException:
+                if entry[2].done() and not entry[2].cancelled():
+                    self._release()  # handed the turn while being cancelled: pass it on
+                else:
+                    self._waiting.remove(entry)
+                    heapq.heapify(self._waiting)
+                raise
+        self._busy = True
+        self._holder = (priority, task)
+        try:
+            yield
+        except asyncio.CancelledError:
+            if task not in self._preempted:
+                raise
+            task.uncancel()  # our own cancel, not the caller's: report it as such
+            raise Preempted("a more urgent link set-up needed the radio") from None
+        finally:
+            self._preempted.discard(task)
+            self._release()
+
+    def _release(self) -> None:
+        self._holder = None
+        while self._waiting:
+            waiter = heapq.heappop(self._waiting)[2]
+            if not waiter.done():
+                waiter.set_result(None)  # handed over; the new holder names itself
+                return
+        self._busy = False
 
 
 class BleLink:
@@ -446,31 +528,26 @@ class BleLink:
 
 
 class BleUnlockClient:
-    """Runs Bluetooth unlock sessions against phones, one at a time per call."""
+    """Runs Bluetooth unlock sessions against phones; safe to call concurrently.
+
+    Every step has its own short timeout (``BleSettings``): connect with
+    service discovery, subscription, each command, the whole attempt and the
+    whole session, so a peripheral that stalls costs a bounded time. Link
+    set-ups on the radio go one at a time through ``gate``; everything after
+    runs concurrently, as many sessions as the caller starts.
+    """
 
     def __init__(
         self,
         *,
         backend: type[BaseBleakClient] | None = None,
         clock: Clock | None = None,
-        connect_timeout: float = 5.0,
-        message_timeout: float = 1.0,
-        session_timeout: float = 8.0,
-        disconnect_timeout: float = 2.0,
-        attempts: int = 2,
-        cooldown_seconds: float = 30.0,
-        max_message: int = DEFAULT_MAX_MESSAGE,
+        settings: BleSettings = DEFAULT_BLE_SETTINGS,
     ) -> None:
-        if attempts < 1:
-            raise ValueError("attempts must be at least 1")
         self._backend = backend
-        self.cooldown = Cooldown(clock, seconds=cooldown_seconds)
-        self.connect_timeout = connect_timeout
-        self.message_timeout = message_timeout
-        self.session_timeout = session_timeout
-        self.disconnect_timeout = disconnect_timeout
-        self.attempts = attempts
-        self.max_message = max_message
+        self.settings = settings
+        self.cooldown = Cooldown(clock, seconds=settings.cooldown_seconds)
+        self.gate = RadioGate()
 
     async def run(
         self,
@@ -478,31 +555,39 @@ class BleUnlockClient:
         handler: Callable[[BleLink], Awaitable[T]],
         *,
         adv_id: bytes | None = None,
+        priority: int = 0,
     ) -> T:
         """Connect, run ``handler(link)``, disconnect; retry link failures.
 
         ``handler`` is called afresh on every attempt, so it must build its
         own ReaderTransaction each time. A retry never follows an attempt in
-        which the handler claimed an unlock.
+        which the handler claimed an unlock. ``priority`` orders the wait for
+        the radio (0, the default, goes first).
         """
+        settings = self.settings
         if adv_id is not None and self.cooldown.active(("adv", adv_id)):
             raise BleUnlockError("cooling_down", "this advertisement already unlocked")
         last: BleUnlockError | None = None
         try:
-            async with asyncio.timeout(self.session_timeout):
-                for attempt in range(1, self.attempts + 1):
+            # The session and attempt clocks start when the radio is ours:
+            # waiting for other devices' link set-up is not this device's fault.
+            async with asyncio.timeout(None) as session:
+                for attempt in range(1, settings.attempts + 1):
                     try:
-                        return await self._attempt(target, handler, adv_id)
+                        return await self._attempt(target, handler, adv_id, priority, session)
                     except _ClaimedFailure as failure:
                         raise failure.error from None
                     except BleUnlockError as exc:
-                        if exc.reason not in _RETRYABLE:
+                        if not exc.retry:
                             raise
                         last = exc
-                        log.info("BLE unlock attempt %d/%d failed: %s", attempt, self.attempts, exc)
+                        log.info(
+                            "BLE unlock attempt %d/%d failed: %s", attempt, settings.attempts, exc
+                        )
         except TimeoutError:
             raise BleUnlockError(
-                "timeout", f"session did not finish within {self.session_timeout:g} s"
+                "timeout", f"session did not finish within {settings.session_timeout:g} s",
+                retry=False,
             ) from None
         assert last is not None
         raise last
@@ -512,41 +597,100 @@ class BleUnlockClient:
         target: BLEDevice | str,
         handler: Callable[[BleLink], Awaitable[T]],
         adv_id: bytes | None,
+        priority: int,
+        session: asyncio.Timeout,
     ) -> T:
+        settings = self.settings
         inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
 
         def on_disconnect(_: BleakClient) -> None:
             inbox.put_nowait(None)  # the link dropped
 
-        kwargs: dict[str, Any] = {"timeout": self.connect_timeout}
+        # bleak's own connect timer is only a backstop: the step timeout below
+        # fires first, so a stalled connect is always told apart from a quick
+        # connect error.
+        kwargs: dict[str, Any] = {
+            "timeout": settings.connect_timeout + 1.0,
+            "services": [SERVICE_UUID],
+        }
         if self._backend is not None:
             kwargs["backend"] = self._backend
         client = BleakClient(target, disconnected_callback=on_disconnect, **kwargs)
         link: BleLink | None = None
         try:
-            try:
-                await client.connect()
+            async with asyncio.timeout(None) as deadline:
+
+                def radio_is_ours() -> None:
+                    now = asyncio.get_running_loop().time()
+                    deadline.reschedule(now + settings.attempt_timeout)
+                    if session.when() is None:
+                        session.reschedule(now + settings.session_timeout)
+
+                await self._connect(client, inbox, priority, radio_is_ours)
+                link = BleLink(
+                    client,
+                    inbox,
+                    cooldown=self.cooldown,
+                    adv_id=adv_id,
+                    message_timeout=settings.message_timeout,
+                    max_message=settings.max_message,
+                )
+                return await handler(link)
+        except TimeoutError:
+            error = BleUnlockError(
+                "timeout", f"attempt did not finish within {settings.attempt_timeout:g} s",
+                retry=False,
+            )
+            if link is not None and link.claimed:
+                raise _ClaimedFailure(error) from None
+            raise error from None
+        except BleUnlockError as exc:
+            if link is not None and link.claimed:
+                raise _ClaimedFailure(exc) from None
+            raise
+        finally:
+            await self._close(client)
+
+    async def _connect(
+        self,
+        client: BleakClient,
+        inbox: asyncio.Queue[bytes | None],
+        priority: int,
+        radio_is_ours: Callable[[], None],
+    ) -> None:
+        """Link, service discovery and subscription, each step bounded."""
+        settings = self.settings
+        try:
+            async with self.gate.turn(priority):
+                radio_is_ours()
+                try:
+                    async with asyncio.timeout(settings.connect_timeout):
+                        await client.connect()
+                except TimeoutError:
+                    raise BleUnlockError(
+                        "connect_failed",
+                        f"no link with services within {settings.connect_timeout:g} s",
+                        retry=False,
+                    ) from None
+                except (BleakError, OSError, EOFError) as exc:
+                    raise BleUnlockError(
+                        "connect_failed", f"{type(exc).__name__}: {exc}"
+                    ) from None
+        except Preempted as exc:
+            raise BleUnlockError("preempted", str(exc), retry=False) from None
+        try:
+            async with asyncio.timeout(settings.subscribe_timeout):
                 await client.start_notify(
                     RESPONSE_CHAR_UUID, lambda _char, data: inbox.put_nowait(bytes(data))
                 )
-            except (BleakError, TimeoutError, OSError, EOFError) as exc:
-                raise BleUnlockError("connect_failed", f"{type(exc).__name__}: {exc}") from None
-            link = BleLink(
-                client,
-                inbox,
-                cooldown=self.cooldown,
-                adv_id=adv_id,
-                message_timeout=self.message_timeout,
-                max_message=self.max_message,
-            )
-            try:
-                return await handler(link)
-            except BleUnlockError as exc:
-                if link.claimed:
-                    raise _ClaimedFailure(exc) from None
-                raise
-        finally:
-            await self._close(client)
+        except TimeoutError:
+            raise BleUnlockError(
+                "timeout",
+                f"notifications not enabled within {settings.subscribe_timeout:g} s",
+                retry=False,
+            ) from None
+        except (BleakError, OSError, EOFError) as exc:
+            raise BleUnlockError("connect_failed", f"{type(exc).__name__}: {exc}") from None
 
     async def _close(self, client: BleakClient) -> None:
         """Disconnect, even while being cancelled: never leave a half-open link."""
@@ -556,7 +700,7 @@ class BleUnlockClient:
 
     async def _disconnect(self, client: BleakClient) -> None:
         try:
-            async with asyncio.timeout(self.disconnect_timeout):
+            async with asyncio.timeout(self.settings.disconnect_timeout):
                 await client.disconnect()
         except Exception as exc:  # noqa: BLE001 - teardown must not mask the real outcome
             log.warning("BLE disconnect failed: %s: %s", type(exc).__name__, exc)
@@ -608,9 +752,34 @@ async def drive_reader(
     repeat = link.recently_unlocked(event.credential_id)
     granted, status = False, int(ReaderStatus.STATE_UNKNOWN)
     if not repeat:
-        granted, status = await decide(event)
-        link.decided(event.credential_id, granted)
+        granted, status = await _to_completion(_decide_and_claim(link, event, decide))
     final = transaction.receive(await link.exchange(transaction.door_status(status)))
     if isinstance(final, Failed):
         return BleAuthOutcome(event, granted, failure=final, repeat=repeat)
     return BleAuthOutcome(event, granted, repeat=repeat, finished=isinstance(final, Finished))
+
+
+async def _decide_and_claim(
+    link: BleLink,
+    auth: Authenticated,
+    decide: Callable[[Authenticated], Awaitable[tuple[bool, int]]],
+) -> tuple[bool, int]:
+    granted, status = await decide(auth)
+    link.decided(auth.credential_id, granted)
+    return granted, status
+
+
+async def _to_completion(step: Awaitable[T]) -> T:
+    """Await ``step`` to its end even if a timeout cancels the caller meanwhile.
+
+    A decision, once asked for, is recorded and claimed (cooldown started)
+    whatever happens to the session around it: cancelling it halfway would
+    leave a grant in the audit log that the session does not know about, and
+    the same phone could be granted again at once.
+    """
+    task = asyncio.ensure_future(step)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait({task})
+        raise

@@ -9,6 +9,7 @@ This module only reports what the radio established: who, and how strong.
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from dataclasses import dataclass
 
 from passbridge.adapters.ble_central import (
     BleAuthOutcome,
@@ -31,6 +32,17 @@ from passbridge.protocol.aliro_reader import (
 from passbridge.protocol.exchange_status import exchange_status
 
 
+@dataclass(frozen=True, slots=True)
+class BleAttempt:
+    """What one approach came to: the decision recorded (None: none was),
+    whether the device authenticated as an enrolled phone, and the session
+    error when there was one."""
+
+    decision: Decision | None
+    authenticated: bool
+    error: BleUnlockError | None = None
+
+
 class BleDoorUnlocker:
     def __init__(
         self,
@@ -51,9 +63,17 @@ class BleDoorUnlocker:
     async def unlock(self, sighting: Sighting) -> Decision | None:
         """One Bluetooth unlock attempt; None when nothing could be decided
         (the link failed before the phone proved who it is)."""
+        return (await self.attempt(sighting)).decision
+
+    async def attempt(self, sighting: Sighting, *, priority: int = 0) -> BleAttempt:
+        """One Bluetooth unlock attempt, and whether the device at the other
+        end proved to be an enrolled phone (what the approach loop's back-off
+        needs to know). ``priority`` orders the wait for the radio."""
         decisions: list[Decision] = []
+        authenticated: list[str] = []
 
         async def decide(auth: Authenticated) -> tuple[bool, int]:
+            authenticated.append(auth.credential_id)
             decision = await self._decide(auth, sighting)
             decisions.append(decision)
             status = exchange_status(ENUM_TEXT[decision.result], ENUM_TEXT[decision.reason])
@@ -67,21 +87,26 @@ class BleDoorUnlocker:
 
         target = sighting.device if sighting.device is not None else sighting.address
         try:
-            outcome = await self._client.run(target, session, adv_id=sighting.adv_id)
+            outcome = await self._client.run(
+                target, session, adv_id=sighting.adv_id, priority=priority
+            )
         except BleUnlockError as error:
             if decisions:
-                return decisions[-1]
+                return BleAttempt(decisions[-1], authenticated=True)
             if error.reason == "protocol":
-                return await self._refuse(f"Bluetooth exchange failed: {error.detail}")
-            return None
+                refused = await self._refuse(f"Bluetooth exchange failed: {error.detail}")
+                return BleAttempt(refused, authenticated=False, error=error)
+            return BleAttempt(None, authenticated=bool(authenticated), error=error)
         if decisions:
-            return decisions[-1]
+            return BleAttempt(decisions[-1], authenticated=True)
         if outcome.failure is not None:
-            return await self._refuse(
+            refused = await self._refuse(
                 f"Bluetooth authentication failed ({outcome.failure.reason}: "
                 f"{outcome.failure.detail})"
             )
-        return None  # a repeat inside the cooldown: already decided moments ago
+            return BleAttempt(refused, authenticated=False)
+        # A repeat inside the cooldown: already decided moments ago.
+        return BleAttempt(None, authenticated=outcome.authenticated is not None)
 
     async def _decide(self, auth: Authenticated, sighting: Sighting) -> Decision:
         controller = self._controller

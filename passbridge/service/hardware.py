@@ -23,6 +23,7 @@ from bleak.backends.client import BaseBleakClient
 from bleak.backends.scanner import BaseBleakScanner
 
 from passbridge.adapters.ble_central import BleUnlockClient, ProximityScanner
+from passbridge.adapters.ble_settings import DEFAULT_BLE_SETTINGS, BleSettings
 from passbridge.adapters.nfc_reader import (
     DEFAULT_FIELD_HOLD,
     DEFAULT_FWI_MAX,
@@ -31,6 +32,7 @@ from passbridge.adapters.nfc_reader import (
     ReaderUnavailable,
     TapOutcome,
 )
+from passbridge.bridge.ble_approach import BleApproachLoop
 from passbridge.bridge.ble_unlock import BleDoorUnlocker
 from passbridge.bridge.fast_keys import DoorPhones, FastKeyOrder
 from passbridge.bridge.flood import FloodGate, FloodSettings, TokenBucket
@@ -46,10 +48,6 @@ from passbridge.service.storage import StartupError
 
 log = logging.getLogger(__name__)
 
-APPROACH_POLL_SECONDS = 0.25
-# A phone that was just decided (denied, or a link failure) is not tried
-# again for this long: the audit log records attempts, not polls.
-RETRY_AFTER_SECONDS = 10.0
 FIELD_HELD = "nfc_field_held"
 """The FloodGate kind (and ``device`` event) for a card overstaying in the field."""
 HEALTH_MEMORY_SECONDS = 30.0
@@ -223,16 +221,21 @@ class BleDoorRadio:
         *,
         scanner_backend: type[BaseBleakScanner] | None = None,
         client_backend: type[BaseBleakClient] | None = None,
+        settings: BleSettings = DEFAULT_BLE_SETTINGS,
     ) -> None:
         self._services = services
         self.placement = placement
+        self.settings = settings
         scanner_kwargs: dict[str, Any] = {}
         if scanner_backend is None:
             scanner_kwargs["bluez"] = {"adapter": placement.device}
         # This adapter's own table: what it hears is evidence at its door side only.
         self.table = services.proximity.radio(placement.door, placement.side)
         self._scanner = ProximityScanner(self.table, backend=scanner_backend, **scanner_kwargs)
-        self._client = BleUnlockClient(backend=client_backend, clock=services.clock)
+        self._client = BleUnlockClient(
+            backend=client_backend, clock=services.clock, settings=settings
+        )
+        self.approaches: BleApproachLoop | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -242,11 +245,6 @@ class BleDoorRadio:
             raise StartupError(
                 f"--ble {self.placement.device}: cannot scan: {type(error).__name__}: {error}"
             ) from None
-        self._task = asyncio.create_task(self._approaches(), name="ble-approaches")
-
-    async def _approaches(self) -> None:
-        """Unlock for phones that come close; the client's cooldown makes a
-        lingering phone one unlock, not one per poll."""
         services, place = self._services, self.placement
         door = services.core.door(place.door)
         unlocker = BleDoorUnlocker(
@@ -257,22 +255,16 @@ class BleDoorRadio:
             place.door,
             place.side,
         )
-        tried: dict[bytes, float] = {}
-        while True:
-            await asyncio.sleep(APPROACH_POLL_SECONDS)
-            now = services.clock.elapsed()
-            for adv_id in [a for a, until in tried.items() if until <= now]:
-                del tried[adv_id]
-            for sighting in self.table.strong(door.ble_rssi_min):
-                if sighting.adv_id in tried or self._client.cooldown.active(
-                    ("adv", sighting.adv_id)
-                ):
-                    continue
-                tried[sighting.adv_id] = now + RETRY_AFTER_SECONDS
-                try:
-                    await unlocker.unlock(sighting)
-                except Exception:  # noqa: BLE001 - one phone's failure must not stop the reader
-                    log.exception("Bluetooth unlock at %s failed", place.door)
+        # The loop, the client's cooldown and the back-off make a lingering
+        # phone one unlock, and a rogue device a bounded, shrinking cost.
+        self.approaches = BleApproachLoop(
+            unlocker,
+            self._client,
+            lambda: self.table.strong(door.ble_rssi_min),
+            services.clock,
+            self.settings,
+        )
+        self._task = asyncio.create_task(self.approaches.run(), name="ble-approaches")
 
     async def stop(self) -> None:
         if self._task is not None:
