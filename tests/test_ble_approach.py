@@ -134,11 +134,13 @@ async def test_real_phone_unlocks_within_3_s_among_26_rogues(door: Door) -> None
         started = loop.time()
         await phone.start()
         granted_at: float | None = None
-        async with asyncio.timeout(30):
-            while granted_at is None:
-                if ("ble", "granted", "alice") in await door.decisions():
-                    granted_at = loop.time()
-                await asyncio.sleep(0.01)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(30):
+                while granted_at is None:
+                    if ("ble", "granted", "alice") in await door.decisions():
+                        granted_at = loop.time()
+                    await asyncio.sleep(0.01)
+        assert granted_at is not None, "the phone was not let in within 30 s"
         waited = granted_at - started
         assert waited <= 3.0, f"the phone waited {waited:.2f} s behind rogue devices"
         assert await door.decisions() == [("ble", "granted", "alice")]
