@@ -36,6 +36,7 @@ from passbridge.clock import ManualClock, SystemClock
 from passbridge.core.model import Side
 from passbridge.protocol.aliro_crypto import Interface
 from passbridge.protocol.aliro_reader import Authenticated, ReaderTransaction
+from passbridge.protocol.exchange_status import ReaderStatus
 from passbridge.service.hardware import BleDoorRadio, Placement
 from passbridge.service.runtime import Services, memory_services
 from passbridge.sim.ble_phone import Fault, Rogue, SimulatedBlePhone
@@ -224,6 +225,10 @@ async def test_loop_skips_a_known_bad_device_for_a_while(door: Door) -> None:
         assert rogue.connections_made == 2  # the second wait is twice as long
         assert radio.approaches is not None
         assert radio.approaches.backoff.failures({("addr", rogue.address.upper())}) == 2
+        assert (  # what an operator sees
+            'passbridge_radio_events_total{radio="ble",door="front",side="in",'
+            'event="ble_no_answer_connect_failed"} 2'
+        ) in door.services.metrics.render()
     finally:
         await radio.stop()
     assert await door.decisions() == []  # no answer is no decision, and never a grant
@@ -319,10 +324,10 @@ async def test_a_decision_under_way_finishes_when_the_session_times_out(door: Do
     )
     decided: list[str] = []
 
-    async def slow_decide(auth: Authenticated) -> bool:
+    async def slow_decide(auth: Authenticated) -> tuple[bool, int]:
         await asyncio.sleep(0.6)  # e.g. a slow disk under the audit log
         decided.append(auth.credential_id)
-        return True
+        return True, int(ReaderStatus.STATE_UNSECURED)
 
     def session(link: BleLink) -> Awaitable[BleAuthOutcome]:
         transaction = ReaderTransaction(

@@ -145,7 +145,13 @@ class BleApproachLoop:
         candidates: Callable[[], Iterable[Sighting]],
         clock: Clock,
         settings: BleSettings = DEFAULT_BLE_SETTINGS,
+        *,
+        on_event: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_event`` hears each session that ended without an authenticated
+        phone, by outcome (``ble_no_answer_<reason>``, ``ble_not_authenticated``,
+        ``ble_preempted``): the service counts them in ``/metrics``."""
+        self._on_event = on_event
         self._unlocker = unlocker
         self._client = client
         self._candidates = candidates
@@ -239,6 +245,11 @@ class BleApproachLoop:
             log.exception("Bluetooth unlock at %s failed", self._unlocker.door)
         self._settle(sighting, keys, attempt)
 
+    def _count(self, outcome: str) -> None:
+        self._outcomes[outcome] += 1
+        if self._on_event is not None:
+            self._on_event(f"ble_{outcome}")
+
     def _settle(
         self, sighting: Sighting, keys: frozenset[Hashable], attempt: BleAttempt | None
     ) -> None:
@@ -257,20 +268,21 @@ class BleApproachLoop:
         if error is not None and error.reason == "preempted":
             # Not this device's doing: a fresh device took the radio. Its
             # record stays as it was; it is tried again when there is room.
-            self._outcomes["preempted"] += 1
+            self._count("preempted")
             return
         if attempt is None:
-            why = "internal error"
-            outcome = "error"
+            why, outcome = "internal error", "error"
+        elif attempt.decision is not None:  # a broken exchange or failed authentication, audited
+            why, outcome = attempt.decision.detail or "authentication failed", "not_authenticated"
         elif attempt.error is not None:
-            why = str(attempt.error)
-            outcome = f"no_answer_{attempt.error.reason}"
+            why, outcome = str(attempt.error), f"no_answer_{attempt.error.reason}"
         else:
-            why = "authentication failed"
-            outcome = "not_authenticated"
-        self._outcomes[outcome] += 1
+            why, outcome = "nothing decided", "not_authenticated"
+        self._count(outcome)
         failures, delay = self.backoff.failed(keys)
-        cap = self.settings.backoff_max
+        settings = self.settings
+        cap = settings.backoff_max
+        before = settings.backoff_initial * settings.backoff_factor ** (failures - 2)
         place = f"{self._unlocker.door}/{self._unlocker.side.value}"
         who = f"{sighting.address or '?'} (id {format_adv_id(sighting.adv_id)})"
         if failures == 1:
@@ -278,7 +290,7 @@ class BleApproachLoop:
                 "Bluetooth device %s at %s did not complete an unlock (%s); "
                 "not tried again for %g s", who, place, why, delay,
             )
-        elif delay >= cap and delay / self.settings.backoff_factor < cap:
+        elif delay >= cap and before < cap:  # reached the cap just now
             log.warning(
                 "Bluetooth device %s at %s failed %d times in a row (%s); "
                 "now tried once every %g s", who, place, failures, why, cap,

@@ -263,6 +263,9 @@ class BleDoorRadio:
             lambda: self.table.strong(door.ble_rssi_min),
             services.clock,
             self.settings,
+            on_event=lambda event: services.metrics.radio_event(
+                "ble", place.door, place.side.value, event
+            ),
         )
         self._task = asyncio.create_task(self.approaches.run(), name="ble-approaches")
 

@@ -66,7 +66,9 @@ class Metrics:
         """Something a radio in the field did to a reader: ``nfc_field_held``
         (a card overstayed), ``nfc_auth_failed_summarised`` (a denial counted in
         a burst summary instead of its own audit row), ``auth_paced`` (the
-        reader paused for failed authentications)."""
+        reader paused for failed authentications); for Bluetooth, each session
+        that ended without an authenticated phone (``ble_no_answer_<reason>``,
+        ``ble_not_authenticated``, ``ble_preempted``: bridge.ble_approach)."""
         with self._lock:
             self._radio_events[(radio, door, side, event)] += 1
 
