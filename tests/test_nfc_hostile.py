@@ -368,3 +368,19 @@ async def test_garbage_from_a_card_is_one_log_line_without_a_traceback(
     failed = [r for r in caplog.records if "polling failed" in r.getMessage()]
     assert failed and all(r.exc_info is None for r in failed)
     assert "IndexError" in failed[0].getMessage()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--nfc-field-hold", "0"), ("--nfc-fwi-max", "15"), ("--auth-failure-burst", "0")],
+)
+def test_serve_refuses_bad_reader_limits_by_name(tmp_path: Path, option: str, value: str) -> None:
+    (tmp_path / "site.yaml").write_text(yaml.safe_dump(SITE))
+    done = subprocess.run(
+        [*PASSBRIDGE, "serve", "--site", "site.yaml", "--db", str(tmp_path / "pb.sqlite3"),
+         "--port", "0", "--nfc", f"udp:127.0.0.1:{free_udp_port()}=front", option, value],
+        capture_output=True, text=True, cwd=tmp_path, timeout=60,
+    )
+    assert done.returncode != 0
+    assert option in done.stderr and "Traceback" not in done.stderr

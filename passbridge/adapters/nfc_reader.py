@@ -81,8 +81,9 @@ _PRESENCE_INTERVAL = 0.1  # nfcpy's own pause between two presence checks
 
 DEFAULT_FIELD_HOLD = 1.0
 """Seconds a card may stay in the field after its transaction (see docs/decisions.md)."""
-DEFAULT_FWI_MAX = 8
-"""Largest frame waiting integer accepted from a card: FWT 4096/fc * 2**8 = 77 ms."""
+DEFAULT_FWI_MAX = 10
+"""Largest frame waiting integer accepted from a card: FWT 4096/fc * 2**10 = 309 ms
+(room for a phone's secure element to sign without asking for S(WTX))."""
 
 
 def frame_waiting_time(fwi: int) -> float:

@@ -132,19 +132,23 @@ def serve_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
 
 
 def _nfc_settings(args: argparse.Namespace) -> Any:
+    """The NFC reader options; an option not given keeps NfcSettings' default."""
     from passbridge.bridge.flood import FloodSettings
     from passbridge.service.hardware import NfcSettings
     from passbridge.service.storage import StartupError
 
-    if not args.nfc_field_hold > 0:
+    defaults = NfcSettings()
+    hold = defaults.field_hold if args.nfc_field_hold is None else args.nfc_field_hold
+    fwi = defaults.fwi_max if args.nfc_fwi_max is None else args.nfc_fwi_max
+    if not hold > 0:
         raise StartupError("--nfc-field-hold: must be a positive number of seconds")
-    if not 0 <= args.nfc_fwi_max <= 14:
+    if not 0 <= fwi <= 14:
         raise StartupError("--nfc-fwi-max: must be 0..14 (ISO 14443-4)")
     if not (args.auth_failures_per_second > 0 and args.auth_failure_burst >= 1):
         raise StartupError("--auth-failures-per-second and --auth-failure-burst must be positive")
     return NfcSettings(
-        field_hold=args.nfc_field_hold,
-        fwi_max=args.nfc_fwi_max,
+        field_hold=hold,
+        fwi_max=fwi,
         flood=FloodSettings(auth_rate=args.auth_failures_per_second,
                             auth_burst=args.auth_failure_burst),
     )
@@ -368,12 +372,12 @@ def register(commands: Any) -> None:
     serve.add_argument("--ble", metavar="ADAPTER=DOOR[:SIDE]", action="append", default=[],
                        help="a real Bluetooth adapter at a door side, e.g. hci0=front "
                             "(repeatable)")
-    serve.add_argument("--nfc-field-hold", type=float, default=1.0, metavar="SECONDS",
+    serve.add_argument("--nfc-field-hold", type=float, metavar="SECONDS",
                        help="how long a card may stay in a reader's field after its tap "
                             "before the reader polls again (default 1.0)")
-    serve.add_argument("--nfc-fwi-max", type=int, default=8, metavar="FWI",
+    serve.add_argument("--nfc-fwi-max", type=int, metavar="FWI",
                        help="largest frame waiting integer accepted from a card's ATS "
-                            "(default 8: 77 ms; ISO 14443-4 allows up to 14: 4.9 s)")
+                            "(default 10: 309 ms; ISO 14443-4 allows up to 14: 4.9 s)")
     from passbridge.bridge.flood import FloodSettings
 
     flood = FloodSettings()

@@ -210,7 +210,9 @@ def document(*, simulated: bool = False) -> dict[str, Any]:
             },
             "/healthz": {
                 "get": {"summary": "Liveness", "responses": {"200": {
-                    "description": "up", "content": _json({"type": "object"})}}},
+                    "description": "up; status 'degraded' with a line per radio under "
+                                   "'degraded' while one needs the operator (a held NFC field)",
+                    "content": _json({"type": "object"})}}},
             },
             "/metrics": {
                 "get": {"summary": "Prometheus text", "responses": {"200": {
