@@ -197,6 +197,20 @@ async def test_failed_authentications_are_paced_per_reader(door: Door) -> None:
     assert "event=\"auth_paced\"" in door.services.metrics.render()
 
 
+async def test_phone_lingering_at_the_reader_is_one_decision(door: Door) -> None:
+    """The short field hold is for cards that did not authenticate: a phone
+    left at the reader for 2 s after its tap is one tap, not one per second."""
+    with SimulatedCard(door.applet().process) as card:
+        reader = nfc_reader(door, card)
+        await reader.start()
+        try:
+            await asyncio.sleep(2.0)  # the phone stays in the field
+        finally:
+            await reader.stop()
+        assert card.activations == 1
+    assert decisions(await door.events()) == [("access_granted", "alice-phone")]
+
+
 @pytest.mark.parametrize(
     "faults",
     [CardFaults(drop_after=1), CardFaults(drop_after=2, drop_mode="silent")],

@@ -15,7 +15,8 @@ that comes straight back (a phone bouncing on the edge of the field; phones
 randomise their UID, so "the same card" cannot be recognised by UID).
 
 No card holds the reader: the wait for departure lasts at most
-``field_hold`` seconds, then the reader switches its field off and polls
+``field_hold`` seconds (or what ``hold_for`` says for that tap, e.g. longer
+for a phone that authenticated), then the reader switches its field off and polls
 again (a card still there is activated again as a new tap) and reports the
 held field through ``on_field_held``. The frame waiting time a card asks for
 in its ATS is capped at ``fwi_max``, so a card that goes silent costs one
@@ -252,6 +253,7 @@ class NfcReader(Generic[T]):
         fwi_max: int = DEFAULT_FWI_MAX,
         on_field_held: Callable[[FieldHeld], Coroutine[Any, Any, None]] | None = None,
         pace: Callable[[TapOutcome[T]], float] | None = None,
+        hold_for: Callable[[TapOutcome[T]], float] | None = None,
     ) -> None:
         if apdu_timeout <= 0 or decide_timeout <= 0 or holdoff < 0 or field_hold <= 0:
             raise ValueError("timeouts must be positive and the hold-off not negative")
@@ -274,6 +276,7 @@ class NfcReader(Generic[T]):
         self._last_release: float | None = None
         self._taps = 0
         self._field_hold = field_hold
+        self._hold_for = hold_for
         self._fwt_max = frame_waiting_time(fwi_max)
         self._on_field_held = on_field_held
         self._pace = pace
@@ -399,7 +402,7 @@ class NfcReader(Generic[T]):
             return False
         if not isinstance(tag, nfc.tag.tt4.Type4Tag):
             log.info("NFC reader %s: ignoring a non ISO-DEP card (%s)", self._device, tag)
-            self._wait_for_departure(tag)
+            self._wait_for_departure(tag, self._field_hold)
             return False
         self._cap_frame_waiting_time(tag)
         if (
@@ -408,13 +411,14 @@ class NfcReader(Generic[T]):
             and self._clock.elapsed() - self._last_release < self._holdoff
         ):
             log.debug("NFC reader %s: card back within the hold-off, ignored", self._device)
-            self._wait_for_departure(tag)
+            self._wait_for_departure(tag, self._field_hold)
             return False
         outcome = self._run_tap(tag)
         self._taps += 1
         self._deliver(outcome)
         pause = self._pace(outcome) if self._pace is not None else 0.0
-        self._wait_for_departure(tag)
+        hold = self._hold_for(outcome) if self._hold_for is not None else self._field_hold
+        self._wait_for_departure(tag, hold)
         if pause > 0:
             log.debug("NFC reader %s: pacing failed authentications, %.2fs", self._device, pause)
             self._stopping.wait(pause)
@@ -433,8 +437,8 @@ class NfcReader(Generic[T]):
                       self._device, fwt, self._fwt_max)
             dep.fwt = self._fwt_max
 
-    def _wait_for_departure(self, tag: Any) -> None:
-        """Presence checks until the card leaves, for at most ``field_hold`` seconds."""
+    def _wait_for_departure(self, tag: Any, limit: float) -> None:
+        """Presence checks until the card leaves, for at most ``limit`` seconds."""
         started = time.monotonic()
         while not self._stopping.is_set():
             try:
@@ -447,7 +451,7 @@ class NfcReader(Generic[T]):
                 self._last_release = self._clock.elapsed()
                 return
             held = time.monotonic() - started
-            if held >= self._field_hold:
+            if held >= limit:
                 self._last_release = self._clock.elapsed()
                 self._report_held(FieldHeld(seconds=held, at=self._clock.now()))
                 return

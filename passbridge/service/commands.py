@@ -139,15 +139,20 @@ def _nfc_settings(args: argparse.Namespace) -> Any:
 
     defaults = NfcSettings()
     hold = defaults.field_hold if args.nfc_field_hold is None else args.nfc_field_hold
+    phone_hold = (defaults.phone_field_hold if args.nfc_phone_hold is None
+                  else args.nfc_phone_hold)
     fwi = defaults.fwi_max if args.nfc_fwi_max is None else args.nfc_fwi_max
     if not hold > 0:
         raise StartupError("--nfc-field-hold: must be a positive number of seconds")
+    if not phone_hold > 0:
+        raise StartupError("--nfc-phone-hold: must be a positive number of seconds")
     if not 0 <= fwi <= 14:
         raise StartupError("--nfc-fwi-max: must be 0..14 (ISO 14443-4)")
     if not (args.auth_failures_per_second > 0 and args.auth_failure_burst >= 1):
         raise StartupError("--auth-failures-per-second and --auth-failure-burst must be positive")
     return NfcSettings(
         field_hold=hold,
+        phone_field_hold=phone_hold,
         fwi_max=fwi,
         flood=FloodSettings(auth_rate=args.auth_failures_per_second,
                             auth_burst=args.auth_failure_burst),
@@ -373,8 +378,12 @@ def register(commands: Any) -> None:
                        help="a real Bluetooth adapter at a door side, e.g. hci0=front "
                             "(repeatable)")
     serve.add_argument("--nfc-field-hold", type=float, metavar="SECONDS",
-                       help="how long a card may stay in a reader's field after its tap "
-                            "before the reader polls again (default 1.0)")
+                       help="how long a card that did not authenticate may stay in a "
+                            "reader's field after its tap before the reader polls again "
+                            "(default 1)")
+    serve.add_argument("--nfc-phone-hold", type=float, metavar="SECONDS",
+                       help="the same after a phone authenticated: it is read again (a new "
+                            "decision) only after this long in the field (default 5)")
     serve.add_argument("--nfc-fwi-max", type=int, metavar="FWI",
                        help="largest frame waiting integer accepted from a card's ATS "
                             "(default 10: 309 ms; ISO 14443-4 allows up to 14: 4.9 s)")

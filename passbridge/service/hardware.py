@@ -60,6 +60,10 @@ class NfcSettings:
     """``serve`` options for production NFC readers (documented in docs/decisions.md)."""
 
     field_hold: float = DEFAULT_FIELD_HOLD
+    """After a tap in which no phone authenticated (a stranger, a hostile card)."""
+    phone_field_hold: float = 5.0
+    """After a phone authenticated: a phone left at the reader a little longer
+    is still one tap (one decision), not one per ``field_hold``."""
     fwi_max: int = DEFAULT_FWI_MAX
     flood: FloodSettings = field(default_factory=FloodSettings)
 
@@ -130,6 +134,7 @@ class NfcDoorReader:
             fwi_max=self.settings.fwi_max,
             on_field_held=self._field_held,
             pace=self._pace,
+            hold_for=self._hold_for,
         )
         try:
             await reader.start()
@@ -143,6 +148,13 @@ class NfcDoorReader:
         place = self.placement
         self._services.metrics.radio_event("nfc", place.door, place.side.value,
                                            f"{kind}_summarised")
+
+    def _hold_for(self, outcome: TapOutcome[TapResult]) -> float:
+        """Reader thread: how long this tap's card may stay in the field."""
+        result = outcome.result
+        if result is not None and result.request.credential_id is not None:
+            return self.settings.phone_field_hold
+        return self.settings.field_hold
 
     def _pace(self, outcome: TapOutcome[TapResult]) -> float:
         """Reader thread: a failed authentication spends a token; none left, pause."""
