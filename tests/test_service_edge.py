@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -130,6 +131,14 @@ async def test_protocol_level_errors_are_the_json_error_shape(edge: Edge) -> Non
     assert_json_error(await raw_exchange(edge, bad_version), 400, "bad_request")
     bad_header = b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n"
     assert_json_error(await raw_exchange(edge, bad_header), 400, "bad_request")
+    expect = (b"POST /v1/factors HTTP/1.1\r\nHost: x\r\nExpect: nonsense\r\n"
+              b"Content-Length: 5\r\nConnection: close\r\n\r\nhello")
+    assert_json_error(await raw_exchange(edge, expect), 417, "expectation_failed")
+    # Bodies are not decompressed: a gzip body is just a malformed one, never a 500.
+    gzipped = (b"PUT /v1/site/lockdown HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\n"
+               b"Authorization: Bearer " + admin_token(edge.rig.keys, edge.rig.clock).encode()
+               + b"\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
+    assert_json_error(await raw_exchange(edge, gzipped), 400, "malformed_body")
     # The parser's message quotes the client's bytes; the answer does not echo them.
     marker = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-\x01secret-marker: 1\r\n\r\n"
     answer = await raw_exchange(edge, marker)
@@ -384,3 +393,19 @@ async def test_a_tls_handshake_that_never_comes_is_closed_at_the_header_timeout(
                 ssl=ssl.create_default_context(cafile=str(cert))) as resp:
             assert resp.status == 200
     assert closed_at >= 0.9
+
+
+async def test_a_client_leaving_mid_body_is_no_error_in_the_log(
+    edge: Edge, caplog: pytest.LogCaptureFixture,
+) -> None:
+    for _ in range(3):
+        reader, writer = await asyncio.open_connection(edge.host, edge.port)
+        writer.write(b"POST /v1/factors HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab")
+        await asyncio.sleep(0.2)
+        writer.write_eof()
+        assert await wait_closed(reader) == b""
+        writer.close()
+    async with aiohttp.ClientSession(edge.url) as session, session.get("/healthz") as resp:
+        assert resp.status == 200
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]

@@ -38,7 +38,12 @@ from aiohttp.web_server import Server
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from passbridge.service.http import SERVER_HEADER, HttpLimits, error_response
+from passbridge.service.http import (
+    SERVER_HEADER,
+    HttpLimits,
+    error_response,
+    http_exception_response,
+)
 from passbridge.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -126,6 +131,10 @@ class EdgeRequestHandler(web.RequestHandler):
             max_field_size=MAX_LINE_BYTES,
             max_headers=MAX_HEADERS,
             lingering_time=limits.body_timeout,
+            # Request bodies are small JSON or JWS; nobody needs to send them
+            # compressed, and not decompressing leaves no decompression to abuse.
+            # A compressed body is then just malformed (400).
+            auto_decompress=False,
             access_log=None,  # type: ignore[arg-type]  # aiohttp: None = no access log
             **kwargs,
         )
@@ -166,6 +175,11 @@ class EdgeRequestHandler(web.RequestHandler):
         self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
     ) -> tuple[web.StreamResponse, bool]:
         self._stop_head_timer()
+        if isinstance(resp, web.HTTPException) and resp.status >= 400:
+            # Raised by aiohttp before the app's middleware runs (an unmet
+            # ``Expect``: 417): the same JSON shape as every other error.
+            resp = http_exception_response(resp)
+            resp.headers["Server"] = SERVER_HEADER
         return await super().finish_response(request, resp, start_time)
 
     def _head_overdue(self) -> None:
@@ -205,6 +219,11 @@ class EdgeRequestHandler(web.RequestHandler):
             # Not echoed back: the parser's message may quote the client's bytes.
             response = error_response(status, "bad_request",
                                       "the request is not well-formed HTTP/1.1")
+        elif isinstance(exc, ConnectionError):
+            # The client went away mid-request: nobody to answer, nothing to log
+            # as an error (a client could otherwise fill the log at will).
+            log.debug("client disconnected mid-request: %s", exc)
+            response = error_response(500, "client_disconnected", "the connection was lost")
         else:
             self.log_exception("unhandled error on a request", exc_info=exc)
             response = error_response(500, "internal_error",

@@ -37,6 +37,7 @@ _HTTP_CODES = {
     408: "request_timeout",
     413: "request_too_large",
     415: "unsupported_media_type",
+    417: "expectation_failed",
     422: "unprocessable",
 }
 
@@ -83,6 +84,14 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> web.Re
     return web.json_response({"error": body}, status=status, headers=headers)
 
 
+def http_exception_response(exc: web.HTTPException) -> web.Response:
+    """aiohttp's own 4xx/5xx (404, 405, 413, 417 ...) in the JSON error shape."""
+    response = error_response(exc.status, _HTTP_CODES.get(exc.status, "http_error"), exc.reason)
+    if "Allow" in exc.headers:
+        response.headers["Allow"] = exc.headers["Allow"]
+    return response
+
+
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -104,12 +113,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = _HTTP_CODES.get(exc.status, "http_error")
-        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        response = error_response(exc.status, code, exc.reason)
-        if headers:
-            response.headers.update(headers)
-        return response
+        return http_exception_response(exc)
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:  # noqa: BLE001 - logged here, never shown to the client
