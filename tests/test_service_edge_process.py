@@ -249,3 +249,48 @@ def test_bad_tls_files_are_one_line_naming_the_file(tmp_path: Path) -> None:
         assert "Traceback" not in result.stderr
     # Nothing was opened or created for a start that could not serve.
     assert not (tmp_path / "db").exists()
+
+
+def _serve_with_open_files(tmp_path: Path, soft: int, hard: int) -> tuple[int, list[str]]:
+    """Start serve with RLIMIT_NOFILE set to (soft, hard); its soft limit once
+    it is serving (from /proc) and what it printed until then."""
+    from tests.test_service_process import READY, write_site
+
+    site = write_site(tmp_path)
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    process = subprocess.Popen(
+        [*PASSBRIDGE, "serve", "--site", str(site), "--db", str(tmp_path / "d" / "x.sqlite3"),
+         "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=tmp_path, preexec_fn=limit)
+    assert process.stdout is not None
+    lines: list[str] = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if READY.search(line):
+                limits = Path(f"/proc/{process.pid}/limits").read_text()
+                row = next(r for r in limits.splitlines() if r.startswith("Max open files"))
+                return int(row.split()[3]), lines
+        raise AssertionError("serve did not start:\n" + "".join(lines))
+    finally:
+        process.kill()
+        process.communicate()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/limits").exists(), reason="reads /proc/<pid>/limits")
+def test_serve_fits_its_open_file_limit_to_the_connection_cap(tmp_path: Path) -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = DEFAULTS.max_connections + 256
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        pytest.skip(f"the hard open-file limit {hard} is below {wanted}")
+    (tmp_path / "a").mkdir()
+    raised, _ = _serve_with_open_files(tmp_path / "a", 1024, hard)
+    assert raised == wanted
+    (tmp_path / "b").mkdir()
+    kept, lines = _serve_with_open_files(tmp_path / "b", 300, 300)
+    assert kept == 300
+    assert any("capping connections at 44" in line for line in lines), lines
