@@ -177,7 +177,10 @@ def document(*, simulated: bool = False) -> dict[str, Any]:
             "/v1/events": {
                 "get": _admin_op(
                     "The audit log, oldest first after a seq; live as text/event-stream "
-                    "(Accept header or stream=1)",
+                    "(Accept header or stream=1). A live stream ends with `event: end` "
+                    "(data {\"reason\"}) when the admin token expires, its caller stops "
+                    "being a site admin, or after 15 minutes; reconnect with a fresh "
+                    "token and Last-Event-ID",
                     {"description": "a page of events (JSON) or a live stream (SSE)",
                      "content": {
                          **_json({"type": "object", "properties": {
