@@ -21,3 +21,30 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture
 def shared_dir() -> Path:
     return shared_path()
+
+
+# --- the `slow` marker: `pytest -m "not slow"` is the inner loop, CI runs all --------
+
+# Whole modules that are slow, and why. Tests in mixed modules carry
+# `@pytest.mark.slow` themselves. Keep this list short: a module belongs
+# here only when every test in it is process-level or waits out real time.
+SLOW_MODULES = {
+    # every test starts `passbridge serve` (or runs schemathesis against one)
+    "test_service_process.py",
+    # `serve --nfc` and the Bluetooth radio over bumble, each a real process or link
+    "test_service_hardware.py",
+    # nfcpy's udp driver over loopback sockets: each test waits out real
+    # frame timeouts, presence checks and hold-offs
+    "test_nfc_udp_reader.py",
+    "test_nfc_udp_card.py",
+    "test_nfc_udp_aliro.py",
+    # property-heavy: 60 generated scenario files, each run on a whole rig
+    "test_scenario_fuzz.py",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test of SLOW_MODULES slow; nothing is skipped or deselected here."""
+    for item in items:
+        if item.path.name in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

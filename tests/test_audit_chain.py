@@ -235,6 +235,7 @@ def test_verify_an_unusable_file_is_one_line_and_exit_2(
     assert expected in err
 
 
+@pytest.mark.slow
 def test_verify_as_a_process(tmp_path: Path) -> None:
     db = tmp_path / "pb.sqlite3"
     fill(db)

@@ -92,6 +92,7 @@ async def test_silent_card_with_the_longest_fwi_costs_a_short_presence_check() -
     assert time.monotonic() - arrived < WAIT
 
 
+@pytest.mark.slow
 async def test_card_holding_the_field_is_released_and_reported() -> None:
     held: list[FieldHeld] = []
 
@@ -177,6 +178,7 @@ async def test_flood_of_failed_taps_is_one_denial_and_a_summary(door: Door) -> N
         in door.services.metrics.render()
 
 
+@pytest.mark.slow
 async def test_failed_authentications_are_paced_per_reader(door: Door) -> None:
     """The token bucket: past the burst, a reader takes failed authentications
     at the configured rate (an upper bound on attempts, not a timing bound)."""

@@ -45,6 +45,7 @@ def test_project_scenarios_pass(capsys: pytest.CaptureFixture[str]) -> None:
     assert out.strip().splitlines()[-1].endswith(", 0 failed")
 
 
+@pytest.mark.slow
 def test_invalid_shared_scenarios_exit_2() -> None:
     for path in sorted(shared_path("scenarios", "invalid").glob("*.yaml")):
         result = run("scenario", "run", str(path))
@@ -77,6 +78,7 @@ steps:
 """
 
 
+@pytest.mark.slow
 def test_lines_json_and_exit_1_on_a_failed_expectation(tmp_path: Path) -> None:
     path = tmp_path / "tiny.yaml"
     path.write_text(SCENARIO)
@@ -134,6 +136,7 @@ def test_lines_json_and_exit_1_on_a_failed_expectation(tmp_path: Path) -> None:
         ),
     ],
 )
+@pytest.mark.slow
 def test_bad_files_exit_2_naming_the_place(
     tmp_path: Path, mutation: tuple[str, str], place: str
 ) -> None:
@@ -147,6 +150,7 @@ def test_bad_files_exit_2_naming_the_place(
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_time_never_goes_backwards(tmp_path: Path) -> None:
     path = tmp_path / "back.yaml"
     path.write_text(SCENARIO.replace("after: 10s", "at: 2026-03-29T01:00:00"))
@@ -154,6 +158,7 @@ def test_time_never_goes_backwards(tmp_path: Path) -> None:
     assert result.returncode == 2 and "steps[1].at" in result.stderr
 
 
+@pytest.mark.slow
 def test_unreadable_and_unparsable_files(tmp_path: Path) -> None:
     missing = run("scenario", "run", str(tmp_path / "nope.yaml"))
     assert missing.returncode == 2 and "nope.yaml" in missing.stderr
@@ -164,6 +169,7 @@ def test_unreadable_and_unparsable_files(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_state_and_check_commands(tmp_path: Path) -> None:
     path = tmp_path / "site.yaml"
     path.write_text(SCENARIO.split("steps:")[0].replace("name: tiny\n", ""))
@@ -181,6 +187,7 @@ def test_state_and_check_commands(tmp_path: Path) -> None:
     assert checked.returncode == 2 and "doors[0]" in checked.stderr and "keypad" in checked.stderr
 
 
+@pytest.mark.slow
 def test_key_commands_fail_cleanly_on_bad_paths(tmp_path: Path) -> None:
     not_a_db = tmp_path / "plain.txt"
     not_a_db.write_text("hello, not sqlite\n" * 100)
@@ -211,6 +218,7 @@ MALFORMED_STEPS = [
 
 
 @pytest.mark.parametrize(("step", "place"), MALFORMED_STEPS)
+@pytest.mark.slow
 def test_malformed_steps_are_placed_errors(tmp_path: Path, step: str, place: str) -> None:
     path = tmp_path / "fz.yaml"
     path.write_text(
@@ -224,6 +232,7 @@ def test_malformed_steps_are_placed_errors(tmp_path: Path, step: str, place: str
     assert f"{path}: {place}:" in result.stderr, result.stderr
 
 
+@pytest.mark.slow
 def test_nfc_steps_show_the_status_the_phone_received() -> None:
     """Lines and JSON carry ``phone_status`` for nfc steps only (docs/decisions.md)."""
     path = Path(__file__).parent / "scenarios" / "nfc-door-status.yaml"

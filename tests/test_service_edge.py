@@ -224,6 +224,7 @@ async def read_sse(resp: aiohttp.ClientResponse) -> list[dict[str, str]]:
     return events
 
 
+@pytest.mark.slow
 async def test_stream_ends_when_the_admin_token_expires_and_resumes_by_last_event_id(
     edge: Edge,
 ) -> None:
@@ -256,6 +257,7 @@ async def test_stream_ends_when_the_admin_token_expires_and_resumes_by_last_even
     assert json.loads(resumed[0]["data"])["user"] == "carol"
 
 
+@pytest.mark.slow
 async def test_stream_ends_after_the_longest_allowed(tight: Edge) -> None:
     r = tight.rig
     async with aiohttp.ClientSession(tight.url) as session, session.get(
@@ -302,6 +304,7 @@ async def served(limits: HttpLimits, tls: ssl.SSLContext | None = None
         await runner.cleanup()
 
 
+@pytest.mark.slow
 async def test_slow_head_and_slow_body_are_closed_at_their_own_timeouts() -> None:
     # The idle timeout is far off: only the header and body timeouts can close these.
     limits = HttpLimits(header_timeout=1.0, body_timeout=1.0, idle_timeout=60.0)
@@ -331,6 +334,7 @@ async def test_slow_head_and_slow_body_are_closed_at_their_own_timeouts() -> Non
     assert b"Server: passbridge" in body_seen and body_at >= 0.9
 
 
+@pytest.mark.slow
 async def test_idle_connections_are_closed_and_busy_ones_are_not() -> None:
     async with served(HttpLimits(idle_timeout=2.0)) as edge:
         opened = time.monotonic()
