@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from passbridge.core.model import Side
 from passbridge.protocol.ble_advert import format_adv_id
 from passbridge.service.app import create_app
 from passbridge.service.edge import MAX_HEADERS, EdgeSite, tls_context
@@ -413,3 +415,27 @@ async def test_a_client_leaving_mid_body_is_no_error_in_the_log(
         assert resp.status == 200
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == [], [r.getMessage() for r in errors]
+
+
+async def test_a_stream_whose_reader_stops_reading_still_ends(edge: Edge) -> None:
+    """The 15-minute and token bounds hold even for a client that never reads:
+    a write that cannot complete by then drops the connection."""
+    r = edge.rig
+    for _ in range(30_000):  # about 10 MB of events, more than the socket buffers hold
+        await r.services.controller.card("side", "20002", Side.IN)
+    now = int(r.clock.now().timestamp())
+    token = backend_token(r.keys.backend, r.clock, sub="alice", role="site_admin", exp=now + 2)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (edge.host, edge.port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(b"GET /v1/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n"
+                 b"Authorization: Bearer " + token.encode() + b"\r\n\r\n")
+    await asyncio.sleep(0.5)
+    assert edge.site.open_connections == 1  # streaming, and stuck: nobody reads
+    deadline = time.monotonic() + 3 * ANSWER_WITHIN
+    while edge.site.open_connections and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    writer.close()
+    assert edge.site.open_connections == 0

@@ -20,6 +20,7 @@ import json
 from aiohttp import web
 
 from passbridge.core.tokens import VerifiedBackendRequest
+from passbridge.service.events import Event
 from passbridge.service.http import LIMITS, ApiError
 from passbridge.service.routes_admin import authenticate_admin, is_site_admin
 from passbridge.service.runtime import Services
@@ -28,6 +29,9 @@ from passbridge.service.state import SERVICES
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 HEARTBEAT_SECONDS = 15.0
+# How long past its end a stream's last writes may take before the reader is
+# dropped as not reading.
+END_GRACE_SECONDS = 5.0
 
 
 def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
@@ -105,6 +109,18 @@ async def _stream(
             return deadline_reason
         return None
 
+    async def send(data: bytes) -> None:
+        """One write, given up with the connection if the reader has not taken
+        it by the stream's end (plus a grace): a client that stops reading
+        cannot hold a stream open past its bounds."""
+        try:
+            async with asyncio.timeout_at(ends_at + END_GRACE_SECONDS):
+                await response.write(data)
+        except TimeoutError:
+            if request.transport is not None:
+                request.transport.abort()
+            raise ConnectionResetError("the event stream's reader stopped reading") from None
+
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream",
         "Cache-Control": "no-cache",
@@ -113,33 +129,36 @@ async def _stream(
     async with services.audit.subscribe() as live:
         await response.prepare(request)
         last = after
-        while True:
+        reason = ended()
+        while reason is None:  # the backlog, a page at a time
             page = await services.audit.page(last, MAX_LIMIT)
             for event in page:
-                await response.write(_frame(event))
+                await send(_frame(event))
                 last = int(event["seq"])
             if len(page) < MAX_LIMIT:
                 break
-        while (reason := ended()) is None:
-            wait = min(HEARTBEAT_SECONDS, ends_at - loop.time())
+            reason = ended()
+        while reason is None:  # then live records as they are committed
+            wait = max(0.0, min(HEARTBEAT_SECONDS, ends_at - loop.time()))
+            item: Event | None = None
             try:
-                item = await asyncio.wait_for(live.get(), max(wait, 0.0))
+                item = await asyncio.wait_for(live.get(), wait)
+                quiet = False
             except TimeoutError:
-                if ended() is None:
-                    await response.write(b": keep-alive\n\n")
-                continue
-            # Checked again before sending: a caller who lost the right while
-            # waiting gets no record that was committed after that.
-            if (reason := ended()) is not None:
+                quiet = True
+            # Checked before anything is sent: a caller who lost the right
+            # while waiting gets no record committed after that.
+            reason = ended()
+            if reason is not None:
                 break
-            if item is None:
+            if quiet:
+                await send(b": keep-alive\n\n")
+            elif item is None:
                 reason = "feed_closed"  # the service is stopping, or this reader fell behind
-                break
-            if int(item["seq"]) <= last:
-                continue
-            await response.write(_frame(item))
-            last = int(item["seq"])
-    await response.write(_end_frame(reason))
+            elif int(item["seq"]) > last:
+                await send(_frame(item))
+                last = int(item["seq"])
+    await send(_end_frame(reason))
     await response.write_eof()
     return response
 
