@@ -439,3 +439,24 @@ async def test_a_stream_whose_reader_stops_reading_still_ends(edge: Edge) -> Non
         await asyncio.sleep(0.2)
     writer.close()
     assert edge.site.open_connections == 0
+
+
+async def test_a_client_that_never_reads_its_answers_is_closed() -> None:
+    """Requests sent back to back while nothing is read: once the answers fill
+    the socket buffers, an answer not taken within the body timeout drops the
+    connection (else a handful of such clients would hold slots for ever)."""
+    async with served(HttpLimits(body_timeout=1.0, idle_timeout=60.0)) as edge:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (edge.host, edge.port))
+        _, writer = await asyncio.open_connection(sock=sock)
+        # ~20 KiB per answer: 600 of them are more than the kernel buffers hold.
+        for _ in range(600):
+            writer.write(b"GET /v1/openapi.json HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        deadline = time.monotonic() + 3 * ANSWER_WITHIN
+        while edge.site.open_connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        writer.close()
+        assert edge.site.open_connections == 0

@@ -140,6 +140,7 @@ class EdgeRequestHandler(web.RequestHandler):
         )
         self._site = site
         self._header_timeout = limits.header_timeout
+        self._send_timeout = limits.body_timeout
         self._admitted = False
         self._head_timer: asyncio.TimerHandle | None = None
         self._heads_when_armed = 0
@@ -180,7 +181,17 @@ class EdgeRequestHandler(web.RequestHandler):
             # ``Expect``: 417): the same JSON shape as every other error.
             resp = http_exception_response(resp)
             resp.headers["Server"] = SERVER_HEADER
-        return await super().finish_response(request, resp, start_time)
+        try:
+            # An answer the client does not take within the body timeout (it
+            # stopped reading; the socket buffers are full) drops the
+            # connection instead of holding it and its handler for ever.
+            async with asyncio.timeout(self._send_timeout):
+                return await super().finish_response(request, resp, start_time)
+        except TimeoutError:
+            log.debug("closing a connection that took no answer for %g s", self._send_timeout)
+            if self.transport is not None:
+                self.transport.abort()
+            return resp, True  # as aiohttp says of a client that went away
 
     def _head_overdue(self) -> None:
         self._head_timer = None
