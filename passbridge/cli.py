@@ -4,6 +4,7 @@ module only parses and turns expected failures into clear messages."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -60,6 +61,13 @@ def _cmd_state(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from passbridge.scenario.shape import file_schema
+
+    print(json.dumps(file_schema(args.kind), indent=2))
+    return 0
+
+
 def _cmd_scenario_run(args: argparse.Namespace) -> int:
     from passbridge.scenario.runner import run_files
 
@@ -103,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--at", help="ISO 8601 time; site-local when it has no offset (default: now)"
     )
     state.set_defaults(func=_cmd_state)
+
+    schema = commands.add_parser(
+        "schema", help="print the JSON Schema of site or scenario files (for editors)")
+    schema.add_argument("kind", choices=("site", "scenario"))
+    schema.set_defaults(func=_cmd_schema)
 
     scenario = commands.add_parser("scenario", help="run scenario files")
     scenario_commands = scenario.add_subparsers(dest="scenario_command", required=True)

@@ -309,7 +309,8 @@ def _check_configure(
     problem = override_minutes_problem(args.get("minutes"))
     if problem is not None:
         problems.append(Problem(file, f"{place}.minutes", problem))
-    door = site.doors.get(args.get("door", ""))
+    named = args.get("door")
+    door = site.doors.get(named) if isinstance(named, str) else None  # else reported above
     if state is DoorState.TWO_FACTOR and door is not None and not door.supports_two_factor:
         lacks = "keypad" if door.reader else "badge reader"
         problems.append(

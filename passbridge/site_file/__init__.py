@@ -40,9 +40,13 @@ assembles them into a Site.
 """
 
 from passbridge.site_file.document import load_document
-from passbridge.site_file.doors import PIN_TIMEOUT_RANGE, RSSI_RANGE, UNLOCK_SECONDS_RANGE
+from passbridge.site_file.shape import (
+    KEY_ALGORITHMS,
+    PIN_TIMEOUT_RANGE,
+    RSSI_RANGE,
+    UNLOCK_SECONDS_RANGE,
+)
 from passbridge.site_file.site import SITE_KEYS, load_site, parse_site
-from passbridge.site_file.trust import KEY_ALGORITHMS
 
 __all__ = [
     "KEY_ALGORITHMS",

@@ -10,10 +10,7 @@ from passbridge.core.model import Door
 from passbridge.core.schedule import two_factor_lacks
 from passbridge.site_file.checker import Checker
 from passbridge.site_file.schedule import parse_exceptions, parse_windows
-
-RSSI_RANGE = (-127, 20)
-UNLOCK_SECONDS_RANGE = (1, 60)
-PIN_TIMEOUT_RANGE = (3, 60)
+from passbridge.site_file.shape import PIN_TIMEOUT_RANGE, RSSI_RANGE, UNLOCK_SECONDS_RANGE
 
 _DOOR_KEYS = ("name", "reader", "keypad", "in_out", "unlock_seconds", "pin_timeout",
               "ble_rssi_min", "strict_two_factor", "schedule", "exceptions")

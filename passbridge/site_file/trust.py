@@ -14,13 +14,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from passbridge.core.model import BRIDGE_DEFAULT_FACTORS, Door, Factor, TrustedKey
 from passbridge.site_file.checker import Checker
 from passbridge.site_file.describe import kind_of
+from passbridge.site_file.shape import BRIDGE_FACTORS, KEY_ALGORITHMS
 
-KEY_ALGORITHMS = ("ES256", "EdDSA")
 _MAX_KEY_FILE = 16 * 1024  # a PEM public key is well under 1 KiB; never read /dev/zero
-
-
-# Factors a bridge's trust entry may name: those a factor token can carry.
-_BRIDGE_FACTORS = tuple(f.value for f in Factor if f is not Factor.PIN)
 
 
 def parse_trust(
@@ -94,7 +90,7 @@ def _bridge_factors(check: Checker, k: Mapping[str, Any], path: str) -> frozense
     if value is None:
         return BRIDGE_DEFAULT_FACTORS
     where = f"{path}.factors"
-    expected = " | ".join(_BRIDGE_FACTORS)
+    expected = " | ".join(BRIDGE_FACTORS)
     if not isinstance(value, list):
         check.fail(where, f"expected a list of factors ({expected}); got {kind_of(value)}")
         return frozenset()
@@ -103,7 +99,7 @@ def _bridge_factors(check: Checker, k: Mapping[str, Any], path: str) -> frozense
         if item == Factor.PIN.value:
             check.fail(f"{where}[{i}]", "a PIN never travels as a factor token; "
                                         f"expected one of {expected}")
-        elif not isinstance(item, str) or item not in _BRIDGE_FACTORS:
+        elif not isinstance(item, str) or item not in BRIDGE_FACTORS:
             check.fail(f"{where}[{i}]", f"expected one of {expected}; got {kind_of(item)}")
         else:
             out.add(Factor(item))

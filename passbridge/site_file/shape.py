@@ -1,0 +1,197 @@
+"""The shape of a site file, declared once as typed models (pydantic v2).
+
+Why models: the keys, types, enums and ranges of a site file are written
+here once, and two things come from them: ``passbridge schema site`` (a JSON
+Schema editors use to check YAML as people type) and a shape check that any
+tool can run with ``SiteFile.model_validate``. What a shape cannot say stays
+as code in the loader (``site_file.*``): id syntax (``passbridge.ids``), real
+calendar dates, unique ids, overlapping windows, two-factor on a door without
+reader and keypad, references to doors that do not exist, key material.
+
+The models are strict (no coercion: ``"5"`` is not 5, ``1`` is not true) and
+forbid unknown keys, like the loader. A test holds them against the loader:
+every file the loader accepts, the models accept, and a shape the models
+refuse, the loader refuses too (tests/test_file_shapes.py).
+
+Enumerations are ``Literal`` types of their enum's values (``one_of``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+
+from passbridge.core.model import WEEKDAYS, DoorState, Factor, Repeat, Role
+
+# Contract numbers (scenarios.md); the loader reads the same tuples.
+RSSI_RANGE = (-127, 20)
+UNLOCK_SECONDS_RANGE = (1, 60)
+PIN_TIMEOUT_RANGE = (3, 60)
+
+_FULL_DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def _any_case(word: str) -> str:
+    """A regex for ``word`` in any letter case, without inline flags (JSON
+    Schema patterns are ECMA 262, which has no ``(?i)``)."""
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)
+
+
+_DAY_PATTERN = "^(?:" + "|".join(_any_case(d) for d in (*WEEKDAYS, *_FULL_DAY_NAMES)) + ")$"
+
+KEY_ALGORITHMS = ("ES256", "EdDSA")
+# Factors a bridge's trust entry may name: those a factor token can carry.
+BRIDGE_FACTORS = tuple(f.value for f in Factor if f is not Factor.PIN)
+
+
+def one_of(values: Iterable[str]) -> Any:
+    """``Literal[...]`` of these strings. Strict pydantic wants enum instances
+    from Python input and YAML gives strings, so an enum field is the
+    ``Literal`` of its values, made from the enum so the two cannot drift."""
+    return Literal.__getitem__(tuple(str(v) for v in values))
+
+
+if TYPE_CHECKING:  # for mypy, a value of any of these is a str
+    DoorStateName: TypeAlias = str
+    RepeatName: TypeAlias = str
+    RoleName: TypeAlias = str
+    KeyAlgorithm: TypeAlias = str
+    BridgeFactorName: TypeAlias = str
+else:
+    DoorStateName = one_of(DoorState)
+    RepeatName = one_of(Repeat)
+    RoleName = one_of(Role)
+    KeyAlgorithm = one_of(KEY_ALGORITHMS)
+    BridgeFactorName = one_of(BRIDGE_FACTORS)
+
+# The default of a key that may be left out but, when written, may not be
+# null: the model holds None for "not written". Typed Any so that mypy lets a
+# field of type ``str`` start out as it.
+ABSENT: Any = None
+
+Text = Annotated[str, Field(min_length=1, pattern=r"\S", description="non-empty text")]
+Id = Annotated[str, Field(
+    min_length=1, max_length=64,
+    description="an id: 1-64 letters or digits (any script) and . _ - ~, "
+                "starting with a letter or digit",
+)]
+DayName = Annotated[str, Field(
+    pattern=_DAY_PATTERN, description="mon .. sun (full English names and any case too)")]
+StartTime = Annotated[str, Field(
+    pattern=r"^(?:[01]?[0-9]|2[0-3]):[0-5][0-9]$",
+    description='a quoted wall time "HH:MM" from "00:00" to "23:59"',
+)]
+EndTime = Annotated[str, Field(
+    pattern=r"^(?:(?:[01]?[0-9]|2[0-3]):[0-5][0-9]|24:00)$",
+    description='a quoted wall time "HH:MM" from "00:00" to "24:00"',
+)]
+_DATE_SCHEMA = {"type": "string", "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+                "description": "a date YYYY-MM-DD"}
+# The YAML loader keeps dates as text; a Python caller may pass a date.
+DateValue = Annotated[
+    dt.date | Annotated[str, Field(pattern=_DATE_SCHEMA["pattern"])],
+    WithJsonSchema(_DATE_SCHEMA),
+]
+DoorIds = Annotated[
+    Literal["all"] | list[Annotated[str, Field(description="a door id of this site")]],
+    Field(description='a list of door ids of this site, or "all"'),
+]
+
+
+class Shape(BaseModel):
+    """Every file model: strict types, unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SiteHeader(Shape):
+    id: Id
+    timezone: Annotated[str, Field(
+        min_length=1, pattern=r"\S", description="an IANA time zone name such as "
+                                                   "America/Los_Angeles")]
+
+
+class Window(Shape):
+    """A weekly window in site-local wall time; without ``id`` it is named by
+    its position in the door's schedule (``schedule:0``)."""
+
+    id: Id = ABSENT
+    days: Annotated[list[DayName], Field(min_length=1)]
+    start: StartTime = "00:00"
+    end: EndTime = "24:00"
+    state: DoorStateName
+
+
+class DoorException(Shape):
+    """A dated override of the schedule, optionally repeating."""
+
+    id: Id
+    date: DateValue
+    start: StartTime = "00:00"
+    end: EndTime = "24:00"
+    state: DoorStateName
+    repeat: RepeatName = "none"
+    until: DateValue = ABSENT
+
+
+class Door(Shape):
+    id: Id
+    name: Text = ABSENT
+    reader: bool = True
+    keypad: bool = False
+    in_out: bool = False
+    unlock_seconds: Annotated[int, Field(ge=UNLOCK_SECONDS_RANGE[0],
+                                         le=UNLOCK_SECONDS_RANGE[1])] = 5
+    pin_timeout: Annotated[int, Field(ge=PIN_TIMEOUT_RANGE[0], le=PIN_TIMEOUT_RANGE[1],
+                                      description="seconds")] = 15
+    ble_rssi_min: Annotated[int, Field(ge=RSSI_RANGE[0], le=RSSI_RANGE[1],
+                                       description="dBm a phone must reach")] = -60
+    strict_two_factor: bool = False
+    schedule: list[Window] | None = None
+    exceptions: list[DoorException] | None = None
+
+
+class User(Shape):
+    id: Id
+    name: Text = ABSENT
+    role: RoleName = "user"
+    cards: list[Annotated[Text, Field(description="a quoted badge number")]] | None = None
+    pin: Annotated[str, Field(pattern=r"^[0-9]{4,16}$",
+                              description='the entry code, a quoted string of 4-16 digits'),
+                   ] | None = None
+    phones: list[Id] | None = None
+    doors: DoorIds = ABSENT
+    remote_unlock: bool = False
+    enabled: bool = True
+
+
+class TrustedKey(Shape):
+    """A public key; exactly one of ``public_key`` or ``public_key_file`` (checked by code)."""
+
+    id: Id
+    alg: KeyAlgorithm = "ES256"
+    public_key: Annotated[Text, Field(description="PEM text")] = ABSENT
+    public_key_file: Annotated[Text, Field(
+        description="a PEM file, relative to this file")] = ABSENT
+
+
+class BridgeKey(TrustedKey):
+    doors: DoorIds = ABSENT
+    factors: list[BridgeFactorName] | None = None
+
+
+class Trust(Shape):
+    bridges: list[BridgeKey] | None = None
+    backends: list[TrustedKey] | None = None
+
+
+class SiteFile(Shape):
+    """A site file (``passbridge serve --site``, ``passbridge check``)."""
+
+    site: SiteHeader
+    doors: list[Door] | None = None
+    users: list[User] | None = None
+    trust: Trust | None = None
