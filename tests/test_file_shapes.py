@@ -172,6 +172,7 @@ def _loader_refuses(call: Any) -> bool:
     return False
 
 
+@pytest.mark.slow  # property-heavy
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_a_site_shape_the_model_refuses_the_loader_refuses(data: st.DataObject) -> None:
@@ -213,6 +214,7 @@ def test_an_override_for_a_door_that_is_not_a_name_is_a_placed_error() -> None:
         "s.yaml: steps[0].configure.door: no door [] in this scenario's site"]
 
 
+@pytest.mark.slow  # property-heavy
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_a_scenario_shape_the_model_refuses_the_loader_refuses(data: st.DataObject) -> None:
