@@ -247,8 +247,9 @@ def add_http_flags(serve: argparse.ArgumentParser) -> None:
                             f"(and a TLS handshake complete) (default {defaults.header_timeout:g})")
     serve.add_argument("--body-timeout", type=_seconds, default=defaults.body_timeout,
                        metavar="SECONDS",
-                       help="a request body must arrive within this long, else 408 "
-                            f"(default {defaults.body_timeout:g})")
+                       help="a request body must arrive within this long, else 408, and "
+                            "an answer be taken by the client within it, else the connection "
+                            f"is closed (default {defaults.body_timeout:g})")
     serve.add_argument("--idle-timeout", type=_seconds, default=defaults.idle_timeout,
                        metavar="SECONDS",
                        help="close a connection that sends no request for this long "
