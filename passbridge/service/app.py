@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -24,8 +25,16 @@ from passbridge.service.http import (
 )
 from passbridge.service.openapi import document
 from passbridge.service.runtime import Services
-from passbridge.service.simulated import SIM_AIR, SimulatedAir, add_simulated_radios
 from passbridge.service.state import SERVICES
+
+if TYPE_CHECKING:
+    # Imported only with --simulate (in create_app): the simulators load
+    # bumble and nfcpy's udp driver, about half of serve's start-up time.
+    from passbridge.service.simulated import SimulatedAir
+
+
+# Whether this app has the /v1/sim routes (the OpenAPI document says so).
+SIMULATED = web.AppKey("simulated", bool)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -50,7 +59,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(document(simulated=SIM_AIR in request.app))
+    return web.json_response(document(simulated=request.app[SIMULATED]))
 
 
 async def _audit_lifetime(app: web.Application) -> AsyncIterator[None]:
@@ -87,6 +96,7 @@ def create_app(
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors])
     app[SERVICES] = services
     app[LIMITS] = limits if limits is not None else HttpLimits()
+    app[SIMULATED] = simulated is not None
     app.on_response_prepare.append(set_server_header)
     app.cleanup_ctx.append(_audit_lifetime)
     app.cleanup_ctx.append(_radios_lifetime)
@@ -98,6 +108,8 @@ def create_app(
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/openapi.json", openapi)
     if simulated is not None:
+        from passbridge.service.simulated import add_simulated_radios
+
         if simulated not in services.radios:
             services.radios.append(simulated)
         add_simulated_radios(app, simulated)

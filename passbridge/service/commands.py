@@ -47,7 +47,6 @@ def attach_radios(
     air (which adds the /v1/sim routes), or None when nothing is simulated.
     """
     from passbridge.service.hardware import BleDoorRadio, NfcDoorReader, Placement
-    from passbridge.service.simulated import SIM_PHONES_DIR, SimulatedAir
 
     for spec in nfc:
         services.radios.append(NfcDoorReader(services, Placement.parse("--nfc", spec, services),
@@ -56,6 +55,9 @@ def attach_radios(
         services.radios.append(BleDoorRadio(services, Placement.parse("--ble", spec, services)))
     if not simulate or (nfc and ble):
         return None
+    # Only now: the simulators load bumble and nfcpy's udp driver.
+    from passbridge.service.simulated import SIM_PHONES_DIR, SimulatedAir
+
     air = SimulatedAir(services, db.parent / SIM_PHONES_DIR, nfc=not nfc, ble=not ble)
     services.radios.append(air)
     return air
