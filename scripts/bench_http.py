@@ -70,7 +70,7 @@ def hello_world_main() -> None:
 
     # The same event loop as ``passbridge serve`` (uvloop where installed), so
     # the ratio compares the application, not the loops.
-    from passbridge.service.commands import run_event_loop
+    from passbridge.cli.serve import run_event_loop
 
     run_event_loop(run())  # type: ignore[arg-type]
 

@@ -43,7 +43,7 @@ SETTLE = 0.5
 START_TARGET = 3.0
 RSS_TARGET = 2.5
 # What ``serve`` imports before it answers: the service and the site loader.
-SERVICE_MODULES = ("passbridge.service.commands, passbridge.service.app, "
+SERVICE_MODULES = ("passbridge.cli.serve, passbridge.service.app, "
                    "passbridge.service.runtime, passbridge.site_file")
 # Modules a lean ``serve`` with real radios should not need (issue 9 item 4).
 NOT_NEEDED = ("passbridge.sim", "passbridge.scenario", "bumble", "nfc.clf.udp",

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 from passbridge.adapters.audit_sqlite import AuditUnavailable, verify_database
+from passbridge.cli.common import DEFAULT_DB
 
-DEFAULT_DB = Path("passbridge-data") / "passbridge.sqlite3"
 EXIT_BROKEN = 1
 EXIT_UNUSABLE = 2
 
