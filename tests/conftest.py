@@ -27,7 +27,8 @@ def shared_dir() -> Path:
 
 # Whole modules that are slow, and why. Tests in mixed modules carry
 # `@pytest.mark.slow` themselves. Keep this list short: a module belongs
-# here only when every test in it is process-level or waits out real time.
+# here only when every test in it is process-level, waits out real time,
+# or is a property test with hundreds of examples.
 SLOW_MODULES = {
     # every test starts `passbridge serve` (or runs schemathesis against one)
     "test_service_process.py",
@@ -40,6 +41,11 @@ SLOW_MODULES = {
     "test_nfc_udp_aliro.py",
     # property-heavy: 60 generated scenario files, each run on a whole rig
     "test_scenario_fuzz.py",
+    # property-heavy: the engine against a reference model, 300 step sequences
+    "test_two_factor_properties.py",
+    # property-heavy: state resolution and overlaps against brute force
+    # (300 and 2 x 150 examples; the one plain test checks their time zones)
+    "test_schedule_properties.py",
 }
 
 

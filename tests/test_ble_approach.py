@@ -281,6 +281,7 @@ async def test_parallel_sessions_never_exceed_the_caps(door: Door) -> None:
 # --------------------------------------------------------------------------- never a grant
 
 
+@pytest.mark.slow
 async def test_devices_that_fail_before_authenticating_never_get_a_grant(door: Door) -> None:
     """An enrolled phone's own applet, failing at each command before the
     decision (SELECT, AUTH0, AUTH1) in every way, plus the two rogues: no

@@ -81,6 +81,7 @@ def core_for(zone: str) -> DoorCore:
                         "Europe/Amsterdam", "Australia/Lord_Howe"]),
        st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2040, 1, 1)),
        st.lists(st.integers(0, 6 * 3600), min_size=1, max_size=12))
+@pytest.mark.slow
 def test_cached_state_matches_resolve_state(zone: str, start: datetime,
                                             steps: list[int]) -> None:
     """Instants close together (same minute, next minute, across midnight and DST)

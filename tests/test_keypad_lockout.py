@@ -170,6 +170,7 @@ CODES = {"2468": (True, True), "1357": (False, True), "0000": (False, False)}  #
 @example([("code", "0000")] * 5 + [("wait", 60), ("code", "2468")])
 @example(([("code", "0000")] * 5 + [("wait", 900)]) * 6 + [("code", "0000")] * 5
          + [("wait", 899), ("code", "2468")])
+@pytest.mark.slow
 def test_keypad_matches_the_reference_model(sequence: list[tuple[str, object]]) -> None:
     h = Harness(SITE, MONDAY_9)
     model = KeypadModel()

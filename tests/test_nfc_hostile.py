@@ -199,6 +199,7 @@ async def test_failed_authentications_are_paced_per_reader(door: Door) -> None:
     assert "event=\"auth_paced\"" in door.services.metrics.render()
 
 
+@pytest.mark.slow
 async def test_phone_lingering_at_the_reader_is_one_decision(door: Door) -> None:
     """The short field hold is for cards that did not authenticate: a phone
     left at the reader for 2 s after its tap is one tap, not one per second."""

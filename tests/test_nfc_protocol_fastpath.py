@@ -144,6 +144,7 @@ def mutations() -> st.SearchStrategy[bytes]:
 
 @settings(max_examples=400)
 @given(data=mutations())
+@pytest.mark.slow
 def test_auth0_response_shortcut_agrees_with_the_strict_parser(data: bytes) -> None:
     assert outcome(shortcut_auth0_response, data) == outcome(strict_auth0_response, data)
 
@@ -161,6 +162,7 @@ CONTENT = msg.CryptogramContent(b"\x00\x01", bytes(range(20)), bytes(range(20, 4
 
 @settings(max_examples=300)
 @given(position=st.integers(0, 47), value=st.integers(0, 255), cut=st.sampled_from([0, 0, 3]))
+@pytest.mark.slow
 def test_cryptogram_content_shortcut_agrees_with_the_strict_parser(position: int, value: int,
                                                                    cut: int) -> None:
     data = bytearray(CONTENT)

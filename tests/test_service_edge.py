@@ -378,6 +378,7 @@ async def test_connections_over_the_cap_are_closed_at_once(tight: Edge) -> None:
         writer.close()
 
 
+@pytest.mark.slow
 async def test_a_tls_handshake_that_never_comes_is_closed_at_the_header_timeout(
     tmp_path: Path,
 ) -> None:
@@ -417,6 +418,7 @@ async def test_a_client_leaving_mid_body_is_no_error_in_the_log(
     assert errors == [], [r.getMessage() for r in errors]
 
 
+@pytest.mark.slow
 async def test_a_stream_whose_reader_stops_reading_still_ends(edge: Edge) -> None:
     """The 15-minute and token bounds hold even for a client that never reads:
     a write that cannot complete by then drops the connection."""
@@ -441,6 +443,7 @@ async def test_a_stream_whose_reader_stops_reading_still_ends(edge: Edge) -> Non
     assert edge.site.open_connections == 0
 
 
+@pytest.mark.slow
 async def test_a_client_that_never_reads_its_answers_is_closed() -> None:
     """Requests sent back to back while nothing is read: once the answers fill
     the socket buffers, an answer not taken within the body timeout drops the

@@ -582,6 +582,7 @@ def ours_segment(segment: bytes) -> bytes | None:
     st.text(alphabet=B64URL_ALPHABET + "=+/ .\n", max_size=40).map(str.encode),
     st.binary(max_size=40),
 ))
+@pytest.mark.slow
 def test_unb64_agrees_with_pyjwt(segment: bytes) -> None:
     assert ours_segment(segment) == pyjwt_segment(segment)
 

@@ -125,6 +125,7 @@ def _claims(draw: st.DrawFn) -> dict[str, Any]:
 @settings(max_examples=600, deadline=None)
 @given(claims=_claims(), door=st.sampled_from([None, "front"]), require_door=st.booleans(),
        issuer=st.sampled_from([None, "be"]))
+@pytest.mark.slow
 def test_backend_claims_shortcut_implies_the_careful_checks(
     claims: dict[str, Any], door: str | None, require_door: bool, issuer: str | None
 ) -> None:
