@@ -10,6 +10,7 @@ from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
+from prometheus_client.parser import text_string_to_metric_families
 
 from passbridge.adapters.keystore import DeviceKind, MemoryKeyStore
 from passbridge.clock import Clock, ManualClock
@@ -160,3 +161,14 @@ async def error_of(resp: Any, status: int) -> str:
     body = await resp.json()
     assert set(body) == {"error"} and {"code", "message"} <= set(body["error"])
     return str(body["error"]["code"])
+
+
+def metric_sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample in a classic-text /metrics scrape (``name`` as
+    exported, e.g. ``..._total``; exactly these labels), None when absent.
+    Parsed, so label order and number formatting (``1.0``) do not matter."""
+    for family in text_string_to_metric_families(text):
+        for found in family.samples:
+            if found.name == name and found.labels == labels:
+                return float(found.value)
+    return None

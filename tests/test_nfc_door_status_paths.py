@@ -140,7 +140,7 @@ async def test_a_phone_refusing_the_door_status_is_logged_and_counted(
     caplog.set_level(logging.WARNING, logger="passbridge.bridge.nfc_tap")
     counted = re.compile(
         r'^passbridge_nfc_exchange_refused_total\{door="front",status="0000",'
-        r'status_word="6701"\} (\d+)$', re.M)
+        r'status_word="6701"\} (\d+)\.0$', re.M)
     with SimulatedCard(applet.process) as card:
         services.radios.append(NfcDoorReader(services, Placement(card.device, "front", Side.IN)))
         async with TestClient(TestServer(create_app(services), host="127.0.0.1")) as client:

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from passbridge.service import routes_admin, routes_decisions, routes_events
 from passbridge.service.http import (
@@ -23,6 +23,7 @@ from passbridge.service.http import (
     json_errors,
     set_server_header,
 )
+from passbridge.service.metrics import METRICS_REGISTRY, app_registry, exposition
 from passbridge.service.openapi import document
 from passbridge.service.runtime import Services
 from passbridge.service.state import SERVICES
@@ -53,9 +54,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[SERVICES].metrics.render()
-    return web.Response(text=body, content_type="text/plain", charset="utf-8",
-                        headers={"X-Content-Type-Options": "nosniff"})
+    body, content_type = exposition(request.app[METRICS_REGISTRY],
+                                    request.headers.get(hdrs.ACCEPT, ""))
+    return web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type,
+                                            "X-Content-Type-Options": "nosniff"})
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -95,6 +97,7 @@ def create_app(
     connection-level limits are edge.EdgeSite's)."""
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors])
     app[SERVICES] = services
+    app[METRICS_REGISTRY] = app_registry(services.metrics)
     app[LIMITS] = limits if limits is not None else HttpLimits()
     app[SIMULATED] = simulated is not None
     app.on_response_prepare.append(set_server_header)

@@ -1,66 +1,115 @@
-"""Prometheus text exposition, by hand: a few counters and one histogram do
-not justify a client library, and the format is small and stable."""
+"""The service's Prometheus metrics, on prometheus-client.
+
+The library owns the exposition formats (classic text and OpenMetrics, picked
+by the scraper's ``Accept`` header) and the process metrics; passbridge only
+says what it counts. Each app gets its own ``CollectorRegistry`` (never the
+library's global one): tests run several apps in one process, and a global
+registry would mix their counts or refuse the second app's metrics as
+duplicates.
+
+Label values are bounded. Results, reasons, token paths, radios, sides and
+radio events are chosen by code from fixed sets. A door label is a door of
+the site or ``other``; a phone's status word is one of the ISO 7816 words the
+reader knows or ``other``: nothing a caller or a card sends can create a new
+time series (an attacker could otherwise grow the scrape without bound).
+"""
 
 from __future__ import annotations
 
-import bisect
-import itertools
-import threading
-from collections import Counter
+from collections.abc import Callable, Container, Iterable, Iterator
+
+from aiohttp import web
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric
 
 from passbridge.core.decision import ENUM_TEXT, Decision
 from passbridge.core.model import Reason
+from passbridge.protocol.apdu import SW
 
-# Seconds; decisions include the durable audit write, so milliseconds matter.
+# Seconds; decisions include the durable audit write, so milliseconds matter,
+# and a slow disk (fsync) can take seconds: those must not vanish into +Inf.
 LATENCY_BUCKETS: tuple[float, ...] = (
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 )
 TOKEN_REASONS = frozenset({Reason.TOKEN_INVALID, Reason.TOKEN_EXPIRED, Reason.TOKEN_REPLAYED})
-
-
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+# The label for a value outside its fixed set (an unknown door, a status word
+# the reader does not know).
+OTHER = "other"
+_KNOWN_STATUS_WORDS = frozenset(int(sw) for sw in SW)
 
 
 class Metrics:
-    """Counters the controller (decisions) and the routes (token refusals) feed."""
+    """What the controller (decisions), the routes (token refusals), the
+    radios and the HTTP edge count; a prometheus-client collector.
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._decisions: Counter[tuple[str, str]] = Counter()
-        self._token_failures: Counter[tuple[str, str]] = Counter()
-        self._exchange_refused: Counter[tuple[str, str, str]] = Counter()
-        # Decisions by the first bucket their latency fits (the last: none fits).
-        self._first_bucket = [0] * (len(LATENCY_BUCKETS) + 1)
-        self._latency_sum = 0.0
-        self._latency_count = 0
-        self._radio_events: Counter[tuple[str, str, str, str]] = Counter()
-        # HTTP connections (edge.EdgeSite): open now, and refused at the cap.
-        self._connections_open = 0
-        self._connections_refused = 0
+    The metric objects are not registered anywhere by themselves: an app
+    registers this collector on its own registry (:func:`app_registry`).
+    prometheus-client's metrics are thread safe, which matters because the
+    NFC reader thread counts radio events.
+    """
+
+    def __init__(self, doors: Callable[[], Container[str]]) -> None:
+        """``doors``: the site's door ids now (the only door label values)."""
+        self._doors = doors
+        # Counter names drop ``_total``; the library adds it back on the
+        # samples, so the exported names are the ones the docs list.
+        self._decisions = Counter(
+            "passbridge_decisions", "Door decisions answered, by result and reason.",
+            ("result", "reason"), registry=None)
+        self._latency = Histogram(
+            "passbridge_decision_seconds", "Time from input to recorded decision.",
+            buckets=LATENCY_BUCKETS, registry=None)
+        self._token_failures = Counter(
+            "passbridge_token_failures", "Signed tokens and requests refused.",
+            ("path", "reason"), registry=None)
+        self._exchange_refused = Counter(
+            "passbridge_nfc_exchange_refused",
+            "Door statuses a phone refused (it showed nothing), by door, status sent and "
+            "the phone's status word.", ("door", "status", "status_word"), registry=None)
+        self._radio_events = Counter(
+            "passbridge_radio_events", "Hostile or unusual radio activity by reader.",
+            ("radio", "door", "side", "event"), registry=None)
+        self._connections_open = Gauge(
+            "passbridge_http_connections_open", "Client connections open now.", registry=None)
+        self._connections_refused = Counter(
+            "passbridge_http_connections_refused",
+            "Connections closed at once because --max-connections were open.", registry=None)
+        # Exposition order: decisions and their latency first, as before the library.
+        self._all = (self._decisions, self._latency, self._token_failures,
+                     self._exchange_refused, self._radio_events, self._connections_open,
+                     self._connections_refused)
+
+    def _door(self, door: str) -> str:
+        return door if door in self._doors() else OTHER
 
     def observe_decision(self, decision: Decision, latency: float) -> None:
         """A DoorController observer: every answered decision, with its latency."""
         reason = decision.reason
-        # The first bucket the latency fits; render() sums them up cumulatively.
-        first = bisect.bisect_left(LATENCY_BUCKETS, latency)
-        with self._lock:
-            self._decisions[(ENUM_TEXT[decision.result], ENUM_TEXT[reason])] += 1
-            self._latency_sum += latency
-            self._latency_count += 1
-            self._first_bucket[first] += 1
-            if reason in TOKEN_REASONS:
-                self._token_failures[("factor", ENUM_TEXT[reason])] += 1
+        self._decisions.labels(ENUM_TEXT[decision.result], ENUM_TEXT[reason]).inc()
+        self._latency.observe(latency)
+        if reason in TOKEN_REASONS:
+            self._token_failures.labels("factor", ENUM_TEXT[reason]).inc()
 
     def token_failure(self, path: str, reason: Reason) -> None:
         """A caller's token refused before any decision (remote, nearby, admin)."""
-        with self._lock:
-            self._token_failures[(path, reason.value)] += 1
+        self._token_failures.labels(path, reason.value).inc()
 
     def nfc_exchange_refused(self, door: str, status: int, status_word: int) -> None:
-        """A phone at ``door`` refused the door status ``status`` (bridge.nfc_tap)."""
-        with self._lock:
-            self._exchange_refused[(door, f"{status:04X}", f"{status_word:04X}")] += 1
+        """A phone at ``door`` refused the door status ``status`` (bridge.nfc_tap).
+
+        ``status`` is the reader's own value; ``status_word`` is whatever the
+        phone answered, so only the words the reader knows get their own
+        series (the log line names the exact word)."""
+        word = f"{status_word:04X}" if status_word in _KNOWN_STATUS_WORDS else OTHER
+        self._exchange_refused.labels(self._door(door), f"{status:04X}", word).inc()
 
     def radio_event(self, radio: str, door: str, side: str, event: str) -> None:
         """Something a radio in the field did to a reader: ``nfc_field_held``
@@ -69,71 +118,45 @@ class Metrics:
         reader paused for failed authentications); for Bluetooth, each session
         that ended without an authenticated phone (``ble_no_answer_<reason>``,
         ``ble_not_authenticated``, ``ble_preempted``: bridge.ble_approach)."""
-        with self._lock:
-            self._radio_events[(radio, door, side, event)] += 1
+        self._radio_events.labels(radio, self._door(door), side, event).inc()
 
     def connections_open(self, count: int) -> None:
-        self._connections_open = count
+        self._connections_open.set(count)
 
     def connection_refused(self) -> None:
-        self._connections_refused += 1
+        self._connections_refused.inc()
+
+    def collect(self) -> Iterator[Metric]:
+        """The prometheus-client collector protocol."""
+        for metric in self._all:
+            yield from metric.collect()
+
+    def describe(self) -> Iterable[Metric]:
+        """Names for the registry's duplicate check, without sampling."""
+        for metric in self._all:
+            yield from metric.describe()
 
     def render(self) -> str:
-        with self._lock:
-            lines = [
-                "# HELP passbridge_decisions_total Door decisions answered, by result and reason.",
-                "# TYPE passbridge_decisions_total counter",
-            ]
-            for (result, reason), n in sorted(self._decisions.items()):
-                lines.append(
-                    f'passbridge_decisions_total{{result="{_label(result)}",'
-                    f'reason="{_label(reason)}"}} {n}'
-                )
-            lines += [
-                "# HELP passbridge_decision_seconds Time from input to recorded decision.",
-                "# TYPE passbridge_decision_seconds histogram",
-            ]
-            cumulative = itertools.accumulate(self._first_bucket)
-            for bound, n in zip(LATENCY_BUCKETS, cumulative, strict=False):
-                lines.append(f'passbridge_decision_seconds_bucket{{le="{bound:g}"}} {n}')
-            lines.append(f'passbridge_decision_seconds_bucket{{le="+Inf"}} {self._latency_count}')
-            lines.append(f"passbridge_decision_seconds_sum {self._latency_sum:.6f}")
-            lines.append(f"passbridge_decision_seconds_count {self._latency_count}")
-            lines += [
-                "# HELP passbridge_token_failures_total Signed tokens and requests refused.",
-                "# TYPE passbridge_token_failures_total counter",
-            ]
-            for (path, reason), n in sorted(self._token_failures.items()):
-                lines.append(
-                    f'passbridge_token_failures_total{{path="{_label(path)}",'
-                    f'reason="{_label(reason)}"}} {n}'
-                )
-            lines += [
-                "# HELP passbridge_nfc_exchange_refused_total Door statuses a phone refused "
-                "(it showed nothing), by door, status sent and the phone's status word.",
-                "# TYPE passbridge_nfc_exchange_refused_total counter",
-            ]
-            for (door, status, sw), n in sorted(self._exchange_refused.items()):
-                lines.append(
-                    f'passbridge_nfc_exchange_refused_total{{door="{_label(door)}",'
-                    f'status="{status}",status_word="{sw}"}} {n}'
-                )
-            lines += [
-                "# HELP passbridge_radio_events_total Hostile or unusual radio activity by reader.",
-                "# TYPE passbridge_radio_events_total counter",
-            ]
-            for (radio, door, side, event), n in sorted(self._radio_events.items()):
-                lines.append(
-                    f'passbridge_radio_events_total{{radio="{_label(radio)}",'
-                    f'door="{_label(door)}",side="{_label(side)}",event="{_label(event)}"}} {n}'
-                )
-            lines += [
-                "# HELP passbridge_http_connections_open Client connections open now.",
-                "# TYPE passbridge_http_connections_open gauge",
-                f"passbridge_http_connections_open {self._connections_open}",
-                "# HELP passbridge_http_connections_refused_total Connections closed at once "
-                "because --max-connections were open.",
-                "# TYPE passbridge_http_connections_refused_total counter",
-                f"passbridge_http_connections_refused_total {self._connections_refused}",
-            ]
-        return "\n".join(lines) + "\n"
+        """The classic text exposition of these metrics alone (tests, debugging)."""
+        encoder, _ = choose_encoder("")
+        return encoder(self).decode()
+
+
+METRICS_REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
+
+
+def app_registry(metrics: Metrics) -> CollectorRegistry:
+    """One app's registry: its service's metrics, the process (CPU, memory,
+    open files, from /proc where the platform has it) and the Python platform."""
+    registry = CollectorRegistry()
+    registry.register(metrics)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    return registry
+
+
+def exposition(registry: CollectorRegistry, accept: str) -> tuple[bytes, str]:
+    """The scrape body and its content type: OpenMetrics when the scraper
+    asks for ``application/openmetrics-text``, the classic text otherwise."""
+    encoder, content_type = choose_encoder(accept)
+    return encoder(registry), content_type

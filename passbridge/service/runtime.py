@@ -125,7 +125,7 @@ def assemble(
                                clock=clock, record=minted_here)
     audit = PublishingAudit(store)
     controller = DoorController(core, audit, clock, minter=minter)
-    metrics = Metrics()
+    metrics = Metrics(lambda: core.site.doors)
     controller.observe(metrics.observe_decision)
     return Services(
         clock=clock,
