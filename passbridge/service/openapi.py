@@ -218,9 +218,11 @@ def document(*, simulated: bool = False) -> dict[str, Any]:
                     "content": _json({"type": "object"})}}},
             },
             "/metrics": {
-                "get": {"summary": "Prometheus text", "responses": {"200": {
-                    "description": "metrics", "content": {"text/plain": {
-                        "schema": {"type": "string"}}}}}},
+                "get": {"summary": "Prometheus metrics", "responses": {"200": {
+                    "description": "the classic Prometheus text format; OpenMetrics "
+                                   "when Accept asks for application/openmetrics-text",
+                    "content": {media: {"schema": {"type": "string"}} for media in (
+                        "text/plain", "application/openmetrics-text")}}}},
             },
             "/v1/openapi.json": {
                 "get": {"summary": "This document", "responses": {"200": {
