@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import struct
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from passbridge.protocol import tlv
@@ -48,8 +48,6 @@ POLICY_USER_DEVICE = 0x01
 DIRECTION_READER_TO_DEVICE = bytes(8)
 DIRECTION_DEVICE_TO_READER = bytes(7) + b"\x01"
 
-# Stateless algorithm objects, built once rather than on every call of a tap.
-_ECDH = ec.ECDH()
 _ECDSA = ec.ECDSA(hashes.SHA256())
 _ECDSA_DETERMINISTIC = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
 
@@ -155,24 +153,20 @@ def ecdh_shared_x(private_key: ec.EllipticCurvePrivateKey,
     curve) when the message parser did it, so the point is decoded once a tap.
     """
     key = load_public_key(peer) if isinstance(peer, bytes) else peer
-    return private_key.exchange(_ECDH, key)
+    return private_key.exchange(ec.ECDH(), key)
 
 
 def x963_kdf(shared_x: bytes, transaction_id: bytes, length: int = 32) -> bytes:
     """ANSI X9.63 KDF with SHA-256 and the transaction id as shared info: Kdh."""
-    out = b""
-    counter = 1
-    while len(out) < length:
-        out += hashlib.sha256(shared_x + struct.pack(">I", counter) + transaction_id).digest()
-        counter += 1
-    return out[:length]
+    return X963KDF(algorithm=hashes.SHA256(), length=length,
+                   sharedinfo=transaction_id).derive(shared_x)
 
 
 def hkdf_sha256(ikm: bytes, salt: bytes | None, info: bytes, length: int) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(ikm)
 
 
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True)
 class SaltInputs:
     """Everything both sides know after AUTH0 that enters every salt.
 
@@ -189,78 +183,14 @@ class SaltInputs:
     command_parameters: int
     authentication_policy: int
     select_a5: bytes  # the whole A5 TLV of the SELECT answer
-    # Everything between the label and the credential key is the same in every
-    # salt of a tap (STANDARD uses two, and both roles build one), so it is
-    # joined once, when the inputs are known.
-    _after_label: bytes = field(init=False, repr=False, compare=False)
-
-    def __init__(self, reader_public_x: bytes, reader_id: bytes, interface: Interface,
-                 version: bytes, reader_ephemeral_x: bytes, transaction_id: bytes,
-                 command_parameters: int, authentication_policy: int,
-                 select_a5: bytes) -> None:
-        # Built on every tap by both roles. The generated frozen __init__ sets
-        # each field through object.__setattr__; filling __dict__ in one call
-        # gives the same object for a fraction of the cost.
-        d = self.__dict__
-        d["reader_public_x"] = reader_public_x
-        d["reader_id"] = reader_id
-        d["interface"] = interface
-        d["version"] = version
-        d["reader_ephemeral_x"] = reader_ephemeral_x
-        d["transaction_id"] = transaction_id
-        d["command_parameters"] = command_parameters
-        d["authentication_policy"] = authentication_policy
-        d["select_a5"] = select_a5
-        d["_after_label"] = b"".join((
-            _salt_head(reader_id, interface, version), reader_ephemeral_x, transaction_id,
-            bytes((command_parameters, authentication_policy)), select_a5))
 
     def salt(self, label: bytes, credential_public_x: bytes = b"") -> bytes:
-        return b"".join((self.reader_public_x, label, self._after_label, credential_public_x))
-
-
-def _salt_head(reader_id: bytes, interface: Interface, version: bytes) -> bytes:
-    """The salt bytes between the label and the reader's ephemeral key."""
-    return b"".join((reader_id, bytes((int(interface),)), tlv.encode(0x5C, version)))
-
-
-class SaltTemplate:
-    """The salt inputs a reader knows before a tap starts, joined once.
-
-    Reader key, reader id, interface, version, command parameters and policy
-    are the same on every tap a reader makes with one flow; only the
-    ephemeral key, the transaction id and the phone's A5 field change. A
-    reader keeps one template per flow and fills in those three per tap,
-    which gives the same :class:`SaltInputs` as the constructor.
-    """
-
-    __slots__ = ("_fixed", "_head", "_params")
-
-    def __init__(self, reader_public_x: bytes, reader_id: bytes, interface: Interface,
-                 version: bytes, command_parameters: int, authentication_policy: int) -> None:
-        self._fixed = {
-            "reader_public_x": reader_public_x,
-            "reader_id": reader_id,
-            "interface": interface,
-            "version": version,
-            "command_parameters": command_parameters,
-            "authentication_policy": authentication_policy,
-        }
-        self._head = _salt_head(reader_id, interface, version)
-        self._params = bytes((command_parameters, authentication_policy))
-
-    def inputs(self, reader_ephemeral_x: bytes, transaction_id: bytes,
-               select_a5: bytes) -> SaltInputs:
-        salt_inputs = SaltInputs.__new__(SaltInputs)  # every field is set below
-        d = salt_inputs.__dict__
-        d.update(self._fixed)
-        d["reader_ephemeral_x"] = reader_ephemeral_x
-        d["transaction_id"] = transaction_id
-        d["select_a5"] = select_a5
-        d["_after_label"] = b"".join((self._head, reader_ephemeral_x, transaction_id,
-                                      self._params, select_a5))
-        return salt_inputs
-
+        """The salt layout of protocols/nfc/README.md, "Key schedule"."""
+        return b"".join((
+            self.reader_public_x, label, self.reader_id, bytes((int(self.interface),)),
+            tlv.encode(0x5C, self.version), self.reader_ephemeral_x, self.transaction_id,
+            bytes((self.command_parameters, self.authentication_policy)), self.select_a5,
+            credential_public_x))
 
 
 @dataclass(frozen=True)
@@ -323,12 +253,6 @@ def authentication_data(reader_id: bytes, endpoint_ephemeral_x: bytes,
                         reader_ephemeral_x: bytes, transaction_id: bytes,
                         context: bytes) -> bytes:
     """The string each side signs; ``context`` tells reader and phone apart."""
-    if (len(reader_id), len(endpoint_ephemeral_x), len(reader_ephemeral_x),
-            len(transaction_id), len(context)) == (32, 32, 32, 16, 4):
-        # The only sizes a valid tap has: the same TLVs with their headers spelt out.
-        return b"".join((b"\x4d\x20", reader_id, b"\x86\x20", endpoint_ephemeral_x,
-                         b"\x87\x20", reader_ephemeral_x, b"\x4c\x10", transaction_id,
-                         b"\x93\x04", context))
     return tlv.encode_all((
         (0x4D, reader_id),
         (0x86, endpoint_ephemeral_x),
@@ -410,14 +334,14 @@ class SecureChannel:
     def encrypt(self, plaintext: bytes) -> bytes:
         if self.send_counter > 0xFFFFFFFF:
             raise CryptoFailure("send counter exhausted")
-        iv = self._send_dir + struct.pack(">I", self.send_counter)
+        iv = self._send_dir + self.send_counter.to_bytes(4, "big")
         self.send_counter += 1
         return gcm_encrypt(self._send_key, iv, plaintext)
 
     def decrypt(self, ciphertext: bytes) -> bytes:
         if self.receive_counter > 0xFFFFFFFF:
             raise CryptoFailure("receive counter exhausted")
-        iv = self._recv_dir + struct.pack(">I", self.receive_counter)
+        iv = self._recv_dir + self.receive_counter.to_bytes(4, "big")
         plaintext = gcm_decrypt(self._receive_key, iv, ciphertext)
         self.receive_counter += 1
         return plaintext

@@ -68,26 +68,7 @@ class SelectAnswer:
     a5_raw: bytes  # exact A5 TLV, an input to every salt
 
 
-# Parsed SELECT answers by their exact bytes. A phone app answers SELECT with
-# the same bytes on every tap, so a reader sees a handful of distinct answers;
-# parsing is a pure function of the bytes and SelectAnswer is immutable, so a
-# repeat answer can skip the parse. Bounded so odd answers cannot grow it.
-_SELECT_ANSWERS: dict[bytes, SelectAnswer] = {}
-_SELECT_ANSWERS_MAX = 32
-
-
 def parse_select_response(data: bytes) -> SelectAnswer:
-    data = bytes(data)
-    answer = _SELECT_ANSWERS.get(data)
-    if answer is None:
-        answer = _parse_select_response(data)
-        if len(_SELECT_ANSWERS) >= _SELECT_ANSWERS_MAX:
-            _SELECT_ANSWERS.clear()
-        _SELECT_ANSWERS[data] = answer
-    return answer
-
-
-def _parse_select_response(data: bytes) -> SelectAnswer:
     outer = tlv.parse(data, (Field(TAG_FCI),))
     inner_bytes = outer[TAG_FCI]
     inner = tlv.parse(inner_bytes, (Field(TAG_AID, (len(AID),)), Field(TAG_PROPRIETARY)))
@@ -102,7 +83,9 @@ def _parse_select_response(data: bytes) -> SelectAnswer:
     if not raw_versions or len(raw_versions) % 2:
         raise MalformedTLV("supported versions must be a non-empty list of 2-byte values")
     versions = tuple(raw_versions[i : i + 2] for i in range(0, len(raw_versions), 2))
-    return SelectAnswer(versions, tlv.raw_field(inner_bytes, TAG_PROPRIETARY))
+    # The tokenizer admits minimal length encodings only, so encoding the value
+    # again gives the A5 field exactly as received.
+    return SelectAnswer(versions, tlv.encode(TAG_PROPRIETARY, inner[TAG_PROPRIETARY]))
 
 
 # ---------------------------------------------------------------- AUTH0
@@ -127,15 +110,6 @@ def auth0_command(command_parameters: int, authentication_policy: int, version: 
                   reader_ephemeral_public_key: bytes, transaction_id: bytes,
                   reader_id: bytes) -> bytes:
     """The AUTH0 command APDU (what :meth:`Auth0Command.encode` sends)."""
-    if (len(version), len(reader_ephemeral_public_key), len(transaction_id),
-            len(reader_id)) == (2, 65, 16, 32) and 0 <= command_parameters <= 0xFF \
-            and 0 <= authentication_policy <= 0xFF:
-        # Every AUTH0 a reader sends has these sizes: the TLVs with their headers
-        # spelt out (Lc = 129 data bytes), the layout auth0_framing holds.
-        opening, middle, closing = auth0_framing(command_parameters, authentication_policy,
-                                                 version, reader_id)
-        return b"".join((opening, reader_ephemeral_public_key, middle, transaction_id,
-                         closing))
     data = tlv.encode_all((
         (TAG_COMMAND_PARAMETERS, bytes([command_parameters])),
         (TAG_POLICY, bytes([authentication_policy])),
@@ -145,23 +119,6 @@ def auth0_command(command_parameters: int, authentication_policy: int, version: 
         (TAG_READER_ID, reader_id),
     ))
     return CommandAPDU(CLA_PROPRIETARY, INS_AUTH0, 0, 0, data, 0x00).encode()
-
-
-def auth0_framing(command_parameters: int, authentication_policy: int, version: bytes,
-                  reader_id: bytes) -> tuple[bytes, bytes, bytes]:
-    """The fixed pieces of every AUTH0 one reader sends in one flow.
-
-    ``opening + ephemeral key + middle + transaction id + closing`` is the
-    AUTH0 command of :func:`auth0_command`. Only the ephemeral key and the
-    transaction id change from tap to tap, so a reader joins the rest once.
-    """
-    if len(version) != 2 or len(reader_id) != 32 or not 0 <= command_parameters <= 0xFF \
-            or not 0 <= authentication_policy <= 0xFF:
-        raise ValueError("AUTH0 framing needs a 2-byte version and a 32-byte reader id")
-    opening = b"".join((b"\x80\x80\x00\x00\x81\x41\x01", bytes((command_parameters,)),
-                        b"\x42\x01", bytes((authentication_policy,)), b"\x5c\x02", version,
-                        b"\x87\x41"))
-    return opening, b"\x4c\x10", b"\x4d\x20" + reader_id + b"\x00"
 
 
 _AUTH0_SCHEMA = (
@@ -209,21 +166,10 @@ def read_auth0_response(data: bytes
                         ) -> tuple[bytes, bytes | None, ec.EllipticCurvePublicKey]:
     """(phone ephemeral point, cryptogram or None, the point as a checked key).
 
-    What the reader needs on its tap path: the key object is kept so ECDH does
-    not decode the point a second time. Same checks as parse_auth0_response.
+    The key object is kept so ECDH does not decode the point a second time.
     """
-    data = bytes(data)
-    # The schema admits exactly two byte layouts (86 41 <65> and the same
-    # followed by 9D 40 <64>): recognise them directly, anything else goes
-    # through the strict parser, which raises for it.
-    n = len(data)
-    if (n == 67 or (n == 133 and data[67] == TAG_CRYPTOGRAM and data[68] == 64)) \
-            and data[0] == TAG_ENDPOINT_EPHEMERAL and data[1] == 65:
-        point = data[2:67]
-        cryptogram = data[69:] if n == 133 else None
-    else:
-        f = tlv.parse(data, _AUTH0_RESPONSE_SCHEMA)
-        point, cryptogram = f[TAG_ENDPOINT_EPHEMERAL], f.get(TAG_CRYPTOGRAM)
+    f = tlv.parse(data, _AUTH0_RESPONSE_SCHEMA)
+    point, cryptogram = f[TAG_ENDPOINT_EPHEMERAL], f.get(TAG_CRYPTOGRAM)
     return point, cryptogram, load_public_key(point)
 
 
@@ -244,26 +190,7 @@ class CryptogramContent:
         ))
 
 
-def _is_cryptogram_layout(plaintext: bytes) -> bool:
-    # The schema admits one layout, 5E 02 <2> 91 14 <20> 92 14 <20>.
-    return (len(plaintext) == 48 and plaintext[0:2] == b"\x5e\x02"
-            and plaintext[4:6] == b"\x91\x14" and plaintext[26:28] == b"\x92\x14")
-
-
-def check_cryptogram_content(plaintext: bytes) -> None:
-    """Raise MalformedTLV unless ``plaintext`` is a well-formed cryptogram content.
-
-    The reader only needs the verdict; the known layout is recognised without
-    building the object, anything else takes the strict parser.
-    """
-    if not _is_cryptogram_layout(plaintext):
-        parse_cryptogram_content(plaintext)
-
-
 def parse_cryptogram_content(plaintext: bytes) -> CryptogramContent:
-    plaintext = bytes(plaintext)
-    if _is_cryptogram_layout(plaintext):
-        return CryptogramContent(plaintext[2:4], plaintext[6:26], plaintext[28:48])
     f = tlv.parse(plaintext, (Field(TAG_SIGNALING, (2,)),
                               Field(TAG_CREDENTIAL_TIMESTAMP, (20,)),
                               Field(TAG_REVOCATION_TIMESTAMP, (20,))))
@@ -289,10 +216,6 @@ class Auth1Command:
 def auth1_command(return_public_key: bool, reader_signature: bytes) -> bytes:
     """The AUTH1 command APDU (what :meth:`Auth1Command.encode` sends)."""
     flag = bytes((AUTH1_RETURN_PUBLIC_KEY if return_public_key else AUTH1_RETURN_KEY_SLOT,))
-    if len(reader_signature) == 64:
-        # The only valid size: 41 01 <flag> 9E 40 <r||s>, Lc = 69.
-        return b"".join((b"\x80\x81\x00\x00\x45\x41\x01", flag, b"\x9e\x40",
-                         reader_signature, b"\x00"))
     data = tlv.encode_all(((TAG_COMMAND_PARAMETERS, flag), (TAG_SIGNATURE, reader_signature)))
     return CommandAPDU(CLA_PROPRIETARY, INS_AUTH1, 0, 0, data, 0x00).encode()
 
@@ -361,26 +284,16 @@ def parse_auth1_answer(plaintext: bytes) -> Auth1Answer:
 
 
 def exchange_command(ciphertext: bytes) -> bytes:
-    if 0 < len(ciphertext) <= 255:
-        return b"".join((b"\x80\xc9\x00\x00", bytes((len(ciphertext),)), ciphertext, b"\x00"))
     return CommandAPDU(CLA_PROPRIETARY, INS_EXCHANGE, 0, 0, ciphertext, 0x00).encode()
-
-
-# EXCHANGE plaintexts by reader status: a tap encodes one of a handful of values.
-_READER_STATUS: dict[int, bytes] = {}
 
 
 def reader_status_plaintext(status: int) -> bytes:
     """``97 02 <status>``: the door's answer (values: protocol.exchange_status)."""
     if isinstance(status, bool):  # True == 1 would silently send 0001
         raise TypeError("reader status is a two-byte value, not a granted flag")
-    plaintext = _READER_STATUS.get(status)
-    if plaintext is None:
-        if not 0 <= status <= 0xFFFF:
-            raise ValueError(f"reader status is a two-byte value, not {status!r}")
-        plaintext = _READER_STATUS[status] = tlv.encode(TAG_READER_STATUS,
-                                                        status.to_bytes(2, "big"))
-    return plaintext
+    if not 0 <= status <= 0xFFFF:
+        raise ValueError(f"reader status is a two-byte value, not {status!r}")
+    return tlv.encode(TAG_READER_STATUS, status.to_bytes(2, "big"))
 
 
 def parse_reader_status(plaintext: bytes) -> bytes:

@@ -17,13 +17,12 @@ Flows:
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from enum import Enum, auto
+from enum import StrEnum, auto
 from functools import cached_property
-from hmac import compare_digest
 from itertools import islice
-from os import urandom
 from typing import Literal, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -41,7 +40,6 @@ from passbridge.protocol.aliro_crypto import (
     FastKeys,
     Interface,
     SaltInputs,
-    SaltTemplate,
     SecureChannel,
     VolatileKeys,
     authentication_data,
@@ -52,11 +50,12 @@ from passbridge.protocol.aliro_crypto import (
     derive_volatile_keys,
     generate_ephemeral_pair,
     public_key_bytes,
+    same_bytes,
     sign_raw,
     verify_raw,
     x_coordinate,
 )
-from passbridge.protocol.apdu import SW, MalformedAPDU, split_response
+from passbridge.protocol.apdu import SW, MalformedAPDU, parse_response
 from passbridge.protocol.tlv import MalformedTLV
 
 __all__ = [
@@ -98,37 +97,6 @@ class ReaderIdentity:
     def public_x(self) -> bytes:
         return x_coordinate(self.public_key)
 
-    @cached_property
-    def _tap_templates(self) -> dict[tuple[Interface, int], _TapTemplate]:
-        return {}
-
-    def tap_template(self, interface: Interface, command_parameters: int) -> _TapTemplate:
-        """What every tap of this reader on ``interface`` with one flow shares."""
-        key = (interface, command_parameters)
-        template = self._tap_templates.get(key)
-        if template is None:
-            template = self._tap_templates[key] = _TapTemplate(
-                SaltTemplate(self.public_x, self.reader_id, interface, PROTOCOL_VERSION,
-                             command_parameters, POLICY_USER_DEVICE),
-                *msg.auth0_framing(command_parameters, POLICY_USER_DEVICE, PROTOCOL_VERSION,
-                                   self.reader_id))
-        return template
-
-
-@dataclass(frozen=True)
-class _TapTemplate:
-    """Salt inputs and AUTH0 framing fixed per reader identity, interface and flow.
-
-    Joined once, the first time a reader taps with them, so a tap only adds
-    its own ephemeral key, transaction id and the phone's A5 field.
-    """
-
-    salt: SaltTemplate
-    auth0_opening: bytes
-    auth0_middle: bytes
-    auth0_closing: bytes
-
-
 class CredentialDirectory(Protocol):
     """How the reader resolves a phone; backed by enrolment storage."""
 
@@ -144,33 +112,21 @@ class CredentialDirectory(Protocol):
         """Store the key a STANDARD tap yielded so the next tap can be FAST."""
 
 
-# Events are built on every step of a tap. The dataclass-generated frozen
-# __init__ sets each field through object.__setattr__; these write the
-# instance dict directly, which gives the same (frozen, comparable) object.
-
-
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True)
 class SendCommand:
+    """Send ``apdu`` to the phone and feed its answer to :meth:`ReaderTransaction.receive`."""
+
     apdu: bytes
 
-    def __init__(self, apdu: bytes) -> None:
-        self.__dict__["apdu"] = apdu
 
-
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True)
 class Authenticated:
+    """The phone proved it holds an enrolled credential key; the door decides next."""
+
     credential_id: str
     public_key: bytes
     flow: Literal["standard", "fast"]
     transaction_id: bytes
-
-    def __init__(self, credential_id: str, public_key: bytes,
-                 flow: Literal["standard", "fast"], transaction_id: bytes) -> None:
-        d = self.__dict__
-        d["credential_id"] = credential_id
-        d["public_key"] = public_key
-        d["flow"] = flow
-        d["transaction_id"] = transaction_id
 
 
 @dataclass(frozen=True)
@@ -186,10 +142,9 @@ class Failed:
 
 Event = SendCommand | Authenticated | Finished | Failed
 
-_FINISHED_EVENT = Finished()  # immutable and field-less: one instance serves every tap
+class State(StrEnum):
+    """Where a tap is; the reader's flow is the table :data:`TRANSITIONS`."""
 
-
-class _State(Enum):
     NEW = auto()
     SELECT_SENT = auto()
     AUTH0_SENT = auto()
@@ -200,11 +155,40 @@ class _State(Enum):
     FAILED = auto()
 
 
-# Under Python 3.11 every ``_State.X`` is a descriptor call on the enum class;
-# the tap path reads states on each answer, so it uses plain module names.
-(_NEW, _SELECT_SENT, _AUTH0_SENT, _AUTH1_SENT, _AUTHENTICATED, _EXCHANGE_SENT, _FINISHED,
- _FAILED) = _State
-_SW_OK = int(SW.OK)
+class Input(StrEnum):
+    """What moves a tap: a call of the caller, or what the phone's answer came to."""
+
+    START = auto()  # start(): SELECT goes out
+    SELECT_OK = auto()  # the phone offers version 0100: AUTH0 goes out
+    FAST_MATCH = auto()  # AUTH0 answer with a cryptogram one persistent key opens
+    NO_FAST_MATCH = auto()  # AUTH0 answer without one (or none opens it): AUTH1 goes out
+    AUTH1_OK = auto()  # the AUTH1 answer decrypts, verifies and names an enrolled key
+    DOOR_STATUS = auto()  # door_status(): EXCHANGE goes out
+    EXCHANGE_OK = auto()  # the phone acknowledged the door status
+    FAIL = auto()  # any refusal, malformed answer or failed check
+
+
+TRANSITIONS: dict[tuple[State, Input], State] = {
+    (State.NEW, Input.START): State.SELECT_SENT,
+    (State.SELECT_SENT, Input.SELECT_OK): State.AUTH0_SENT,
+    (State.AUTH0_SENT, Input.FAST_MATCH): State.AUTHENTICATED,
+    (State.AUTH0_SENT, Input.NO_FAST_MATCH): State.AUTH1_SENT,
+    (State.AUTH1_SENT, Input.AUTH1_OK): State.AUTHENTICATED,
+    (State.AUTHENTICATED, Input.DOOR_STATUS): State.EXCHANGE_SENT,
+    (State.EXCHANGE_SENT, Input.EXCHANGE_OK): State.FINISHED,
+    (State.SELECT_SENT, Input.FAIL): State.FAILED,
+    (State.AUTH0_SENT, Input.FAIL): State.FAILED,
+    (State.AUTH1_SENT, Input.FAIL): State.FAILED,
+    (State.EXCHANGE_SENT, Input.FAIL): State.FAILED,
+}
+"""The reader's side of the Aliro flow (protocols/nfc/README.md, "Reader states"),
+held as data so it can be read against the flow: (state, input) -> next state.
+Anything not in the table is refused: a phone's answer with no command
+outstanding fails the tap (``out_of_order``); a caller's call out of turn
+raises RuntimeError. FINISHED and FAILED have no way out."""
+
+AWAITING_ANSWER = frozenset(state for state, event in TRANSITIONS if event is Input.FAIL)
+"""States in which a command is outstanding, so an answer is expected."""
 
 
 class _Abort(Exception):
@@ -234,7 +218,7 @@ linear in the number of phones holding a key (about 10-20 us each)."""
 
 
 class ReaderTransaction:
-    """One tap, reader side."""
+    """One tap, reader side. Not thread-safe: one caller drives one tap."""
 
     def __init__(
         self,
@@ -260,8 +244,6 @@ class ReaderTransaction:
         self._credentials = credentials
         self._interface = interface
         self._command_parameters = COMMAND_FAST if prefer_fast else COMMAND_STANDARD
-        self._template = (identity._tap_templates.get((interface, self._command_parameters))
-                          or identity.tap_template(interface, self._command_parameters))
         if ephemeral_private_key is not None:
             self._ephemeral = ephemeral_private_key
             self._ephemeral_public = public_key_bytes(ephemeral_private_key)
@@ -269,12 +251,11 @@ class ReaderTransaction:
             self._ephemeral, self._ephemeral_public = key_pool.take_pair()
         else:
             self._ephemeral, self._ephemeral_public = generate_ephemeral_pair()
-        self._ephemeral_x = self._ephemeral_public[1:33]  # a point we encoded ourselves
-        self.transaction_id = transaction_id or urandom(16)  # what secrets.token_bytes reads
+        self._ephemeral_x = x_coordinate(self._ephemeral_public)
+        self.transaction_id = transaction_id or secrets.token_bytes(16)
         self._deterministic = deterministic_signatures
-        self._state = _NEW
+        self.state = State.NEW
         self._salt_inputs: SaltInputs | None = None
-        self._endpoint_ephemeral: bytes | None = None
         self._endpoint_key: ec.EllipticCurvePublicKey | None = None
         self._endpoint_x = b""
         self._channel: SecureChannel | None = None
@@ -288,32 +269,25 @@ class ReaderTransaction:
 
     def start(self) -> bytes:
         """The SELECT command that opens the tap."""
-        if self._state is not _NEW:
-            raise RuntimeError("start() is called once per transaction")
-        self._state = _SELECT_SENT
+        self._move(Input.START)
         return msg.SELECT_COMMAND
 
     def receive(self, response_apdu: bytes) -> Event:
         """Feed the phone's answer to the last command; never raises on wire input."""
         try:
-            state = self._state
-            if state is not _SELECT_SENT and state is not _AUTH0_SENT \
-                    and state is not _AUTH1_SENT and state is not _EXCHANGE_SENT:
+            state = self.state
+            if state not in AWAITING_ANSWER:
                 raise _Abort("out_of_order", f"no command outstanding (state {state.name})")
-            raw = bytes(response_apdu)
-            n = len(raw)
-            if n < 2 or n > 258:
-                split_response(raw)  # raises MalformedAPDU saying why
-            sw = (raw[-2] << 8) | raw[-1]
-            if sw != _SW_OK:
-                raise _Abort("status_word", f"{state.name} answered {sw:04X}")
-            if state is _AUTH0_SENT:
-                return self._on_auth0(raw[:-2])
-            if state is _SELECT_SENT:
-                return self._on_select(raw[:-2])
-            if state is _EXCHANGE_SENT:
-                return self._on_exchange(raw[:-2])
-            return self._on_auth1(raw[:-2])
+            answer = parse_response(bytes(response_apdu))
+            if answer.sw != SW.OK:
+                raise _Abort("status_word", f"{state.name} answered {answer.sw:04X}")
+            if state is State.SELECT_SENT:
+                return self._on_select(answer.data)
+            if state is State.AUTH0_SENT:
+                return self._on_auth0(answer.data)
+            if state is State.AUTH1_SENT:
+                return self._on_auth1(answer.data)
+            return self._on_exchange(answer.data)
         except _Abort as abort:
             return self._fail(abort.reason, abort.detail)
         except (MalformedTLV, MalformedAPDU) as exc:
@@ -332,11 +306,9 @@ class ReaderTransaction:
         decision with :func:`passbridge.protocol.exchange_status.exchange_status`
         (a phone refuses values outside the public lists).
         """
-        if self._state is not _AUTHENTICATED or self._channel is None:
-            raise RuntimeError("door_status() follows an Authenticated event")
-        ciphertext = self._channel.encrypt(msg.reader_status_plaintext(status))
-        self._state = _EXCHANGE_SENT
-        return msg.exchange_command(ciphertext)
+        self._move(Input.DOOR_STATUS)
+        assert self._channel is not None  # AUTHENTICATED always has one
+        return msg.exchange_command(self._channel.encrypt(msg.reader_status_plaintext(status)))
 
     def control_flow(self, success: bool = False) -> bytes:
         """CONTROL FLOW that ends the phone's transaction without EXCHANGE.
@@ -348,22 +320,28 @@ class ReaderTransaction:
 
     @property
     def keys(self) -> DerivedKeys:
-        """What the tap has derived so far (a fresh snapshot on each read).
-
-        Built on demand rather than kept up to date during the tap: conformance
-        tests and vector scripts read it, the tap itself never does.
-        """
+        """What the tap has derived so far (conformance tests, vector scripts)."""
         return DerivedKeys(kdh=self._kdh, volatile=self._volatile, fast=self._fast,
                            kpersistent=self._kpersistent, salt_inputs=self._salt_inputs)
 
     @property
     def done(self) -> bool:
-        return self._state in (_FINISHED, _FAILED)
+        return self.state in (State.FINISHED, State.FAILED)
 
     # ------------------------------------------------------------ steps
 
+    def _move(self, event: Input) -> None:
+        """Take the transition the table has for ``event``; refuse anything else."""
+        after = TRANSITIONS.get((self.state, event))
+        if after is None:
+            raise RuntimeError(f"{event.name} is not allowed in state {self.state.name}")
+        self.state = after
+
     def _fail(self, reason: str, detail: str) -> Failed:
-        self._state = _FAILED
+        if (self.state, Input.FAIL) in TRANSITIONS:
+            self._move(Input.FAIL)
+        else:  # an answer out of order: nothing was outstanding, the tap ends here
+            self.state = State.FAILED
         self._channel = None
         return Failed(reason, detail)
 
@@ -372,24 +350,23 @@ class ReaderTransaction:
         if PROTOCOL_VERSION not in answer.versions:
             raise _Abort("unsupported_version",
                          "phone offers " + ",".join(v.hex() for v in answer.versions))
-        template = self._template
-        transaction_id = self.transaction_id
-        self._salt_inputs = template.salt.inputs(
-            self._ephemeral_x, transaction_id, answer.a5_raw)
-        self._state = _AUTH0_SENT
-        return SendCommand(b"".join((template.auth0_opening, self._ephemeral_public,
-                                     template.auth0_middle, transaction_id,
-                                     template.auth0_closing)))
+        identity = self._identity
+        self._salt_inputs = SaltInputs(
+            identity.public_x, identity.reader_id, self._interface, PROTOCOL_VERSION,
+            self._ephemeral_x, self.transaction_id, self._command_parameters,
+            POLICY_USER_DEVICE, answer.a5_raw)
+        self._move(Input.SELECT_OK)
+        return SendCommand(msg.auth0_command(
+            self._command_parameters, POLICY_USER_DEVICE, PROTOCOL_VERSION,
+            self._ephemeral_public, self.transaction_id, identity.reader_id))
 
     def _on_auth0(self, data: bytes) -> Event:
         point, cryptogram, key = msg.read_auth0_response(data)
-        assert self._salt_inputs is not None
         if cryptogram is not None and self._command_parameters != COMMAND_FAST:
             raise MalformedTLV("cryptogram in answer to a STANDARD AUTH0")
-        self._endpoint_ephemeral = point
         self._endpoint_key = key
-        self._endpoint_x = point[1:33]  # read_auth0_response checked the point
-        if compare_digest(point, self._ephemeral_public):
+        self._endpoint_x = x_coordinate(point)
+        if same_bytes(point, self._ephemeral_public):
             raise _Abort("malformed", "phone echoed the reader's ephemeral key")
         if cryptogram is not None:
             fast = self._match_cryptogram(cryptogram)
@@ -399,7 +376,7 @@ class ReaderTransaction:
                                      self._ephemeral_x, self.transaction_id, READER_CONTEXT)
         signature = sign_raw(self._identity.private_key, signed,
                              deterministic=self._deterministic)
-        self._state = _AUTH1_SENT
+        self._move(Input.NO_FAST_MATCH)
         return SendCommand(msg.auth1_command(True, signature))
 
     def _match_cryptogram(self, cryptogram: bytes) -> Event | None:
@@ -411,17 +388,17 @@ class ReaderTransaction:
         then continues with AUTH1.
         """
         assert self._salt_inputs is not None
-        endpoint_x = self._endpoint_x
         candidates = islice(self._credentials.persistent_keys(), self._fast_trials)
         for _cred, public_key, kpersistent in candidates:
             self.fast_keys_tried += 1
             try:
-                fast = derive_fast_keys(kpersistent, self._salt_inputs, endpoint_x, public_key)
+                fast = derive_fast_keys(kpersistent, self._salt_inputs, self._endpoint_x,
+                                        public_key)
                 content = decrypt_cryptogram(fast.cryptogram_sk, cryptogram)
             except (CryptoFailure, ValueError):
                 continue
             try:
-                msg.check_cryptogram_content(content)
+                msg.parse_cryptogram_content(content)
             except MalformedTLV as exc:
                 # It authenticated under our key, so the phone is known but broken.
                 raise _Abort("malformed", f"cryptogram content: {exc}") from None
@@ -432,18 +409,15 @@ class ReaderTransaction:
             self._kpersistent = kpersistent
             self._channel = SecureChannel(send_key=fast.exchange_sk_reader,
                                           receive_key=fast.exchange_sk_device, is_reader=True)
-            return self._authenticated(credential_id, public_key, "fast")
+            return self._authenticated(Input.FAST_MATCH, credential_id, public_key, "fast")
         return None
 
     def _on_auth1(self, data: bytes) -> Event:
-        assert self._salt_inputs is not None and self._endpoint_ephemeral is not None
+        assert self._salt_inputs is not None and self._endpoint_key is not None
         if not data:
             raise MalformedTLV("empty AUTH1 answer")
-        endpoint_x = self._endpoint_x
-        # read_auth0_response already decoded and checked the phone's point.
-        assert self._endpoint_key is not None
         kdh = derive_kdh(self._ephemeral, self._endpoint_key, self.transaction_id)
-        volatile = derive_volatile_keys(kdh, self._salt_inputs, endpoint_x)
+        volatile = derive_volatile_keys(kdh, self._salt_inputs, self._endpoint_x)
         self._kdh = kdh
         self._volatile = volatile
         channel = SecureChannel(send_key=volatile.exchange_sk_reader,
@@ -452,23 +426,23 @@ class ReaderTransaction:
         public_key = answer.credential_public_key
         if public_key is None:
             raise _Abort("malformed", "phone answered a key slot; the reader asked for its key")
-        signed = authentication_data(self._identity.reader_id, endpoint_x, self._ephemeral_x,
-                                     self.transaction_id, ENDPOINT_CONTEXT)
+        signed = authentication_data(self._identity.reader_id, self._endpoint_x,
+                                     self._ephemeral_x, self.transaction_id, ENDPOINT_CONTEXT)
         if not verify_raw(answer.credential_key or public_key, answer.endpoint_signature,
                           signed):
             raise _Abort("bad_signature", "phone signature does not verify")
         credential_id = self._credentials.credential_for_public_key(public_key)
         if credential_id is None:
             raise _Abort("unknown_credential", "no enrolled credential for this key")
-        kpersistent = derive_kpersistent(kdh, self._salt_inputs, endpoint_x, public_key)
+        kpersistent = derive_kpersistent(kdh, self._salt_inputs, self._endpoint_x, public_key)
         self._kpersistent = kpersistent
         self._credentials.remember_persistent_key(credential_id, public_key, kpersistent)
         self._channel = channel
-        return self._authenticated(credential_id, public_key, "standard")
+        return self._authenticated(Input.AUTH1_OK, credential_id, public_key, "standard")
 
-    def _authenticated(self, credential_id: str, public_key: bytes,
+    def _authenticated(self, event: Input, credential_id: str, public_key: bytes,
                        flow: Literal["standard", "fast"]) -> Authenticated:
-        self._state = _AUTHENTICATED
+        self._move(event)
         self.authenticated = Authenticated(credential_id, public_key, flow, self.transaction_id)
         return self.authenticated
 
@@ -476,9 +450,9 @@ class ReaderTransaction:
         assert self._channel is not None
         if data:
             self._channel.decrypt(data)  # authenticated; content is not used
-        self._state = _FINISHED
+        self._move(Input.EXCHANGE_OK)
         self._channel = None
-        return _FINISHED_EVENT
+        return Finished()
 
 
 class InMemoryCredentials:

@@ -85,23 +85,14 @@ class ResponseAPDU:
         return self.sw == SW.OK
 
 
-def split_response(raw: bytes) -> tuple[bytes, int]:
-    """``(data, status word)`` of a short response APDU, without building an object.
-
-    The reader takes this path on every answer of a tap; ``parse_response`` is
-    the same check wrapped in a :class:`ResponseAPDU`.
-    """
+def parse_response(raw: bytes) -> ResponseAPDU:
+    """A short response APDU: data and a status word, at most 258 bytes in all."""
     n = len(raw)
     if n < 2:
         raise MalformedAPDU(f"response APDU of {n} bytes has no status word")
     if n > 258:
         raise MalformedAPDU(f"response APDU of {n} bytes exceeds a short response")
-    return bytes(raw[:-2]), (raw[-2] << 8) | raw[-1]
-
-
-def parse_response(raw: bytes) -> ResponseAPDU:
-    data, sw = split_response(raw)
-    return ResponseAPDU(data, sw)
+    return ResponseAPDU(bytes(raw[:-2]), (raw[-2] << 8) | raw[-1])
 
 
 def response(data: bytes = b"", sw: int = SW.OK) -> bytes:

@@ -167,16 +167,3 @@ def parse(data: bytes, schema: Sequence[Field], *, allow_unknown_tail: bool = Fa
             if spec.required and spec.tag not in result:
                 raise MalformedTLV(f"missing tag {spec.tag:02X}")
     return result
-
-
-def raw_field(data: bytes, tag: int) -> bytes:
-    """The complete encoded TLV (tag, length, value) of ``tag`` in ``data``.
-
-    The SELECT answer's A5 field enters the key schedule byte for byte, so the
-    reader keeps its exact encoding rather than re-encoding the value.
-    """
-    data = bytes(data)
-    for item_tag, start, _vstart, end in _scan(data):
-        if item_tag == tag:
-            return data[start:end]
-    raise MalformedTLV(f"missing tag {tag:02X}")
