@@ -19,6 +19,7 @@ from passbridge.protocol.aliro_crypto import (
 )
 from passbridge.protocol.aliro_phone import PhoneApplet, PhoneMisbehaviour
 from passbridge.protocol.aliro_reader import (
+    TRANSITIONS,
     Authenticated,
     Event,
     Failed,
@@ -27,6 +28,7 @@ from passbridge.protocol.aliro_reader import (
     ReaderIdentity,
     ReaderTransaction,
     SendCommand,
+    State,
 )
 from passbridge.protocol.apdu import MalformedAPDU, parse_command, parse_response
 from passbridge.protocol.exchange_status import ReaderStatus
@@ -338,3 +340,38 @@ def test_raw_signatures() -> None:
     assert not verify_raw(pub, bytes(64), b"data")
     assert not verify_raw(pub, b"\xff" * 64, b"data")
     assert not verify_raw(b"\x04" + bytes(64), sig, b"data")
+
+
+def test_reader_moves_only_along_its_transition_table() -> None:
+    """STANDARD then FAST: every state the reader passes through is a step of
+    TRANSITIONS, and a call the table does not list is refused."""
+    site = Site()
+    phone = new_phone(site)
+    walks = []
+    for _ in range(2):
+        reader = ReaderTransaction(site.identity, site.credentials)
+        seen = [reader.state]
+        with pytest.raises(RuntimeError):
+            reader.door_status(ReaderStatus.STATE_UNSECURED)  # not before authentication
+        command = reader.start()
+        seen.append(reader.state)
+        event = reader.receive(phone.process(command))
+        seen.append(reader.state)
+        while isinstance(event, SendCommand):
+            event = reader.receive(phone.process(event.apdu))
+            seen.append(reader.state)
+        assert isinstance(event, Authenticated)
+        command = reader.door_status(ReaderStatus.STATE_UNSECURED)
+        seen.append(reader.state)
+        reader.receive(phone.process(command))
+        seen.append(reader.state)
+        steps = set(zip(seen, seen[1:], strict=False))
+        allowed = {(before, after) for (before, _input), after in TRANSITIONS.items()}
+        assert steps <= allowed, steps - allowed
+        walks.append(seen)
+    assert walks[0] == [State.NEW, State.SELECT_SENT, State.AUTH0_SENT, State.AUTH1_SENT,
+                        State.AUTHENTICATED, State.EXCHANGE_SENT, State.FINISHED]
+    assert State.AUTH1_SENT in walks[0] and State.AUTH1_SENT not in walks[1]  # FAST skips AUTH1
+    assert walks[1][-1] is State.FINISHED
+    with pytest.raises(RuntimeError):
+        reader.start()  # FINISHED has no way out

@@ -68,6 +68,8 @@ __all__ = [
     "ReaderIdentity",
     "ReaderTransaction",
     "SendCommand",
+    "State",
+    "TRANSITIONS",
 ]
 
 
