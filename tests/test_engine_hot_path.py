@@ -1,13 +1,12 @@
 """The decision path's shortcuts give exactly what the plain code gives.
 
-Decisions are built without the frozen-dataclass cost, ids come from a
-per-process prefix and a counter, and a door's scheduled state is resolved
-once per UTC minute: each is checked here against the plain computation.
+Decision ids come from a per-process prefix and a counter, and a door's
+scheduled state is resolved once per UTC minute: each is checked here
+against the plain computation.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from datetime import UTC, datetime, timedelta
@@ -18,25 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from passbridge.clock import Moment
-from passbridge.core.decision import Decision, build_decision, new_decision_id
+from passbridge.core.decision import new_decision_id
 from passbridge.core.engine import DoorCore
-from passbridge.core.model import DoorState, Factor, Reason, Result, Side
+from passbridge.core.model import DoorState, Factor, Reason, Result
 from passbridge.core.schedule import minute_is_uniform, resolve_state, utc_minute
 from tests.engine_helpers import PIN_KEY, Harness, site_from_yaml
 
 AT = datetime(2027, 3, 1, 9, 0, tzinfo=UTC)
-FIELDS = ("id", Result.GRANTED, Reason.ACCESS_GRANTED, "front", Side.IN, Factor.NFC, "u1",
-          "phone-1", DoorState.ACCESS_CONTROLLED, "default", "rev", AT, 5, None)
-
-
-def test_built_decision_is_an_ordinary_frozen_decision() -> None:
-    built, plain = build_decision(*FIELDS), Decision(*FIELDS)
-    assert type(built) is Decision
-    assert built == plain and hash(built) == hash(plain) and repr(built) == repr(plain)
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        built.user = "mallory"  # type: ignore[misc]
-    assert dataclasses.replace(built, user="u2").user == "u2"
-    assert dataclasses.asdict(built) == dataclasses.asdict(plain)
 
 
 def test_decision_ids_are_unique_hex_and_new_in_a_forked_child() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
-from dataclasses import dataclass, field, fields, make_dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -123,40 +123,3 @@ ENUM_TEXT: dict[Result | Reason | Side | Factor | DoorState, str] = {
     member: str(member.value) for enum in (Result, Reason, Side, Factor, DoorState)
     for member in enum
 }
-
-
-# A mutable twin of Decision with the very same slots, used only to build
-# decisions on the hot path. A frozen dataclass's __init__ must go through
-# object.__setattr__ once per field (about 1 us for these 14), while a plain
-# slots __init__ stores them directly; the finished twin then becomes a
-# Decision by a __class__ assignment, which CPython allows between classes of
-# identical layout. The result is an ordinary, frozen, hashable Decision.
-_DecisionDraft = make_dataclass(
-    "_DecisionDraft", [f.name for f in fields(Decision)], slots=True, eq=False, repr=False
-)
-assert vars(_DecisionDraft)["__slots__"] == vars(Decision)["__slots__"]  # noqa: S101 - layout
-
-
-def build_decision(
-    id: str,  # noqa: A002 - the field's name
-    result: Result,
-    reason: Reason,
-    door: str,
-    side: Side,
-    factor: Factor | None,
-    user: str | None,
-    credential: str | None,
-    state: DoorState | None,
-    state_source: str | None,
-    revision: str,
-    at: datetime,
-    unlock_seconds: int | None,
-    detail: str | None,
-) -> Decision:
-    """``Decision(...)`` with every field given, in field order, at a fraction of the cost."""
-    decision: Decision = _DecisionDraft(
-        id, result, reason, door, side, factor, user, credential, state, state_source,
-        revision, at, unlock_seconds, detail,
-    )
-    decision.__class__ = Decision
-    return decision

@@ -1,31 +1,23 @@
 """The door decision core: one function of (site, runtime state, factor, moment).
 
 The order of checks is the contract's and is written down in
-docs/decisions.md: device, door state (lockdown, locked, unlocked),
-credential, access, path evidence, then the two-factor rules. Nothing here
-does I/O; the caller records each decision in the audit log before it
-answers anyone.
+docs/decisions.md ("Order of checks in a decision"): ``DoorCore._decide``
+lists its numbered steps, one method each. Nothing here does I/O; the
+caller records each decision in the audit log before it answers anyone.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from passbridge.clock import Moment
 from passbridge.core.credentials import mask_card
-from passbridge.core.decision import (
-    Decision,
-    Presentation,
-    ResolvedState,
-    build_decision,
-    new_decision_id,
-)
+from passbridge.core.decision import Decision, Presentation, ResolvedState, new_decision_id
 from passbridge.core.model import (
     CARD_EQUIVALENT,
     MOBILE_FACTORS,
@@ -56,30 +48,20 @@ log = logging.getLogger(__name__)
 NEARBY_RSSI_MIN = -80
 NEARBY_MAX_AGE_SECONDS = 10.0
 _LOCKDOWN = ResolvedState(DoorState.LOCKED, "lockdown")
-# Enum members the decision path tests on every call, as module constants:
-# on Python 3.11 reading ``Factor.CARD`` costs ten times a global lookup.
-_IN = Side.IN
-_CARD, _PIN, _BLE, _NEARBY, _REMOTE = (
-    Factor.CARD, Factor.PIN, Factor.BLE, Factor.NEARBY, Factor.REMOTE
-)
-_LOCKED, _UNLOCKED, _TWO_FACTOR = DoorState.LOCKED, DoorState.UNLOCKED, DoorState.TWO_FACTOR
-_GRANTED = Result.GRANTED
-_ACCESS_GRANTED = Reason.ACCESS_GRANTED
-_NFC = Factor.NFC
 # The NFC flow a tap used (the bridge's ``ev.flow``), as the decision's detail shows it.
 _NFC_FLOW_DETAIL = {"STANDARD": "NFC STANDARD tap", "FAST": "NFC FAST tap"}
-# Factors whose credential a decision shows unchanged (a card is masked, a PIN hidden).
-_SHOWN_AS_IS = frozenset(Factor) - {Factor.CARD, Factor.PIN}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MINUTE = timedelta(minutes=1)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Context:
-    """What every decision about one presentation shares.
+    """One presentation as every step of a decision sees it.
 
-    Internal and never mutated after it is made; not frozen because a frozen
-    dataclass costs several times as much to build, once per decision.
+    ``user`` is whom the credential names (None when nobody, and always for
+    a PIN, whose code is looked up in its own steps); ``credential`` is as a
+    decision shows it (a badge masked, a PIN never); ``secret`` is a PIN's
+    code, kept out of any repr.
     """
 
     door: Door
@@ -87,6 +69,10 @@ class _Context:
     factor: Factor
     resolved: ResolvedState
     moment: Moment
+    user: User | None = None
+    credential: str | None = None
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    secret: str = field(default="", repr=False)
 
     @property
     def entering_two_factor(self) -> bool:
@@ -97,7 +83,15 @@ class _Context:
 class DoorCore:
     """Decides; keeps the little runtime state decisions depend on.
 
-    Thread-safe: the NFC reader thread and the event loop may both ask.
+    Not thread-safe, like ``h11.Connection``: one caller at a time, and
+    nothing here takes a lock. The service calls it from its event loop
+    only: the HTTP handlers, the Bluetooth bridge, the simulators and the
+    scenario runner run there, and the NFC reader thread does not call it
+    but hands each tap's decision to the loop
+    (``asyncio.run_coroutine_threadsafe`` in ``adapters/nfc_reader.py``)
+    and waits for the answer. The one thing read from another thread is
+    ``site`` (the NFC reader's FAST key order, ``bridge/fast_keys.py``): an
+    immutable ``Site`` that ``replace_site`` swaps in one assignment.
     """
 
     def __init__(
@@ -112,7 +106,6 @@ class DoorCore:
         self._door_lockdowns: set[str] = set()
         # door id -> (UTC minute, door, zone, state): see _scheduled.
         self._schedule_cache: dict[str, tuple[int, Door, ZoneInfo, ResolvedState]] = {}
-        self._lock = threading.RLock()
 
     # --- configuration ---------------------------------------------------
     @property
@@ -126,23 +119,22 @@ class DoorCore:
         override that the new door cannot hold (two-factor without a
         keypad) goes too, rather than make the configuration invalid.
         """
-        with self._lock:
-            for door_id in list(self._overrides):
-                door = site.doors.get(door_id)
-                override = self._overrides[door_id]
-                if door is None or (
-                    override.state is DoorState.TWO_FACTOR and not door.supports_two_factor
-                ):
-                    del self._overrides[door_id]
-            for door_id in list(self._door_lockdowns):
-                if door_id not in site.doors:
-                    self._door_lockdowns.discard(door_id)
-            for door_id in self._site.doors:
-                if door_id not in site.doors:
-                    self._memory.forget_door(door_id)
-                    self._memory.forget_keypads(door_id)
-            self._schedule_cache.clear()
-            self._site = site
+        for door_id in list(self._overrides):
+            door = site.doors.get(door_id)
+            override = self._overrides[door_id]
+            if door is None or (
+                override.state is DoorState.TWO_FACTOR and not door.supports_two_factor
+            ):
+                del self._overrides[door_id]
+        for door_id in list(self._door_lockdowns):
+            if door_id not in site.doors:
+                self._door_lockdowns.discard(door_id)
+        for door_id in self._site.doors:
+            if door_id not in site.doors:
+                self._memory.forget_door(door_id)
+                self._memory.forget_keypads(door_id)
+        self._schedule_cache.clear()
+        self._site = site
 
     def door(self, door_id: str) -> Door:
         door = self._site.doors.get(door_id)
@@ -152,8 +144,7 @@ class DoorCore:
 
     # --- door state ------------------------------------------------------
     def door_state(self, door_id: str, moment: Moment) -> ResolvedState:
-        with self._lock:
-            return self._resolve(self.door(door_id), moment)
+        return self._resolve(self.door(door_id), moment)
 
     def _resolve(self, door: Door, moment: Moment) -> ResolvedState:
         override = self._overrides.get(door.id) if self._overrides else None
@@ -187,62 +178,58 @@ class DoorCore:
         return resolved
 
     def override(self, door_id: str) -> Override | None:
-        with self._lock:
-            return self._overrides.get(door_id)
+        return self._overrides.get(door_id)
 
     def set_override(
         self, door_id: str, state: DoorState | None, minutes: int | None, moment: Moment
     ) -> ResolvedState:
         """A timed manual state for a door (admin API, scenario ``configure``)."""
-        with self._lock:
-            door = self.door(door_id)
-            if state is None:
-                self._overrides.pop(door_id, None)
-                return self._resolve(door, moment)
-            place = f"doors/{door_id}/override"
-            if state is DoorState.TWO_FACTOR and not door.supports_two_factor:
-                lacks = "a keypad" if door.reader else "a badge reader"
-                if not door.reader and not door.keypad:
-                    lacks = "a badge reader and a keypad"
-                raise ConfigError(
-                    [
-                        Problem(
-                            "override",
-                            place,
-                            f"door {door_id!r}: two_factor needs both a badge reader and a "
-                            f"keypad; this door has no {lacks.removeprefix('a ')}",
-                        )
-                    ]
-                )
-            problem = override_minutes_problem(minutes)
-            if problem is not None or minutes is None:
-                raise ConfigError(
-                    [Problem("override", f"{place}.minutes", problem or "minutes missing")]
-                )
-            seconds = minutes * 60.0
-            self._overrides[door_id] = Override(
-                state=state,
-                ends_elapsed=moment.elapsed + seconds,
-                ends_at=moment.utc + timedelta(seconds=seconds),
-            )
-            if state is not DoorState.TWO_FACTOR:
-                self._memory.forget_door(door_id)
+        door = self.door(door_id)
+        if state is None:
+            self._overrides.pop(door_id, None)
             return self._resolve(door, moment)
+        place = f"doors/{door_id}/override"
+        if state is DoorState.TWO_FACTOR and not door.supports_two_factor:
+            lacks = "a keypad" if door.reader else "a badge reader"
+            if not door.reader and not door.keypad:
+                lacks = "a badge reader and a keypad"
+            raise ConfigError(
+                [
+                    Problem(
+                        "override",
+                        place,
+                        f"door {door_id!r}: two_factor needs both a badge reader and a "
+                        f"keypad; this door has no {lacks.removeprefix('a ')}",
+                    )
+                ]
+            )
+        problem = override_minutes_problem(minutes)
+        if problem is not None or minutes is None:
+            raise ConfigError(
+                [Problem("override", f"{place}.minutes", problem or "minutes missing")]
+            )
+        seconds = minutes * 60.0
+        self._overrides[door_id] = Override(
+            state=state,
+            ends_elapsed=moment.elapsed + seconds,
+            ends_at=moment.utc + timedelta(seconds=seconds),
+        )
+        if state is not DoorState.TWO_FACTOR:
+            self._memory.forget_door(door_id)
+        return self._resolve(door, moment)
 
     def set_lockdown(self, active: bool, door_id: str | None = None) -> None:
-        with self._lock:
-            if door_id is None:
-                self._site_lockdown = active
-                return
-            self.door(door_id)
-            if active:
-                self._door_lockdowns.add(door_id)
-            else:
-                self._door_lockdowns.discard(door_id)
+        if door_id is None:
+            self._site_lockdown = active
+            return
+        self.door(door_id)
+        if active:
+            self._door_lockdowns.add(door_id)
+        else:
+            self._door_lockdowns.discard(door_id)
 
     def lockdown(self) -> tuple[bool, frozenset[str]]:
-        with self._lock:
-            return self._site_lockdown, frozenset(self._door_lockdowns)
+        return self._site_lockdown, frozenset(self._door_lockdowns)
 
     # --- decisions -------------------------------------------------------
     def decide(self, presentation: Presentation, moment: Moment) -> Decision:
@@ -300,15 +287,8 @@ class DoorCore:
         door = self._site.doors.get(door_id)
         if door is None:
             raise UnknownDoor(door_id)
-        # _guarded, inlined on this hot path.
-        with self._lock:
-            try:
-                decision = self._decide(
-                    door, factor, side, user, credential, None, evidence, moment
-                )
-            except Exception:  # noqa: BLE001
-                return self._internal_error(door, side, factor, moment)
-        if factor is _NFC:
+        decision = self._guarded(door, factor, side, user, credential, None, evidence, moment)
+        if factor is Factor.NFC and decision.reason is not Reason.INTERNAL_ERROR:
             return _with_nfc_flow(decision, evidence.get("flow"))
         return decision
 
@@ -327,19 +307,16 @@ class DoorCore:
         tap by an unknown or revoked phone): denied and audited all the same."""
         if reason.result.value != "denied":
             raise ValueError("deny_unauthenticated only denies")
-        with self._lock:
-            door = self.door(door_id)
-            if factor in CARD_EQUIVALENT:
-                # A tap that failed authentication was still a card at the
-                # reader: it ends the pending card like any other card step.
-                self._memory.clear(door.id, side)
-            resolved = self._safe_resolve(door, moment)
-            return self._decision(
-                _Context(door, side, factor, resolved, moment),
-                reason,
-                credential=credential,
-                detail=detail,
-            )
+        door = self.door(door_id)
+        if factor in CARD_EQUIVALENT:
+            # A tap that failed authentication was still a card at the
+            # reader: it ends the pending card like any other card step.
+            self._memory.clear(door.id, side)
+        resolved = self._safe_resolve(door, moment)
+        return self._decision(
+            _Context(door, side, factor, resolved, moment), reason,
+            credential=credential, detail=detail,
+        )
 
     def _reject_token(
         self, reason: Reason, detail: str, door_hint: str | None, moment: Moment
@@ -387,13 +364,12 @@ class DoorCore:
         The presentation arrives as its parts (see ``Presentation`` for their
         meaning) so that a token never needs an intermediate object.
         """
-        with self._lock:
-            try:
-                return self._decide(
-                    door, factor, side, user_id, credential, secret, evidence, moment
-                )
-            except Exception:  # noqa: BLE001
-                return self._internal_error(door, side, factor, moment)
+        try:
+            return self._decide(
+                door, factor, side, user_id, credential, secret, evidence, moment
+            )
+        except Exception:  # noqa: BLE001
+            return self._internal_error(door, side, factor, moment)
 
     def _internal_error(self, door: Door, side: Side, factor: Factor, moment: Moment) -> Decision:
         """The denial for a fault inside a decision (called from its except block)."""
@@ -425,129 +401,121 @@ class DoorCore:
         evidence: Mapping[str, Any],
         moment: Moment,
     ) -> Decision:
-        # 1. The device must exist on this door and side. (Only an exit side,
-        # a PIN or a door without a reader can lack one: skip the call otherwise.)
-        missing = (
-            self._missing_device(door, side, factor)
-            if side is not _IN or factor is _PIN or not door.reader
-            else None
+        """docs/decisions.md "Order of checks in a decision", step by step:
+        each step answers with a decision or lets the next one look."""
+        ctx = _Context(
+            door, side, factor, self._resolve(door, moment), moment,
+            user=self._identify(factor, user_id, credential),
+            credential=self._shown_credential(factor, credential),
+            evidence=evidence, secret=secret or "",
         )
-        resolved = self._resolve(door, moment)
-        ctx = _Context(door, side, factor, resolved, moment)
-        shown_credential = (
-            credential if factor in _SHOWN_AS_IS else self._shown_credential(factor, credential)
-        )
-        if missing:
-            return self._decision(
-                ctx, Reason.NO_SUCH_DEVICE, credential=shown_credential, detail=missing
-            )
-
+        # 1. Token: decide_token verified it before this call (a wired factor has none).
+        no_device = self._check_device(ctx)  # 2. Device
+        if no_device is not None:
+            return no_device
         # A card or NFC step ends the card pending at this door side whatever
         # its own result (rules.md "Exact readings": a new card at the reader
         # means a new person at the door); a pending step of its own may follow.
         if factor in CARD_EQUIVALENT:
             self._memory.clear(door.id, side)
+        for step in (
+            self._check_door_state,  # 3. Door state
+            self._check_pin,  # a PIN is its own credential: its steps 4-7 in _decide_pin
+            self._check_credential,  # 4. Credential
+            self._check_access,  # 5. Access
+            self._check_path,  # 6. Path evidence and permission
+            self._check_two_factor_entry,  # 7. Two-factor entry
+        ):
+            decision = step(ctx)
+            if decision is not None:
+                return decision
+        return self._answer(ctx, Reason.ACCESS_GRANTED)  # 8. Otherwise granted
 
-        user = self._identify(factor, user_id, credential)
+    def _check_device(self, ctx: _Context) -> Decision | None:
+        """2. The device must exist on this door and side."""
+        missing = self._missing_device(ctx.door, ctx.side, ctx.factor)
+        if missing is None:
+            return None
+        # Not ``_answer``: nobody is named by a read at a device that is not there.
+        return self._decision(ctx, Reason.NO_SUCH_DEVICE, credential=ctx.credential,
+                              detail=missing)
 
-        # 2. Lockdown and locked doors deny everyone but a site admin's remote unlock.
-        if resolved.state is _LOCKED:
-            reason = Reason.LOCKDOWN if resolved.source == "lockdown" else Reason.DOOR_LOCKED
-            if (
-                factor is _REMOTE
-                and user is not None
-                and user.is_site_admin
-                and user.may_open(door.id)
-            ):
-                return self._decision(
-                    ctx,
-                    _ACCESS_GRANTED,
-                    user=user,
-                    credential=shown_credential,
-                    detail=f"site admin remote unlock during {reason.value}",
-                )
-            return self._decision(ctx, reason, user=user, credential=shown_credential)
+    def _check_door_state(self, ctx: _Context) -> Decision | None:
+        """3. Lockdown and locked doors deny everyone but a site admin's remote
+        unlock; an unlocked door needs nothing (the presentation is logged)."""
+        state, user = ctx.resolved.state, ctx.user
+        if state is DoorState.LOCKED:
+            reason = Reason.LOCKDOWN if ctx.resolved.source == "lockdown" else Reason.DOOR_LOCKED
+            if (ctx.factor is Factor.REMOTE and user is not None and user.is_site_admin
+                    and user.may_open(ctx.door.id)):
+                return self._answer(ctx, Reason.ACCESS_GRANTED,
+                                    detail=f"site admin remote unlock during {reason.value}")
+            return self._answer(ctx, reason)
+        if state is DoorState.UNLOCKED:
+            return self._answer(ctx, Reason.DOOR_UNLOCKED)
+        return None
 
-        # 3. An unlocked door needs nothing; the presentation is logged.
-        if resolved.state is _UNLOCKED:
-            return self._decision(ctx, Reason.DOOR_UNLOCKED, user=user, credential=shown_credential)
+    def _check_pin(self, ctx: _Context) -> Decision | None:
+        """A PIN names its user by the card pending before it (two-factor) or
+        by the code itself (PIN-only entry): docs/decisions.md "Two-factor details"."""
+        return self._decide_pin(ctx, ctx.secret) if ctx.factor is Factor.PIN else None
 
-        if factor is _PIN:
-            return self._decide_pin(ctx, secret or "")
+    def _check_credential(self, ctx: _Context) -> Decision | None:
+        """4. An unknown card or user, or a phone not enrolled to the token's user."""
+        return self._answer(ctx, Reason.UNKNOWN_CREDENTIAL) if ctx.user is None else None
 
-        # 4. Who is it, and may they open this door?
-        if user is None:
-            return self._decision(ctx, Reason.UNKNOWN_CREDENTIAL, credential=shown_credential)
-        if not user.may_open(door.id):
-            detail = "user disabled" if not user.enabled else "door not in the user's access"
-            return self._decision(
-                ctx, Reason.NO_ACCESS, user=user, credential=shown_credential, detail=detail
-            )
+    def _check_access(self, ctx: _Context) -> Decision | None:
+        """5. A disabled user, or a door outside the user's doors."""
+        user = ctx.user
+        if user is None or user.may_open(ctx.door.id):
+            return None
+        detail = "user disabled" if not user.enabled else "door not in the user's access"
+        return self._answer(ctx, Reason.NO_ACCESS, detail=detail)
 
-        # 5. Path evidence and path permissions.
-        if factor is _REMOTE and not (user.remote_unlock or user.is_site_admin):
-            return self._decision(
-                ctx, Reason.REMOTE_NOT_PERMITTED, user=user, credential=shown_credential
-            )
-        if factor is _NEARBY and not _nearby_evidence_ok(evidence):
-            return self._decision(
-                ctx,
-                Reason.NOT_NEARBY,
-                user=user,
-                credential=shown_credential,
-                detail=_describe_evidence(evidence),
-            )
-        entering_two_factor = resolved.state is _TWO_FACTOR and side is _IN
-        if factor is _BLE:
-            if entering_two_factor:
-                return self._decision(
-                    ctx, Reason.BLE_NOT_ALLOWED, user=user, credential=shown_credential
-                )
-            rssi = evidence.get("rssi")
-            if not isinstance(rssi, int) or isinstance(rssi, bool) or rssi < door.ble_rssi_min:
-                return self._decision(
-                    ctx,
-                    Reason.TOO_FAR,
-                    user=user,
-                    credential=shown_credential,
-                    detail=f"rssi {rssi} below the door's {door.ble_rssi_min} dBm",
-                )
+    def _check_path(self, ctx: _Context) -> Decision | None:
+        """6. Path permission (remote) and path evidence (nearby, Bluetooth)."""
+        user, factor, evidence = ctx.user, ctx.factor, ctx.evidence
+        if factor is Factor.REMOTE and user is not None and not (
+                user.remote_unlock or user.is_site_admin):
+            return self._answer(ctx, Reason.REMOTE_NOT_PERMITTED)
+        if factor is Factor.NEARBY and not _nearby_evidence_ok(evidence):
+            return self._answer(ctx, Reason.NOT_NEARBY, detail=_describe_evidence(evidence))
+        if factor is Factor.BLE:
+            if ctx.entering_two_factor:  # before the RSSI is even considered
+                return self._answer(ctx, Reason.BLE_NOT_ALLOWED)
+            rssi, floor = evidence.get("rssi"), ctx.door.ble_rssi_min
+            if not isinstance(rssi, int) or isinstance(rssi, bool) or rssi < floor:
+                return self._answer(ctx, Reason.TOO_FAR,
+                                    detail=f"rssi {rssi} below the door's {floor} dBm")
+        return None
 
-        if not entering_two_factor:
-            return self._decision(
-                ctx, _ACCESS_GRANTED, user=user, credential=shown_credential
-            )
-
-        # 6. Two-factor entry.
-        if factor in CARD_EQUIVALENT:
-            return self._card_step(ctx, user, shown_credential)
-        if door.strict_two_factor:
-            return self._decision(
-                ctx, Reason.BYPASS_DISABLED, user=user, credential=shown_credential
-            )
+    def _check_two_factor_entry(self, ctx: _Context) -> Decision | None:
+        """7. Entering a two-factor door: a card waits for its PIN; Nearby and
+        Remote bypass it unless the door is strict or the profile incomplete."""
+        user = ctx.user
+        if not ctx.entering_two_factor or user is None:
+            return None
+        if ctx.factor in CARD_EQUIVALENT:
+            return self._card_step(ctx, user)
+        if ctx.door.strict_two_factor:
+            return self._answer(ctx, Reason.BYPASS_DISABLED)
         if not _profile_complete(user):
-            return self._decision(
-                ctx, Reason.PROFILE_INCOMPLETE, user=user, credential=shown_credential
-            )
-        bypass = Reason.BYPASS_NEARBY if factor is _NEARBY else Reason.BYPASS_REMOTE
-        return self._decision(ctx, bypass, user=user, credential=shown_credential)
+            return self._answer(ctx, Reason.PROFILE_INCOMPLETE)
+        bypass = Reason.BYPASS_NEARBY if ctx.factor is Factor.NEARBY else Reason.BYPASS_REMOTE
+        return self._answer(ctx, bypass)
 
-    def _card_step(self, ctx: _Context, user: User, credential: str | None) -> Decision:
+    def _card_step(self, ctx: _Context, user: User) -> Decision:
         # _decide has already ended the card that was waiting here.
         if not _profile_complete(user):
-            return self._decision(ctx, Reason.PROFILE_INCOMPLETE, user=user, credential=credential)
+            return self._answer(ctx, Reason.PROFILE_INCOMPLETE)
         now = ctx.moment.elapsed
         if self._memory.locked_out(user.id, ctx.door.id, now):
             remaining = self._memory.lockout_remaining(user.id, ctx.door.id, now)
-            return self._decision(
-                ctx,
-                Reason.LOCKED_OUT,
-                user=user,
-                credential=credential,
-                detail=f"{remaining:.0f} s of lockout left",
-            )
-        self._memory.start(ctx.door.id, ctx.side, PendingCard(user.id, credential, ctx.factor, now))
-        return self._decision(ctx, Reason.PIN_REQUIRED, user=user, credential=credential)
+            return self._answer(ctx, Reason.LOCKED_OUT,
+                                detail=f"{remaining:.0f} s of lockout left")
+        self._memory.start(ctx.door.id, ctx.side,
+                           PendingCard(user.id, ctx.credential, ctx.factor, now))
+        return self._answer(ctx, Reason.PIN_REQUIRED)
 
     def _decide_pin(self, ctx: _Context, code: str) -> Decision:
         door, now = ctx.door, ctx.moment.elapsed
@@ -621,15 +589,15 @@ class DoorCore:
         self, factor: Factor, user_id: str | None, credential: str | None
     ) -> User | None:
         site = self._site
-        if factor is _CARD:
+        if factor is Factor.CARD:
             card_user = site.user_by_card.get(credential or "")
             return site.users.get(card_user) if card_user else None
-        if factor is _PIN:
+        if factor is Factor.PIN:
             return None
         user = site.users.get(user_id or "")
         if user is None:
             return None
-        if factor is _REMOTE:
+        if factor is Factor.REMOTE:
             return user
         # A phone factor must come from a phone enrolled to that very user.
         if credential is None or site.user_by_phone.get(credential) != user.id:
@@ -644,6 +612,11 @@ class DoorCore:
             return None
         return credential
 
+    def _answer(self, ctx: _Context, reason: Reason, *, detail: str | None = None) -> Decision:
+        """The decision naming the presentation's user and credential."""
+        return self._decision(ctx, reason, user=ctx.user, credential=ctx.credential,
+                              detail=detail)
+
     def _decision(
         self,
         ctx: _Context,
@@ -654,22 +627,21 @@ class DoorCore:
         detail: str | None = None,
     ) -> Decision:
         result = REASON_RESULT[reason]
-        resolved = ctx.resolved
-        return build_decision(
-            new_decision_id(),
-            result,
-            reason,
-            ctx.door.id,
-            ctx.side,
-            ctx.factor,
-            user.id if user else None,
-            credential,
-            resolved.state,
-            resolved.source,
-            self._site.revision,
-            ctx.moment.utc,
-            ctx.door.unlock_seconds if result is _GRANTED else None,
-            detail,
+        return Decision(
+            id=new_decision_id(),
+            result=result,
+            reason=reason,
+            door=ctx.door.id,
+            side=ctx.side,
+            factor=ctx.factor,
+            user=user.id if user else None,
+            credential=credential,
+            state=ctx.resolved.state,
+            state_source=ctx.resolved.source,
+            revision=self._site.revision,
+            at=ctx.moment.utc,
+            unlock_seconds=ctx.door.unlock_seconds if result is Result.GRANTED else None,
+            detail=detail,
         )
 
 
