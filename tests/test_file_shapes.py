@@ -17,12 +17,11 @@ import jsonschema
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
 
 from passbridge.cli import main
 from passbridge.errors import ConfigError
 from passbridge.scenario.loader import parse_scenario
-from passbridge.scenario.shape import ScenarioFile
+from passbridge.scenario.shape import ScenarioFile, file_schema
 from passbridge.site_file import load_document, parse_site
 from passbridge.site_file.shape import SiteFile
 from tests.conftest import PROJECT, shared_path
@@ -164,23 +163,30 @@ def _damaged(data: st.DataObject, doc: Any) -> Any:
     return doc
 
 
-def _loader_refuses(call: Any) -> bool:
+def _as_text(doc: Any) -> Any:
+    """The document as a YAML file would hold it (dates as text), so that the
+    JSON Schema and the loader judge the same thing."""
+    return json.loads(json.dumps(doc, default=str))
+
+
+def _refused(schema: dict[str, Any], doc: Any, load: Any) -> None:
+    """Loading ``doc`` gives a Site or Scenario, or ConfigError (never another
+    exception); when the printed schema refuses it, loading refuses it too."""
     try:
-        call()
-    except ConfigError:
-        return True
-    return False
+        load(doc)
+    except ConfigError as error:
+        assert error.problems and all(p.file == "s" for p in error.problems)
+        return
+    assert schema_errors(schema, doc) == [], doc
 
 
 @pytest.mark.slow  # property-heavy
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
-def test_a_site_shape_the_model_refuses_the_loader_refuses(data: st.DataObject) -> None:
-    doc = _damaged(data, copy.deepcopy(base()))
-    try:
-        SiteFile.model_validate(doc)
-    except ValidationError:
-        assert _loader_refuses(lambda: parse_site(doc, file="s", pin_key=KEY)), doc
+def test_what_the_site_schema_refuses_loading_refuses(data: st.DataObject) -> None:
+    doc = _as_text(_damaged(data, copy.deepcopy(base())))
+    schema = file_schema("site")
+    _refused(schema, doc, lambda d: parse_site(d, file="s", pin_key=KEY))
 
 
 def _scenario() -> dict[str, Any]:
@@ -211,16 +217,86 @@ def test_an_override_for_a_door_that_is_not_a_name_is_a_placed_error() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_scenario(doc, file="s.yaml", pin_key=KEY)
     assert [str(p) for p in caught.value.problems] == [
-        "s.yaml: steps[0].configure.door: no door [] in this scenario's site"]
+        "s.yaml: steps[0].configure.door: expected a door id of this site; got a list"]
 
 
 @pytest.mark.slow  # property-heavy
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
-def test_a_scenario_shape_the_model_refuses_the_loader_refuses(data: st.DataObject) -> None:
-    doc = _damaged(data, _scenario())
+def test_what_the_scenario_schema_refuses_loading_refuses(data: st.DataObject) -> None:
+    doc = _as_text(_damaged(data, _scenario()))
     assume(isinstance(doc, dict))  # load_document hands parse_scenario only mappings
-    try:
-        ScenarioFile.model_validate(doc)
-    except ValidationError:
-        assert _loader_refuses(lambda: parse_scenario(doc, file="s", pin_key=KEY)), doc
+    schema = file_schema("scenario")
+    _refused(schema, doc, lambda d: parse_scenario(d, file="s", pin_key=KEY))
+
+
+# --- the models' errors in the loader's words ------------------------------------------
+
+
+def test_check_names_the_place_of_an_unknown_key_and_a_wrong_type_with_their_hints(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_text(
+        "site: {id: hq, timezone: UTC}\n"
+        "doors:\n"
+        "  - id: front\n"
+        "    unlock_seconds: 61\n"
+        "    schedule:\n"
+        "      - {days: [mon], start: 8:00, stat: locked}\n"
+        "users:\n"
+        "  - {id: alice, cards: [10001], pin: 2468, doors: [front, back]}\n"
+    )
+    assert main(["check", "--site", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.splitlines() == [
+        f"error: {path}: doors[0].unlock_seconds: expected a whole number from 1 to 60; "
+        "got the number 61",
+        f"error: {path}: doors[0].schedule[0].start: expected a quoted time \"HH:MM\" from "
+        "\"00:00\" to \"23:59\"; got the number 480 (YAML reads an unquoted time like 19:00 "
+        "as a number: quote it)",
+        f"error: {path}: doors[0].schedule[0].state: required, but missing",
+        f"error: {path}: doors[0].schedule[0].stat: unknown key (did you mean 'state'?); "
+        "expected one of: id, days, start, end, state",
+        f"error: {path}: users[0].cards[0]: expected a non-empty string; got the number 10001 "
+        "(quote it: a bare number loses leading zeros)",
+        f"error: {path}: users[0].pin: expected the entry code as a quoted string of 4-16 "
+        "digits (0-9); got a number (a bare number loses its leading zeros)",
+        f"error: {path}: users[0].doors[1]: expected a door id of this site (front); "
+        "got the string 'back'",
+    ]
+
+
+def test_a_scenario_step_names_the_place_of_an_unknown_key_and_a_wrong_type(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "site: {id: hq, timezone: UTC}\n"
+        "doors: [{id: front}]\n"
+        "steps:\n"
+        "  - {at: 2026-11-30T09:00:00, card: {numbr: '1', door: front}}\n"
+        "  - {after: 1s, ble: {phone: p, door: front, rssi: '-40'}, expect: grantd}\n"
+    )
+    assert main(["scenario", "run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.splitlines() == [
+        f"error: {path}: steps[0].card.number: required, but missing",
+        f"error: {path}: steps[0].card.numbr: unknown key (did you mean 'number'?); "
+        "expected one of: door, side, number",
+        f"error: {path}: steps[1].expect.result: expected one of granted | denied | pending; "
+        "got the string 'grantd'",
+        f"error: {path}: steps[1].ble.rssi: expected a whole number from -127 to 20; "
+        "got the string '-40'",
+    ]
+
+
+def test_an_id_too_long_says_the_id_rule() -> None:
+    doc = base()
+    doc["doors"][1]["id"] = "g" * 65
+    with pytest.raises(ConfigError) as caught:
+        parse_site(doc, file="s", pin_key=KEY)
+    (problem,) = caught.value.problems
+    assert problem.path == "doors[1].id" and "1-64 letters or digits" in problem.message

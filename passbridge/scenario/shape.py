@@ -1,11 +1,13 @@
 """The shape of a scenario file: a site file plus ``name`` and timed ``steps``.
 
 Declared once as typed models, like ``site_file.shape`` (see there for why):
-``passbridge schema scenario`` prints the JSON Schema that comes from them.
-What a shape cannot say stays as code in ``scenario.loader``: exactly one
-action per step, ``at`` or ``after`` but not both, time never going
-backwards, real dates and durations, doors and phones of the scenario's
-site, a reason that fits its result, override lengths with ``override``.
+the scenario loader checks every file with them first, and ``passbridge
+schema scenario`` prints the JSON Schema that comes from them. Doors named by
+steps are judged with the shape (``DoorRef``). What a shape cannot say stays
+as code in ``scenario.loader``: exactly one action per step, ``at`` or
+``after`` but not both, time never going backwards, real dates and
+durations, phone ids, a reason that fits its result, ``minutes`` with a
+state ``override``.
 """
 
 from __future__ import annotations
@@ -13,18 +15,20 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
-from pydantic import Field, WithJsonSchema
+from pydantic import BeforeValidator, Field, WithJsonSchema
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
-from passbridge.core.model import Reason, Result, Side
+from passbridge.core.model import DoorState, Reason, Result, Side
 from passbridge.core.schedule import OVERRIDE_MAX_MINUTES
 from passbridge.site_file.shape import (
     ABSENT,
     RSSI_RANGE,
+    DoorRef,
     DoorStateName,
     Shape,
     SiteFile,
+    Words,
     one_of,
 )
 
@@ -35,13 +39,14 @@ if TYPE_CHECKING:
     SideName: TypeAlias = str
     ResultName: TypeAlias = str
     ReasonName: TypeAlias = str
+    OverrideName: TypeAlias = str
 else:
     SideName = one_of(Side)
     ResultName = one_of(Result)
     ReasonName = one_of(Reason)
+    OverrideName = one_of([*DoorState, "none"])
 
 Rssi = Annotated[int, Field(ge=RSSI_RANGE[0], le=RSSI_RANGE[1], description="dBm")]
-DoorRef = Annotated[str, Field(description="a door id of this scenario's site")]
 PhoneRef = Annotated[Filled, Field(description="a phone id (enrolled to a user, or a stranger)")]
 
 
@@ -69,8 +74,9 @@ class Ble(_Action):
 
 class Nearby(_Action):
     phone: PhoneRef
-    rssi: Rssi | Literal["none"] | None = Field(
-        default=-70, description='dBm; "none" or null: the phone is not seen')
+    rssi: Annotated[Rssi | Literal["none"] | None, Words(
+        expected='a whole number of dBm from -127 to 20, or "none" (the phone is not seen)',
+    )] = -70
 
 
 class Remote(_Action):
@@ -82,7 +88,8 @@ class Configure(Shape):
     ``none``) or ``lockdown`` (for ``door``, or the site without it)."""
 
     door: DoorRef = ABSENT
-    override: DoorStateName | Literal["none"] | None = ABSENT
+    override: Annotated[OverrideName, Field(
+        description="a door state, or none to end the override")] | None = ABSENT
     minutes: Annotated[int, Field(ge=1, le=OVERRIDE_MAX_MINUTES)] = ABSENT
     lockdown: bool = ABSENT
     side: SideName = "in"
@@ -98,16 +105,28 @@ class Expect(Shape):
     )] | None = None
 
 
+def _result_alone(value: Any) -> Any:
+    """``expect: granted`` is short for ``expect: {result: granted}``."""
+    return {"result": value} if isinstance(value, str) else value
+
+
 class Step(Shape):
     """One action at a time: ``at`` (site-local date and time) or ``after``
     (a duration since the step before), exactly one action, and ``expect``."""
 
     at: Annotated[dt.datetime | Annotated[str, Field(min_length=11)], WithJsonSchema({
         "type": "string", "minLength": 11,
-        "description": "a site-local date and time such as 2026-11-30T09:00:00"})] = ABSENT
-    after: Annotated[str, Field(description="a duration such as 4s, 1m, 1m30s, 500ms")] | Annotated[
-        float, Field(ge=0, description="seconds")] = ABSENT
-    expect: ResultName | Expect = ABSENT
+        "description": "a site-local date and time such as 2026-11-30T09:00:00"}),
+        Words(expected="a site-local date and time such as 2026-11-30T09:00:00")] = ABSENT
+    after: Annotated[
+        Annotated[str, Field(description="a duration such as 4s, 1m, 1m30s, 500ms")]
+        | Annotated[float, Field(ge=0, description="seconds")],
+        Words(expected="a duration such as 4s, 1m, 1m30s, 500ms (at most ten years)"),
+    ] = ABSENT
+    expect: Annotated[Expect, BeforeValidator(
+        _result_alone, json_schema_input_type=ResultName | Expect,
+    ), Words(expected="a result or a mapping of result, reason, user, state, phone_status",
+             )] = ABSENT
     card: Card = ABSENT
     pin: Pin = ABSENT
     nfc: Nfc = ABSENT
@@ -121,7 +140,8 @@ class ScenarioFile(SiteFile):
     """A scenario (``passbridge scenario run``): a site, then steps."""
 
     name: str = ABSENT
-    steps: Annotated[list[Step], Field(min_length=1)]
+    steps: Annotated[list[Step], Field(min_length=1), Words(
+        expected="a non-empty list of steps")]
 
 
 _SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"

@@ -31,12 +31,18 @@ Choices made here, beyond the written format (scenarios.md):
   otherwise known file could be brute-forced from the revision.
 
 Where each rule lives: ``document`` reads the file (YAML/JSON errors with
-their line, keys given twice); ``checker`` collects placed problems and reads
-typed fields; ``describe`` words a wrong value; ``header`` is the ``site:``
-section (id, time zone); ``doors`` the door hardware and timings; ``schedule``
-their windows, exceptions and overlaps; ``users`` badges, phones, entry codes
-and door grants; ``trust`` the public keys; ``revision`` the hash; ``site``
-assembles them into a Site.
+their line, keys given twice); ``shape`` declares the file's shape once as
+pydantic models (keys, types, choices, ranges, the id rule, references to
+doors), from which come the JSON Schema (``passbridge schema``) and the first
+check; ``shape_errors`` words that check's errors as placed problems (did
+you mean, quote it); ``describe`` words a wrong value. What a shape cannot
+say comes after, on the validated models, collected by ``checker``:
+``header`` the time zone; ``doors`` duplicates and In/Out readers;
+``schedule`` days, calendar dates, windows, exceptions and their overlaps;
+``users`` badges and phones owned once, entry code hashes; ``trust`` the
+public keys; ``revision`` the hash; ``site`` assembles them into a Site.
+A file with shape problems gets all of them at once; the checks of meaning
+run once the shape is right.
 """
 
 from passbridge.site_file.document import load_document

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from passbridge.core.model import (
-    MINUTES_PER_DAY,
     WEEKDAYS,
     DoorException,
     DoorState,
@@ -14,8 +13,8 @@ from passbridge.core.model import (
     ScheduleWindow,
 )
 from passbridge.core.schedule import exceptions_overlap, windows_overlap
-from passbridge.site_file.checker import Checker
-from passbridge.site_file.describe import kind_of
+from passbridge.site_file import shape
+from passbridge.site_file.checker import Checker, minutes_of
 
 _T = TypeVar("_T")
 _DAY_NAMES = {"monday": "mon", "tuesday": "tue", "wednesday": "wed", "thursday": "thu",
@@ -32,35 +31,29 @@ def _two_factor_problem(door_id: str, lacks: str) -> str:
 
 
 def parse_windows(
-    check: Checker, m: Mapping[str, Any], path: str, door_id: str, lacks: str | None
+    check: Checker, items: list[shape.Window], path: str, door_id: str, lacks: str | None
 ) -> tuple[ScheduleWindow, ...]:
     windows: list[tuple[str, ScheduleWindow]] = []
     named: dict[str, str] = {}
     clean = True
-    for index, (wpath, item) in enumerate(check.items(m, "schedule", path)):
+    for index, w in enumerate(items):
+        wpath = f"{path}.schedule[{index}]"
         before = check.count
-        w = check.mapping(item, wpath, required=("days", "state"),
-                          optional=("id", "start", "end"))
-        if w is None:
-            clean = False
-            continue
-        name = check.ident(w, "id", wpath, str(index))
+        name = str(index) if w.id is None else w.id
         if name in named:
-            check.fail(f"{wpath}.id" if "id" in w else wpath,
+            check.fail(f"{wpath}.id" if w.id is not None else wpath,
                        f"window name {name!r} is already used by {named[name]} "
                        "(a window without an id is named by its position)")
         named.setdefault(name, wpath)
-        days = _parse_days(check, w, wpath)
-        start = check.clock(w, "start", wpath, 0, end=False)
-        end = check.clock(w, "end", wpath, MINUTES_PER_DAY, end=True)
-        state = check.choice(w, "state", wpath, DoorState, None)
+        days = _parse_days(check, w.days, wpath)
+        state = DoorState(w.state)
         if state is DoorState.TWO_FACTOR and lacks:
             check.fail(f"{wpath}.state", _two_factor_problem(door_id, lacks))
-        if check.count != before or state is None:
+        if check.count != before:
             clean = False
             continue
-        windows.append((wpath, ScheduleWindow(name=name, days=days, start=start, end=end,
-                                              state=state)))
+        windows.append((wpath, ScheduleWindow(name=name, days=days, start=minutes_of(w.start),
+                                              end=minutes_of(w.end), state=state)))
     if clean:
         _reject_overlaps(check, "window", [(p, w.name, w) for p, w in windows], windows_overlap)
     return tuple(window for _, window in windows)
@@ -84,64 +77,45 @@ def _reject_overlaps(
                                   f"{kind}s of one door must not overlap")
 
 
-def _parse_days(check: Checker, w: Mapping[str, Any], wpath: str) -> frozenset[int]:
-    value = w.get("days")
-    where = f"{wpath}.days"
-    expected = f"a non-empty list of days ({', '.join(WEEKDAYS)})"
-    if "days" not in w:
-        return frozenset()
-    if not isinstance(value, list) or not value:
-        check.fail(where, f"expected {expected}; got {kind_of(value)}")
-        return frozenset()
+def _parse_days(check: Checker, names: list[str], wpath: str) -> frozenset[int]:
+    """Weekday numbers (0 = Monday); the shape allows full names and any letter case."""
     days: set[int] = set()
-    for i, item in enumerate(value):
-        name = item.lower() if isinstance(item, str) else None
-        name = _DAY_NAMES.get(name, name) if name else None
-        if name not in WEEKDAYS:
-            check.fail(f"{where}[{i}]",
-                       f"expected one of {', '.join(WEEKDAYS)}; got {kind_of(item)}")
-            continue
+    for i, written in enumerate(names):
+        name = _DAY_NAMES.get(written.lower(), written.lower())
         index = WEEKDAYS.index(name)
         if index in days:
-            check.fail(f"{where}[{i}]", f"{name} is listed twice")
+            check.fail(f"{wpath}.days[{i}]", f"{name} is listed twice")
         days.add(index)
     return frozenset(days)
 
 
 def parse_exceptions(
-    check: Checker, m: Mapping[str, Any], path: str, door_id: str, lacks: str | None
+    check: Checker, items: list[shape.DoorException], path: str, door_id: str, lacks: str | None
 ) -> tuple[DoorException, ...]:
     exceptions: list[tuple[str, DoorException]] = []
     seen: dict[str, str] = {}
     clean = True
-    for epath, item in check.items(m, "exceptions", path):
+    for index, e in enumerate(items):
+        epath = f"{path}.exceptions[{index}]"
         before = check.count
-        e = check.mapping(item, epath, required=("id", "date", "state"),
-                          optional=("start", "end", "repeat", "until"))
-        if e is None:
-            clean = False
-            continue
-        exc_id = check.ident(e, "id", epath)
-        if exc_id in seen:
-            check.fail(f"{epath}.id", f"exception {exc_id!r} is already defined at {seen[exc_id]}")
-        elif exc_id:
-            seen[exc_id] = epath
-        first = check.day(e, "date", epath)
-        start = check.clock(e, "start", epath, 0, end=False)
-        end = check.clock(e, "end", epath, MINUTES_PER_DAY, end=True)
-        state = check.choice(e, "state", epath, DoorState, None)
-        repeat = check.choice(e, "repeat", epath, Repeat, Repeat.NONE)
-        until = check.day(e, "until", epath)
+        if e.id in seen:
+            check.fail(f"{epath}.id", f"exception {e.id!r} is already defined at {seen[e.id]}")
+        else:
+            seen[e.id] = epath
+        first = check.day(e.date, f"{epath}.date")
+        until = None if e.until is None else check.day(e.until, f"{epath}.until")
         if first is not None and until is not None and until < first:
             check.fail(f"{epath}.until", f"expected a date on or after date ({first}); "
                                          f"got {until}")
+        state = DoorState(e.state)
         if state is DoorState.TWO_FACTOR and lacks:
             check.fail(f"{epath}.state", _two_factor_problem(door_id, lacks))
-        if check.count != before or first is None or state is None or repeat is None:
+        if check.count != before or first is None:
             clean = False
             continue
-        exceptions.append((epath, DoorException(id=exc_id, date=first, start=start, end=end,
-                                                state=state, repeat=repeat, until=until)))
+        exceptions.append((epath, DoorException(
+            id=e.id, date=first, start=minutes_of(e.start), end=minutes_of(e.end), state=state,
+            repeat=Repeat(e.repeat), until=until)))
     if clean:
         _reject_overlaps(
             check, "exception", [(p, e.id, e) for p, e in exceptions], exceptions_overlap

@@ -13,10 +13,12 @@ from passbridge.site_file.document import load_document
 from passbridge.site_file.doors import parse_doors
 from passbridge.site_file.header import parse_site_header
 from passbridge.site_file.revision import site_revision
+from passbridge.site_file.shape import SiteFile
+from passbridge.site_file.shape_errors import check_shape
 from passbridge.site_file.trust import parse_trust
 from passbridge.site_file.users import parse_users
 
-SITE_KEYS = frozenset({"site", "doors", "users", "trust"})
+SITE_KEYS = frozenset(SiteFile.model_fields)
 
 
 def load_site(path: Path, *, pin_key: bytes) -> Site:
@@ -39,23 +41,45 @@ def parse_site(
     scenario's ``name`` and ``steps``); they are ignored here and do not enter
     the revision.
     """
-    check = Checker(file)
-    top = check.mapping(
-        data, "", required=("site",), optional=tuple(sorted(SITE_KEYS - {"site"} | extra_keys))
-    )
-    if top is None:
-        raise ConfigError(check.problems)
+    body = ({k: v for k, v in data.items() if k not in extra_keys}
+            if isinstance(data, Mapping) else data)
+    site, problems = check_shape(SiteFile, body, file=file, context=shape_context(body))
+    if site is None:
+        raise ConfigError(problems)
+    return build_site(site, file=file, pin_key=pin_key, base_dir=base_dir)
 
-    site_id, tz = parse_site_header(check, top.get("site"))
-    doors = parse_doors(check, top)
-    users = parse_users(check, top, doors, pin_key)
-    bridges, backends = parse_trust(check, top.get("trust"), base_dir, doors)
+
+def shape_context(data: Any) -> dict[str, Any]:
+    """What the shape check needs to know of the file itself: the door ids
+    written, to judge references to doors (None when some door's id cannot
+    be read: the problem is that door, not every reference to it)."""
+    doors = data.get("doors") if isinstance(data, Mapping) else None
+    if doors is None:
+        return {"doors": []}
+    if not isinstance(doors, list):
+        return {"doors": None}
+    ids: list[str] = []
+    for door in doors:
+        door_id = door.get("id") if isinstance(door, Mapping) else None
+        if not isinstance(door_id, str) or not door_id:
+            return {"doors": None}
+        if door_id not in ids:
+            ids.append(door_id)
+    return {"doors": ids}
+
+
+def build_site(site: SiteFile, *, file: str, pin_key: bytes, base_dir: Path | None) -> Site:
+    """The Site from a file of the right shape, after the checks a shape
+    cannot make (ids, time zone, dates, duplicates, overlaps, keys)."""
+    check = Checker(file)
+    site_id, tz = parse_site_header(check, site.site)
+    built_doors = parse_doors(check, site.doors or [])
+    users = parse_users(check, site.users or [], pin_key)
+    bridges, backends = parse_trust(check, site.trust, base_dir)
     if check.problems:
         raise ConfigError(check.problems)
     assert tz is not None  # a missing zone is a problem above
 
-    assert doors is not None  # an unreadable door is a problem above
-    built_doors = {door.id: door for door in doors.values() if door is not None}
     built_users = {user.id: user for user in users}
     by_pin: dict[bytes, list[str]] = {}
     for user in users:

@@ -3,123 +3,72 @@ checked against their algorithm."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from passbridge.core.model import BRIDGE_DEFAULT_FACTORS, Door, Factor, TrustedKey
+from passbridge.core.model import BRIDGE_DEFAULT_FACTORS, Factor, TrustedKey
+from passbridge.site_file import shape
 from passbridge.site_file.checker import Checker
-from passbridge.site_file.describe import kind_of
-from passbridge.site_file.shape import BRIDGE_FACTORS, KEY_ALGORITHMS
 
 _MAX_KEY_FILE = 16 * 1024  # a PEM public key is well under 1 KiB; never read /dev/zero
 
 
 def parse_trust(
-    check: Checker,
-    value: Any,
-    base_dir: Path | None,
-    doors: Mapping[str, Door | None] | None = None,
+    check: Checker, trust: shape.Trust | None, base_dir: Path | None
 ) -> tuple[tuple[TrustedKey, ...], tuple[TrustedKey, ...]]:
-    """Bridge and backend keys. ``doors``: the site's doors, to check a bridge's
-    ``doors`` list against (None: they could not be read, so not checked)."""
-    if value is None:
+    """Bridge and backend keys (door references were judged with the shape)."""
+    if trust is None:
         return (), ()
-    m = check.mapping(value, "trust", required=(), optional=("bridges", "backends"))
-    if m is None:
-        return (), ()
-    return (_parse_keys(check, m, "bridges", base_dir, doors),
-            _parse_keys(check, m, "backends", base_dir, doors))
+    return (_parse_keys(check, trust.bridges or [], "trust.bridges", base_dir),
+            _parse_keys(check, trust.backends or [], "trust.backends", base_dir))
 
 
 def _parse_keys(
-    check: Checker,
-    m: Mapping[str, Any],
-    key: str,
-    base_dir: Path | None,
-    doors: Mapping[str, Door | None] | None,
+    check: Checker, entries: Sequence[shape.TrustedKey], where: str, base_dir: Path | None
 ) -> tuple[TrustedKey, ...]:
     keys: list[TrustedKey] = []
     seen: dict[str, str] = {}
-    scoped = key == "bridges"
-    for path, item in check.items(m, key, "trust"):
+    for index, k in enumerate(entries):
+        path = f"{where}[{index}]"
         before = check.count
-        k = check.mapping(item, path, required=("id",),
-                          optional=("alg", "public_key", "public_key_file",
-                                    *(("doors", "factors") if scoped else ())))
-        if k is None:
-            continue
-        key_id = check.ident(k, "id", path)
-        if key_id in seen:
-            check.fail(f"{path}.id", f"key id {key_id!r} is already used at {seen[key_id]}")
-        elif key_id:
-            seen[key_id] = path
-        alg = k.get("alg", "ES256")
-        if alg not in KEY_ALGORITHMS:
-            check.fail(f"{path}.alg",
-                       f"expected ES256 (P-256) or EdDSA (Ed25519); got {kind_of(alg)}")
-        key_doors = _bridge_doors(check, k, path, doors) if scoped else None
-        factors = _bridge_factors(check, k, path) if scoped else BRIDGE_DEFAULT_FACTORS
+        if k.id in seen:
+            check.fail(f"{path}.id", f"key id {k.id!r} is already used at {seen[k.id]}")
+        else:
+            seen[k.id] = path
         pem = _read_pem(check, k, path, base_dir)
         if pem is None or check.count != before:
             continue
-        normal = _check_public_key(check, pem, path, str(alg))
-        if normal is not None:
-            keys.append(TrustedKey(id=key_id, alg=str(alg), public_key_pem=normal,
-                                   doors=key_doors, factors=factors))
+        normal = _check_public_key(check, pem, path, k.alg)
+        if normal is None:
+            continue
+        doors = factors = None
+        if isinstance(k, shape.BridgeKey):  # what this bridge may vouch for
+            doors = k.doors if isinstance(k.doors, list) else None  # "all" or not given: every
+            factors = k.factors
+        keys.append(TrustedKey(
+            id=k.id, alg=k.alg, public_key_pem=normal,
+            doors=None if doors is None else frozenset(doors),
+            factors=BRIDGE_DEFAULT_FACTORS if factors is None else frozenset(
+                Factor(f) for f in factors),
+        ))
     return tuple(keys)
 
 
-def _bridge_doors(
-    check: Checker, k: Mapping[str, Any], path: str, doors: Mapping[str, Door | None] | None
-) -> frozenset[str] | None:
-    """The doors a bridge may vouch for; None (every door) when not given or "all"."""
-    listed = check.door_ids(k, "doors", path, doors)
-    if listed is None or listed[0]:
-        return None
-    return listed[1]
-
-
-def _bridge_factors(check: Checker, k: Mapping[str, Any], path: str) -> frozenset[Factor]:
-    """The factors a bridge may vouch for; nfc, ble and card when not given."""
-    value = k.get("factors")
-    if value is None:
-        return BRIDGE_DEFAULT_FACTORS
-    where = f"{path}.factors"
-    expected = " | ".join(BRIDGE_FACTORS)
-    if not isinstance(value, list):
-        check.fail(where, f"expected a list of factors ({expected}); got {kind_of(value)}")
-        return frozenset()
-    out: set[Factor] = set()
-    for i, item in enumerate(value):
-        if item == Factor.PIN.value:
-            check.fail(f"{where}[{i}]", "a PIN never travels as a factor token; "
-                                        f"expected one of {expected}")
-        elif not isinstance(item, str) or item not in BRIDGE_FACTORS:
-            check.fail(f"{where}[{i}]", f"expected one of {expected}; got {kind_of(item)}")
-        else:
-            out.add(Factor(item))
-    return frozenset(out)
-
-
 def _read_pem(
-    check: Checker, k: Mapping[str, Any], path: str, base_dir: Path | None
+    check: Checker, k: shape.TrustedKey, path: str, base_dir: Path | None
 ) -> tuple[str, str] | None:
     """(PEM text, the key path it came from), from exactly one of the two keys."""
-    if ("public_key" in k) == ("public_key_file" in k):
+    if (k.public_key is None) == (k.public_key_file is None):
         check.fail(path, "expected exactly one of public_key (PEM text) or public_key_file")
         return None
-    if "public_key" in k:
-        pem = check.text(k, "public_key", path)
-        return (pem, f"{path}.public_key") if pem else None
-    name = check.text(k, "public_key_file", path)
-    if not name:
-        return None
-    file = (base_dir or Path.cwd()) / name
+    if k.public_key is not None:
+        return k.public_key, f"{path}.public_key"
+    assert k.public_key_file is not None
+    file = (base_dir or Path.cwd()) / k.public_key_file
     try:
         with file.open("rb") as stream:
             raw = stream.read(_MAX_KEY_FILE + 1)
