@@ -61,6 +61,7 @@ async def test_classic_text_unless_the_scraper_asks_for_openmetrics() -> None:
             resp = await client.get("/metrics", headers={"Accept": accept} if accept else {})
             assert resp.status == 200
             assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            assert resp.headers["Vary"] == "Accept"
             text = await resp.text()
             assert "# EOF" not in text
             assert "# TYPE passbridge_decisions_total counter" in text
@@ -70,6 +71,7 @@ async def test_classic_text_unless_the_scraper_asks_for_openmetrics() -> None:
             resp = await client.get("/metrics", headers={"Accept": accept})
             assert resp.status == 200
             assert resp.headers["Content-Type"].startswith(OPENMETRICS + "; version=1.0.0")
+            assert resp.headers["Vary"] == "Accept"
             text = await resp.text()
             assert text.endswith("# EOF\n")
             # OpenMetrics names the counter family without _total, the sample with it.

@@ -56,7 +56,10 @@ async def healthz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     body, content_type = exposition(request.app[METRICS_REGISTRY],
                                     request.headers.get(hdrs.ACCEPT, ""))
+    # Vary: a cache between scraper and service must not hand one format to
+    # a scraper that asked for the other.
     return web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type,
+                                            hdrs.VARY: hdrs.ACCEPT,
                                             "X-Content-Type-Options": "nosniff"})
 
 

@@ -27,7 +27,7 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.metrics_core import Metric
 
 from passbridge.core.decision import ENUM_TEXT, Decision
@@ -138,8 +138,7 @@ class Metrics:
 
     def render(self) -> str:
         """The classic text exposition of these metrics alone (tests, debugging)."""
-        encoder, _ = choose_encoder("")
-        return encoder(self).decode()
+        return generate_latest(self).decode()
 
 
 METRICS_REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
