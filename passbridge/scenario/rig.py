@@ -17,9 +17,11 @@ from typing import Any
 
 import jwt
 from aiohttp.test_utils import TestClient, TestServer
+from pydantic import ValidationError
 
 from passbridge.adapters.audit_sqlite import AuditLog
 from passbridge.adapters.keystore import MemoryKeyStore
+from passbridge.answers import DecisionAnswer
 from passbridge.clock import ManualClock
 from passbridge.core.decision import Decision
 from passbridge.core.model import DoorState, Reason, Result, Side, TrustedKey
@@ -65,14 +67,16 @@ class StepOutcome:
         )
 
     @classmethod
-    def of_json(cls, body: dict[str, Any]) -> StepOutcome:
-        state = body.get("state")
+    def of_json(cls, body: Any) -> StepOutcome:
+        """An HTTP answer, read through the one model of a decision's JSON
+        (``passbridge.answers``); ValidationError when it is not one."""
+        answer = DecisionAnswer.model_validate(body)
         return cls(
-            Result(body["result"]),
-            Reason(body["reason"]),
-            body.get("user"),
-            DoorState(state) if state else None,
-            body.get("state_source"),
+            Result(answer.result),
+            Reason(answer.reason),
+            answer.user,
+            DoorState(answer.state) if answer.state else None,
+            answer.state_source,
         )
 
 
@@ -203,7 +207,11 @@ class ScenarioRig:
             return StepOutcome(
                 error=f"HTTP {response.status} {error.get('code')}: {error.get('message')}"
             )
-        return StepOutcome.of_json(body)
+        try:
+            return StepOutcome.of_json(body)
+        except ValidationError as error:
+            return StepOutcome(error=f"HTTP 200 but not a decision: {error.errors()[0]['msg']} "
+                                     f"at {error.errors()[0]['loc']}")
 
     # --- admin ---------------------------------------------------------------
     async def _configure(self, args: dict[str, object]) -> StepOutcome:

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from passbridge.core.model import DoorState, Reason
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
+
+from passbridge.answers import DecisionAnswer
+from passbridge.core.model import DoorState
 from passbridge.core.schedule import OVERRIDE_MAX_MINUTES
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -82,6 +86,28 @@ def _admin_op(summary: str, ok: dict[str, Any], statuses: tuple[int, ...],
     if params:
         op["parameters"] = params
     return op
+
+
+class _OpenApi30(GenerateJsonSchema):
+    """JSON Schema as OpenAPI 3.0 spells it: ``nullable: true``, not a null type."""
+
+    def nullable_schema(self, schema: core_schema.NullableSchema) -> JsonSchemaValue:
+        inner = self.generate_inner(schema["schema"])
+        if "enum" in inner:
+            return {**inner, "enum": [*inner["enum"], None], "nullable": True}
+        return {**inner, "nullable": True}
+
+
+def decision_schema() -> dict[str, Any]:
+    """The ``Decision`` component, from the one model of a decision's JSON.
+
+    Without ``additionalProperties: false``: an answer may carry more (a
+    simulated tap adds ``phone_status``), and clients ignore what they do
+    not know.
+    """
+    schema = DecisionAnswer.model_json_schema(schema_generator=_OpenApi30)
+    schema.pop("additionalProperties", None)
+    return schema
 
 
 def document(*, simulated: bool = False) -> dict[str, Any]:
@@ -246,27 +272,7 @@ def document(*, simulated: bool = False) -> dict[str, Any]:
                         "properties": {"code": {"type": "string"},
                                        "message": {"type": "string"}}}},
                 },
-                "Decision": {
-                    "type": "object",
-                    "required": ["decision_id", "result", "reason", "door", "side", "user",
-                                 "state", "state_source", "unlock_seconds", "at"],
-                    "properties": {
-                        "decision_id": {"type": "string"},
-                        "result": {"type": "string", "enum": ["granted", "denied", "pending"]},
-                        "reason": {"type": "string", "enum": [r.value for r in Reason]},
-                        "door": {"type": "string"},
-                        "side": _SIDE,
-                        "user": {"type": "string", "nullable": True},
-                        "factor": {"type": "string", "nullable": True},
-                        "credential": {"type": "string", "nullable": True},
-                        "state": {"type": "string", "nullable": True},
-                        "state_source": {"type": "string", "nullable": True},
-                        "unlock_seconds": {"type": "integer", "nullable": True},
-                        "revision": {"type": "string"},
-                        "at": {"type": "string", "format": "date-time"},
-                        "detail": {"type": "string", "nullable": True},
-                    },
-                },
+                "Decision": decision_schema(),
                 "Door": {
                     "type": "object",
                     "required": ["id", "state", "state_source", "override", "lockdown"],

@@ -1,0 +1,55 @@
+"""The JSON shape of a decision, declared once as a typed model.
+
+A decision reaches people and programs as JSON in three places: the HTTP
+answers (``Decision.to_json``, also the body of each ``decision`` event),
+the OpenAPI document's ``Decision`` component (``service.openapi``, built
+from this model), and the scenario rig, which reads the answers of remote
+and nearby unlocks back (``scenario.rig``, through this model). The core
+still writes the JSON itself (``core.decision``: it stays free of pydantic,
+and the hot path is a plain dict); tests/test_decision_answer.py holds what
+it writes against this model, field by field.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from passbridge.core.model import DoorState, Factor, Reason, Result, Side
+from passbridge.site_file.shape import one_of
+
+if TYPE_CHECKING:
+    ResultText: TypeAlias = str
+    ReasonText: TypeAlias = str
+    SideText: TypeAlias = str
+    FactorText: TypeAlias = str
+    StateText: TypeAlias = str
+else:
+    ResultText = one_of(Result)
+    ReasonText = one_of(Reason)
+    SideText = one_of(Side)
+    FactorText = one_of(Factor)
+    StateText = one_of(DoorState)
+
+
+class DecisionAnswer(BaseModel):
+    """A door decision as answered (interfaces.md, plus factor, credential, detail)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="Decision")
+
+    decision_id: str
+    result: ResultText
+    reason: ReasonText
+    door: str
+    side: SideText
+    user: str | None = Field(description="the user decided for, when known")
+    factor: FactorText | None
+    credential: str | None = Field(
+        description="safe to log: a phone credential id or a masked badge number")
+    state: StateText | None = Field(description="the door's state when deciding")
+    state_source: str | None = Field(description="what set that state")
+    unlock_seconds: int | None
+    revision: str = Field(description="the site revision decided on")
+    at: Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+    detail: str | None = Field(description="for operators; never a secret")
