@@ -17,6 +17,7 @@ from passbridge.clock import Clock
 from passbridge.core.decision import Decision, Presentation, ResolvedState
 from passbridge.core.engine import DoorCore
 from passbridge.core.model import DoorState, Factor, Reason, Side
+from passbridge.core.tokens import VerifiedBackendRequest
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,13 @@ class DoorController:
         decision = self.core.decide_token(
             token, self.clock.moment(), door_hint=door_hint, decide_unverified=False
         )
+        return await self._answer(decision, started)
+
+    async def remote(self, request: VerifiedBackendRequest, door: str, side: Side) -> Decision:
+        """A remote unlock: the backend's verified request goes to the core as it
+        is (no factor token is minted for it; interfaces.md)."""
+        started = time.perf_counter()
+        decision = self.core.decide_remote(request, door, side, self.clock.moment())
         return await self._answer(decision, started)
 
     async def mobile_factor(

@@ -11,21 +11,16 @@ from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from jwt.api_jws import PyJWS
-from jwt.exceptions import DecodeError
 
 from passbridge.clock import ManualClock
-from passbridge.core import tokens as token_module
 from passbridge.core.model import Factor, Reason, Side, TrustedKey
 from passbridge.core.tokens import (
     FACTOR_TOKEN_TYP,
     BadKey,
     FactorTokenMinter,
     FactorTokenVerifier,
-    MintedTokens,
     RefusedNearbyRequest,
     ReplayCache,
     ReplayVerdict,
@@ -553,50 +548,39 @@ def test_non_finite_and_huge_times_are_invalid(clock: ManualClock, bad: dict[str
     rejected(make_verifier(clock).verify(sign(claims(clock, **bad))))
 
 
-# --- the fast base64url decoder and DER encoding against PyJWT and cryptography ----------
+# --- the verifier against PyJWT itself ------------------------------------------------------
 
 B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
-def pyjwt_segment(segment: bytes) -> bytes | None:
-    """PyJWT's own decoding of one JWS segment, or None where PyJWT refuses it."""
+def pyjwt_accepts(token: str) -> bool:
+    """Whether PyJWT's own ``jwt.decode`` takes the token (times left to the clock)."""
     try:
-        return PyJWS._decode_base64url_segment(segment, "payload")
-    except DecodeError:
-        return None
-
-
-def ours_segment(segment: bytes) -> bytes | None:
-    try:
-        return token_module._unb64(segment)
-    except ValueError:
-        return None
-
-
-@settings(max_examples=1000, deadline=None)
-@given(st.one_of(
-    # Real encodings, with and without PyJWT-style "=" padding.
-    st.binary(max_size=70).map(lambda b: base64.urlsafe_b64encode(b)),
-    st.binary(max_size=70).map(lambda b: base64.urlsafe_b64encode(b).rstrip(b"=")),
-    # Anything near the alphabet: stray padding, "+", "/", spaces, lone characters.
-    st.text(alphabet=B64URL_ALPHABET + "=+/ .\n", max_size=40).map(str.encode),
-    st.binary(max_size=40),
-))
-@pytest.mark.slow
-def test_unb64_agrees_with_pyjwt(segment: bytes) -> None:
-    assert ours_segment(segment) == pyjwt_segment(segment)
+        jwt.decode(token, ES_KEY.public_key(), algorithms=["ES256"], audience=SITE,
+                   issuer="b1", options={"verify_exp": False, "verify_iat": False,
+                                         "verify_nbf": False})
+    except jwt.InvalidTokenError:
+        return False
+    return True
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=48), st.integers(0, 3))
-def test_unb64_agrees_with_pyjwt_on_every_last_character(data: bytes, cut: int) -> None:
-    """Every possible last character, so unused low bits are exercised both ways."""
-    stem = base64.urlsafe_b64encode(data).rstrip(b"=")[: max(0, len(data) - cut)]
-    for last in B64URL_ALPHABET.encode():
-        segment = stem + bytes([last])
-        assert ours_segment(segment) == pyjwt_segment(segment)
-        padded = segment + b"=" * (-len(segment) % 4)
-        assert ours_segment(padded) == pyjwt_segment(padded)
+@given(segment=st.sampled_from([0, 1, 2]), spelling=st.one_of(
+    st.text(alphabet=B64URL_ALPHABET + "=+/ .\n", max_size=6),
+    st.sampled_from(["=", "==", "===", "A", "AA", "+", "/"]),
+), at=st.integers(0, 400))
+def test_verifier_agrees_with_pyjwt_on_respelled_segments(segment: int, spelling: str,
+                                                          at: int) -> None:
+    """A segment re-spelled (padding, stray characters, another alphabet): the core
+    accepts it exactly when PyJWT's own decode does."""
+    clock = ManualClock(START)
+    parts = mint(clock).split(".")
+    target = parts[segment]
+    cut = at % (len(target) + 1)
+    parts[segment] = target[:cut] + spelling + target[cut:]
+    respelled = ".".join(parts)
+    got = make_verifier(clock).verify(respelled)
+    assert isinstance(got, VerifiedFactor) == pyjwt_accepts(respelled), (respelled, got)
 
 
 def test_token_with_pyjwt_style_padding_is_handled_as_pyjwt_does(clock: ManualClock) -> None:
@@ -624,20 +608,6 @@ def test_token_with_pyjwt_style_padding_is_handled_as_pyjwt_does(clock: ManualCl
         rejected(make_verifier(clock).verify(bad))
 
 
-@settings(max_examples=500, deadline=None)
-@given(st.one_of(
-    st.binary(min_size=64, max_size=64),
-    # Halves with leading zero bytes and top bits set, the DER edge cases.
-    st.tuples(st.integers(0, 2**256 - 1), st.integers(0, 2**256 - 1)).map(
-        lambda rs: rs[0].to_bytes(32, "big") + rs[1].to_bytes(32, "big")),
-    st.tuples(st.integers(0, 2**20), st.integers(2**255, 2**256 - 1)).map(
-        lambda rs: rs[0].to_bytes(32, "big") + rs[1].to_bytes(32, "big")),
-))
-def test_p256_raw_to_der_matches_cryptography(raw: bytes) -> None:
-    r, s = int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")
-    assert token_module.p256_raw_to_der(raw) == encode_dss_signature(r, s)
-
-
 def test_es256_signatures_with_leading_zero_halves_verify(clock: ManualClock) -> None:
     """Signatures whose r or s starts with a zero byte take the general DER route."""
     verifier = make_verifier(clock)
@@ -657,106 +627,3 @@ def test_wrong_length_es256_signature_is_bad_signature(clock: ManualClock) -> No
     raw = base64.urlsafe_b64decode(sig + "==")
     for bad in (raw[:63], raw + b"\x00", b"\x00" * 64):
         assert "signature" in rejected(make_verifier(clock).verify(f"{head}.{body}.{b64(bad)}"))
-
-
-# --- tokens minted in this process (MintedTokens) ------------------------------------------
-
-
-class CountingSignature:
-    """Wraps a key's signature check to count how often it really runs."""
-
-    def __init__(self, key: VerificationKey) -> None:
-        self.calls = 0
-        self._check = key._signature
-        object.__setattr__(key, "_signature", self)
-
-    def __call__(self, message: bytes, signature: bytes) -> bool:
-        self.calls += 1
-        assert self._check is not None
-        return self._check(message, signature)
-
-
-def in_process(clock: ManualClock, **kwargs: Any) -> tuple[FactorTokenMinter,
-                                                            FactorTokenVerifier,
-                                                            MintedTokens, CountingSignature]:
-    record = MintedTokens(ES_KEY.public_key(), **kwargs)
-    verifier = make_verifier(clock, minted_here=record)
-    counter = CountingSignature(verifier._keys["b1"])
-    return minter(clock, record=record), verifier, record, counter
-
-
-def mint_with(m: FactorTokenMinter) -> str:
-    return m.mint(user="u1", door="front", side=Side.IN, factor=Factor.NFC,
-                  credential="phone-1", evidence={"txn": "00ff"})
-
-
-def test_token_minted_in_process_skips_only_the_signature_check(clock: ManualClock) -> None:
-    m, verifier, record, counter = in_process(clock)
-    token = mint_with(m)
-    got = verifier.verify(token)
-    assert isinstance(got, VerifiedFactor) and got.user == "u1"
-    assert (record.vouched, counter.calls, len(record)) == (1, 0, 0)
-    # Used up: the same bytes again are verified in full, then refused as a replay.
-    rejected(verifier.verify(token), Reason.TOKEN_REPLAYED)
-    assert (record.vouched, counter.calls) == (1, 1)
-
-
-def test_same_key_token_not_minted_in_process_is_verified_in_full(clock: ManualClock) -> None:
-    m, verifier, record, counter = in_process(clock)
-    mint_with(m)  # something is in the record, just not this token
-    outside = mint(clock)  # same private key and kid, another minter without the record
-    assert isinstance(verifier.verify(outside), VerifiedFactor)
-    assert (record.vouched, counter.calls) == (0, 1)
-    by_hand = sign(claims(clock))  # PyJWT directly, same key
-    assert isinstance(verifier.verify(by_hand), VerifiedFactor)
-    assert (record.vouched, counter.calls) == (0, 2)
-
-
-def test_modified_in_process_token_is_rejected(clock: ManualClock) -> None:
-    m, verifier, record, counter = in_process(clock)
-    token = mint_with(m)
-    head, body, sig = token.split(".")
-    payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-    payload["sub"] = "mallory"
-    forged = f"{head}.{b64json(payload)}.{sig}"
-    assert "signature" in rejected(verifier.verify(forged))
-    assert (record.vouched, counter.calls) == (0, 1)
-    # Altered in a way base64 still decodes the same (padding added): other bytes,
-    # so no vouch; the signature is still good, so it verifies, once.
-    padded = ".".join(part + "=" * (-len(part) % 4) for part in token.split("."))
-    assert isinstance(verifier.verify(padded), VerifiedFactor)
-    assert (record.vouched, counter.calls) == (0, 2)
-    rejected(verifier.verify(token), Reason.TOKEN_REPLAYED)  # the same jti
-
-
-def test_in_process_token_still_meets_every_claim_and_time_check(clock: ManualClock) -> None:
-    m, verifier, record, _ = in_process(clock)
-    stale = mint_with(m)
-    clock.advance(16)  # exp is +10 s, leeway 5 s
-    rejected(verifier.verify(stale), Reason.TOKEN_EXPIRED)
-    other_site = FactorTokenMinter("b1", ES_KEY, kid="b1", site_id="elsewhere", clock=clock,
-                                   record=record)
-    assert "audience" in rejected(verifier.verify(mint_with(other_site)))
-    assert record.vouched == 2  # both were vouched for, and both refused on their claims
-
-
-def test_vouch_needs_the_minters_key_in_the_trust_list(clock: ManualClock) -> None:
-    """A record for a key the verifier does not trust under that kid vouches for nothing."""
-    record = MintedTokens(OTHER_ES_KEY.public_key())
-    verifier = make_verifier(clock, minted_here=record)
-    rogue = FactorTokenMinter("b1", OTHER_ES_KEY, kid="b1", site_id=SITE, clock=clock,
-                              record=record)
-    assert "signature" in rejected(verifier.verify(mint_with(rogue)))
-    assert record.vouched == 0
-    with pytest.raises(BadKey):
-        FactorTokenMinter("b1", ES_KEY, kid="b1", site_id=SITE, clock=clock, record=record)
-
-
-def test_minted_record_is_bounded(clock: ManualClock) -> None:
-    m, verifier, record, counter = in_process(clock, max_entries=3)
-    tokens = [mint_with(m) for _ in range(5)]
-    assert len(record) == 3
-    for token in tokens:
-        assert isinstance(verifier.verify(token), VerifiedFactor)
-    # The two oldest were forgotten and verified in full; the rest were vouched for.
-    assert (record.vouched, counter.calls) == (3, 2)

@@ -38,7 +38,12 @@ from passbridge.core.schedule import (
     override_minutes_problem,
     resolve_state,
 )
-from passbridge.core.tokens import FactorTokenVerifier, TokenRejection, UnverifiedToken
+from passbridge.core.tokens import (
+    FactorTokenVerifier,
+    TokenRejection,
+    UnverifiedToken,
+    VerifiedBackendRequest,
+)
 from passbridge.core.two_factor import PendingCard, TwoFactorMemory
 from passbridge.errors import ConfigError, Problem, UnknownDoor
 
@@ -268,9 +273,7 @@ class DoorCore:
                 Reason.TOKEN_INVALID, "no bridge keys are trusted", door_hint, moment
             )
         try:
-            # The verified claims as a plain tuple: no intermediate objects on
-            # the hot path (see FactorTokenVerifier.verify_fields).
-            checked = self._tokens.verify_fields(token)
+            checked = self._tokens.verify(token)
         except Exception:  # noqa: BLE001 - fail secure on any verifier fault
             log.exception("token verifier failed")
             return self._reject_token(Reason.INTERNAL_ERROR, "verifier error", door_hint, moment)
@@ -278,12 +281,42 @@ class DoorCore:
             if not (checked.verified or decide_unverified):
                 raise UnverifiedToken(checked)
             return self._reject_token(checked.reason, checked.detail, door_hint, moment)
-        # The evidence dict was parsed from this very token: no one else holds it.
-        user, door_id, side, factor, credential, evidence, _jti = checked
-        if door_hint is not None and door_id != door_hint:
+        if door_hint is not None and checked.door != door_hint:
             return self._reject_token(
                 Reason.TOKEN_INVALID, "token is for another door", door_hint, moment
             )
+        return self._decide_verified(
+            checked.door, checked.factor, checked.side, checked.user, checked.credential,
+            checked.evidence, moment,
+        )
+
+    def decide_remote(
+        self, request: VerifiedBackendRequest, door_id: str, side: Side, moment: Moment
+    ) -> Decision:
+        """A remote unlock: the app backend's verified request, as it is.
+
+        The backend's signed request is the statement decided on (interfaces.md):
+        no factor token is minted for it. Only a VerifiedBackendRequest (what
+        ``verify_backend_request`` returns for a request whose signature,
+        claims, times and ``jti`` checked out) is accepted, and only for the
+        door it names.
+        """
+        if not isinstance(request, VerifiedBackendRequest):
+            raise TypeError("decide_remote takes a VerifiedBackendRequest")
+        if request.door != door_id:
+            return self._reject_token(
+                Reason.TOKEN_INVALID, "request is for another door", door_id, moment
+            )
+        return self._decide_verified(
+            door_id, Factor.REMOTE, side, request.user, f"backend:{request.issuer}",
+            {"backend": request.issuer, "request": request.jti}, moment,
+        )
+
+    def _decide_verified(
+        self, door_id: str, factor: Factor, side: Side, user: str, credential: str,
+        evidence: dict[str, Any], moment: Moment,
+    ) -> Decision:
+        """A verified mobile factor, decided (evidence parsed from the very token)."""
         door = self._site.doors.get(door_id)
         if door is None:
             raise UnknownDoor(door_id)

@@ -23,7 +23,6 @@ from passbridge.core.model import Site
 from passbridge.core.tokens import (
     FactorTokenMinter,
     FactorTokenVerifier,
-    MintedTokens,
     ReplayCache,
     VerificationKey,
     verification_keys,
@@ -72,8 +71,6 @@ class Services:
     # Set when the app owns the audit store and must close it at shutdown.
     close_audit: bool = True
     started: float = field(default_factory=time.monotonic)
-    # The in-process bridge's record of the tokens it minted (see MintedTokens).
-    minted: MintedTokens | None = None
     # Rotating BLE id -> enrolled credential, from the key store's proximity keys.
     resolver: AdvertResolver = field(init=False)
 
@@ -110,19 +107,17 @@ def assemble(
     trusts it alongside the site's ``trust.bridges`` and bridges trusted in
     the key store. Backends come from the site file and the key store.
 
-    The bridge and the core share this process, so the bridge records the
-    exact tokens it mints and the core skips the signature check for those
-    very bytes only, checking everything else (MintedTokens; see
-    docs/decisions.md, "In-process factor tokens").
+    The bridge and the core share this process, and the core still verifies
+    every token the bridge mints, in full (interfaces.md: nothing is trusted
+    because of where it came from).
     """
     bridge = keystore.bridge_key()
     trusted = verification_keys([*site.bridges, *keystore.trusted_keys("bridge"),
                                  bridge.trusted()])
-    minted_here = MintedTokens(bridge.private_key.public_key())
-    verifier = FactorTokenVerifier(site.id, trusted, clock=clock, minted_here=minted_here)
+    verifier = FactorTokenVerifier(site.id, trusted, clock=clock)
     core = DoorCore(site, pin_key=keystore.pin_key(), tokens=verifier)
     minter = FactorTokenMinter(bridge.id, bridge.private_key, alg=bridge.alg, site_id=site.id,
-                               clock=clock, record=minted_here)
+                               clock=clock)
     audit = PublishingAudit(store)
     controller = DoorController(core, audit, clock, minter=minter)
     metrics = Metrics(lambda: core.site.doors)
@@ -138,7 +133,6 @@ def assemble(
         device_keys=DeviceKeys(keystore),
         metrics=metrics,
         close_audit=close_audit,
-        minted=minted_here,
     )
 
 

@@ -46,12 +46,14 @@ def public_key_to_pem(key: PublicKey | PrivateKey) -> str:
     ).decode("ascii")
 
 
-def _check_alg(alg: str) -> None:
+def check_alg(alg: str) -> None:
+    """Only the algorithms the contract names; never ``none`` or HMAC."""
     if alg not in SUPPORTED_ALGS:
         raise BadKey(f"unsupported algorithm {alg!r} (expected ES256 or EdDSA)")
 
 
-def _fits(key: object, alg: str) -> bool:
+def fits(key: object, alg: str) -> bool:
+    """Whether ``key`` (public or private) is the type ``alg`` needs."""
     if alg == "ES256":
         return isinstance(key, (ec.EllipticCurvePublicKey, ec.EllipticCurvePrivateKey)) and (
             isinstance(key.curve, ec.SECP256R1)
@@ -61,13 +63,13 @@ def _fits(key: object, alg: str) -> bool:
 
 def load_private_key_pem(pem: str | bytes, alg: str) -> PrivateKey:
     """Load an unencrypted PKCS#8 private key and check it is the type ``alg`` needs."""
-    _check_alg(alg)
+    check_alg(alg)
     data = pem.encode("ascii") if isinstance(pem, str) else pem
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
         raise BadKey("not a readable unencrypted PEM private key") from exc
-    if not _fits(key, alg):
+    if not fits(key, alg):
         raise BadKey(f"private key type does not match algorithm {alg}")
     assert isinstance(key, (ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey))
     return key
@@ -79,13 +81,13 @@ def load_public_key_pem(pem: str | bytes, alg: str) -> PublicKey:
     This check is what makes a pinned ``ES256`` key useless as an HMAC secret
     or under another algorithm.
     """
-    _check_alg(alg)
+    check_alg(alg)
     data = pem.encode("ascii") if isinstance(pem, str) else pem
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError) as exc:
         raise BadKey("not a readable PEM public key") from exc
-    if not _fits(key, alg):
+    if not fits(key, alg):
         raise BadKey(f"public key type does not match algorithm {alg}")
     assert isinstance(key, (ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey))
     return key
@@ -107,17 +109,3 @@ def p256_point(key: ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey) -> b
     return public.public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
-
-
-def _same_public_key(a: object, b: object) -> bool:
-    """Whether two keys are the same public key (compared once, at set-up)."""
-    def spki(key: object) -> bytes | None:
-        if isinstance(key, (ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey)):
-            key = key.public_key()
-        if isinstance(key, (ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey)):
-            return key.public_bytes(serialization.Encoding.DER,
-                                    serialization.PublicFormat.SubjectPublicKeyInfo)
-        return None
-
-    first = spki(a)
-    return first is not None and first == spki(b)

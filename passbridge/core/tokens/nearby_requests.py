@@ -18,9 +18,13 @@ from passbridge.clock import Clock
 from passbridge.core.model import Reason, Side
 from passbridge.core.tokens.jws import TokenRejection, verify_jws
 from passbridge.core.tokens.keys import p256_public_key_from_point
-from passbridge.core.tokens.limits import DEFAULT_LEEWAY, NEARBY_MAX_LIFETIME
-from passbridge.core.tokens.replay import ReplayCache
-from passbridge.core.tokens.trust import VerificationKey
+from passbridge.core.tokens.policy import (
+    DEFAULT_LEEWAY,
+    NEARBY_MAX_LIFETIME,
+    ReplayCache,
+    policy,
+)
+from passbridge.core.tokens.trust import VerificationKey, unverified_claims
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +77,8 @@ def verify_nearby_request(
     or the verified request comes back as a ``RefusedNearbyRequest``.
     """
 
-    def resolve(_header: dict[str, Any], claims: dict[str, Any]) -> VerificationKey | None:
-        cred = claims.get("cred")
+    def resolve(_header: dict[str, Any], token: str) -> VerificationKey | None:
+        cred = unverified_claims(token).get("cred")
         if not isinstance(cred, str) or not cred:
             return None
         point = phone_key(cred)
@@ -82,18 +86,19 @@ def verify_nearby_request(
             return None
         return VerificationKey(cred, "ES256", p256_public_key_from_point(point))
 
-    def problem(claims: dict[str, Any]) -> str | None:
+    def problem(claims: dict[str, Any], _key: VerificationKey) -> str | None:
         if door is not None and claims["door"] != door:
             return "request is for another door"
         if claims.get("side", "in") not in ("in", "out"):
             return "side must be 'in' or 'out'"
         return None
 
-    checked = verify_jws(
-        token, resolve, clock=clock, replay_cache=replay_cache, audience=None, typ=None,
-        string_claims=("cred", "door", "adv"), max_lifetime=NEARBY_MAX_LIFETIME,
-        leeway=leeway, replay_scope="cred", check_claims=problem,
+    nearby = policy(
+        audience=None, typ=None, string_claims=("cred", "door", "adv"),
+        max_lifetime=NEARBY_MAX_LIFETIME, leeway=leeway, replay_scope="cred",
+        check_claims=problem,
     )
+    checked = verify_jws(token, resolve, nearby, clock=clock, replay_cache=replay_cache)
     if isinstance(checked, TokenRejection):
         return checked
     claims = checked.claims

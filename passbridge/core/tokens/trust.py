@@ -1,7 +1,8 @@
-"""Trust lists: which public keys a verifier accepts, and for which issuer.
+"""Trust lists: which public keys a verifier accepts, for which issuer and scope.
 
-PyJWT prepares (and so validates) every verification key once, here, when
-the trust list is loaded, not on every token.
+Every key is pinned to one algorithm from configuration; the token header
+never chooses it. Keys are checked against their algorithm once, when the
+trust list is loaded.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import jwt
+
 from passbridge.core.model import TrustedKey
-from passbridge.core.tokens.keys import BadKey, PublicKey, _check_alg, _fits, load_public_key_pem
-from passbridge.core.tokens.signatures import SignatureCheck, _signature_check
+from passbridge.core.tokens.keys import BadKey, PublicKey, check_alg, fits, load_public_key_pem
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,25 +23,16 @@ class VerificationKey:
 
     ``issuer`` set: a token verified with this key must carry exactly that
     ``iss`` (a bridge cannot sign as another bridge). ``None``: any string.
+    ``doors``/``factors``: what a factor token signed with this key may speak
+    for (a bridge's trust entry); None = not limited.
     """
 
     kid: str
     alg: str
     key: PublicKey = field(repr=False)
     issuer: str | None = None
-    # What a factor token signed with this key may speak for (a bridge's
-    # trust entry): None = not limited. Only the factor-token policy looks.
     doors: frozenset[str] | None = None
     factors: frozenset[str] | None = None
-    # The signature check for the pinned algorithm, with the key prepared
-    # by PyJWT (curve checked) once here rather than on every token; None
-    # for a key that does not fit its algorithm, which then verifies nothing.
-    _signature: SignatureCheck | None = field(
-        default=None, init=False, repr=False, compare=False
-    )
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_signature", _signature_check(self.alg, self.key))
 
     @classmethod
     def from_pem(cls, kid: str, alg: str, pem: str, issuer: str | None = None) -> VerificationKey:
@@ -59,28 +52,29 @@ def verification_keys(
     keys: Mapping[str, VerificationKey | TrustedKey] | Collection[TrustedKey],
 ) -> dict[str, VerificationKey]:
     """Normalise a trust list (site-file TrustedKeys or VerificationKeys) by kid."""
-    out: dict[str, VerificationKey] = {}
     items: list[tuple[str, VerificationKey | TrustedKey]]
     if isinstance(keys, Mapping):
         items = list(keys.items())
     else:
         items = [(k.id, k) for k in keys]
+    out: dict[str, VerificationKey] = {}
     for kid, entry in items:
         vk = VerificationKey.from_trusted(entry) if isinstance(entry, TrustedKey) else entry
-        _check_alg(vk.alg)
-        if not _fits(vk.key, vk.alg):
+        check_alg(vk.alg)
+        if not fits(vk.key, vk.alg):
             raise BadKey(f"key {kid!r} does not match its algorithm {vk.alg}")
         out[kid] = VerificationKey(kid, vk.alg, vk.key, vk.issuer, vk.doors, vk.factors)
     return out
 
 
-KeyResolver = Callable[[dict[str, Any], dict[str, Any]], VerificationKey | None]
+# (unverified header, the token) -> the key that must have signed it, or None.
+KeyResolver = Callable[[dict[str, Any], str], "VerificationKey | None"]
 
 
 def by_kid(keys: Mapping[str, VerificationKey]) -> KeyResolver:
     """Resolve the key from the header's ``kid`` in a fixed trust list."""
 
-    def resolve(header: dict[str, Any], _claims: dict[str, Any]) -> VerificationKey | None:
+    def resolve(header: dict[str, Any], _token: str) -> VerificationKey | None:
         kid = header.get("kid")
         return keys.get(kid) if isinstance(kid, str) else None
 
@@ -93,16 +87,26 @@ def by_kid_or_issuer(keys: Mapping[str, VerificationKey]) -> KeyResolver:
 
     interfaces.md makes a backend's ``kid`` optional. Picking the key by an
     unverified claim is safe: the signature must then verify with that very
-    key, and the verified ``iss`` must equal the key's issuer.
+    key, and PyJWT checks that the verified ``iss`` is the key's issuer.
     """
     kid_resolve = by_kid(keys)
 
-    def resolve(header: dict[str, Any], claims: dict[str, Any]) -> VerificationKey | None:
+    def resolve(header: dict[str, Any], token: str) -> VerificationKey | None:
         if "kid" in header:
-            return kid_resolve(header, claims)
-        iss = claims.get("iss")
+            return kid_resolve(header, token)
+        iss = unverified_claims(token).get("iss")
         if not isinstance(iss, str):
             return None
         return next((key for key in keys.values() if key.issuer == iss), None)
 
     return resolve
+
+
+def unverified_claims(token: str) -> dict[str, Any]:
+    """The claims as PyJWT reads them without a key ({} if it cannot): only
+    to pick the key, never to decide on."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError:
+        return {}
+    return claims if isinstance(claims, dict) else {}
