@@ -2,12 +2,14 @@
 
 Order, on purpose: size and shape, the header's ``typ``, the key (by the
 caller's resolver; the algorithm is the key's pinned one, never the
-header's), then PyJWT's ``decode_complete`` (signature, audience, the
-issuer bound to the key, required claims; its time checks are off), then
-the policy (claim types, lifetime cap, the caller's rule, times on the
-injected clock) and only last the single-use ``jti`` record, so a forged
-or stale token can never burn a legitimate token's ``jti``. No claim is
-trusted before the signature checks out except what picks the key.
+header's), then PyJWT's ``PyJWS.decode_complete`` (strict parsing, the
+pinned algorithm, the signature), then the policy on the payload (required
+claims, audience, issuer, types, lifetime cap, the caller's rule, times on
+the injected clock) and only last the single-use ``jti`` record, so a
+forged or stale token can never burn a legitimate token's ``jti``. No claim
+is trusted before the signature checks out except what picks the key.
+Whatever PyJWT refuses is unverified (anybody's bytes); every later refusal
+is of a token a trusted key signed (``verified``).
 
 Every verifier returns a value and never raises: a rejection carries one of
 the three token reasons of rules.md section 4 (``token_invalid``,
@@ -23,11 +25,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import jwt
-from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 from jwt.utils import base64url_decode
 
 from passbridge.clock import Clock
 from passbridge.core.model import Reason
+from passbridge.core.tokens.keys import SUPPORTED_ALGS
 from passbridge.core.tokens.policy import MAX_TOKEN_BYTES, ReplayCache, ReplayVerdict, TokenPolicy
 from passbridge.core.tokens.trust import KeyResolver, VerificationKey
 
@@ -93,37 +95,9 @@ def _invalid(detail: str, *, verified: bool = False) -> TokenRejection:
     return TokenRejection(Reason.TOKEN_INVALID, detail, verified)
 
 
-class _SignedUnreadablePayload(jwt.InvalidTokenError):
-    """A payload that is not a JSON object, under a signature that verified."""
-
-
-class _Decoder(jwt.PyJWT):
-    """PyJWT, telling apart a payload it cannot read after the signature verified
-    (``_decode_payload`` is PyJWT's documented hook for subclasses)."""
-
-    def _decode_payload(self, decoded: dict[str, Any]) -> dict[str, Any]:
-        try:
-            return super()._decode_payload(decoded)
-        except jwt.DecodeError as exc:
-            raise _SignedUnreadablePayload(str(exc)) from exc
-
-
-_DECODER = _Decoder()
-# What PyJWT raises only after the signature verified: the token is attributable.
-_CLAIM_ERRORS = (
-    jwt.MissingRequiredClaimError, jwt.InvalidAudienceError, jwt.InvalidIssuerError,
-    InvalidSubjectError, InvalidJTIError, _SignedUnreadablePayload,
-)
-
-
-def _claim_detail(exc: jwt.InvalidTokenError) -> str:
-    if isinstance(exc, jwt.MissingRequiredClaimError):
-        return f"missing claim {exc.claim}"
-    if isinstance(exc, jwt.InvalidAudienceError):
-        return f"wrong audience ({exc})"
-    if isinstance(exc, jwt.InvalidIssuerError):
-        return "issuer does not match the signing key"
-    return str(exc)
+# PyJWT's JWS layer knowing only the contract's algorithms (no ``none``, no HMAC);
+# each call allows just the key's pinned one.
+_JWS = jwt.PyJWS(algorithms=sorted(SUPPORTED_ALGS))
 
 
 def _peek_header(token: str) -> dict[str, Any] | None:
@@ -188,14 +162,9 @@ def _verify(
     if key is None:
         return _invalid("unknown key")
 
-    # --- signature, audience, issuer, required claims: PyJWT
+    # --- strict parsing, the pinned algorithm, the signature: PyJWT
     try:
-        decoded = _DECODER.decode_complete(
-            token, key.key, algorithms=[key.alg], audience=policy.audience,
-            issuer=key.issuer, options=policy.pyjwt_options,  # type: ignore[arg-type]
-        )
-    except _CLAIM_ERRORS as exc:
-        return _invalid(_claim_detail(exc), verified=True)
+        decoded = _JWS.decode_complete(token, key.key, algorithms=[key.alg])
     except jwt.InvalidAlgorithmError:
         return _invalid("algorithm is not the key's pinned algorithm")
     except jwt.InvalidSignatureError:
@@ -204,7 +173,12 @@ def _verify(
         return _invalid(f"not a JWS PyJWT accepts ({exc})")
     if decoded["header"] != header:
         return _invalid("header is not canonical base64url")
-    claims: dict[str, Any] = decoded["payload"]
+    try:
+        claims = json.loads(decoded["payload"])
+    except (ValueError, RecursionError):
+        claims = None
+    if type(claims) is not dict:
+        return _invalid("payload is not a JSON object", verified=True)
 
     # --- our policy, then the times on the injected clock
     problem = policy.claims_problem(claims, key)

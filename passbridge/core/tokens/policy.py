@@ -1,13 +1,15 @@
-"""The token policy: every rule PyJWT does not check for us, on the injected clock.
+"""The token policy: every rule about a token's claims, on the injected clock.
 
-PyJWT verifies the signature (algorithm pinned per key), the audience, the
-issuer bound to the key and the presence of required claims. It can only
-read the real wall clock, and scenarios run in other years, so its own time
-checks are switched off and made here instead, against the injectable
-clock, together with the rest of the contract (interfaces.md, "Factor
-tokens"): the header ``typ``, the lifetime caps, the leeway, and the
-single-use ``jti`` record. One policy per kind of token; the numbers live at
-the top of this module.
+PyJWT (``jwt.PyJWS``) verifies the signature with the algorithm pinned per
+key. Its claim checks (``jwt.decode``) read the real wall clock, and
+scenarios run in other years, so the claims are checked here instead,
+against the injectable clock, with the rest of the contract (interfaces.md,
+"Factor tokens"): the header ``typ``, the audience, the issuer bound to the
+key, required claims and their types, the lifetime caps, the leeway, and
+the single-use ``jti`` record. Each check follows PyJWT's rule where PyJWT
+has one (a null claim counts as missing; ``aud`` a string or a list of
+strings; ``sub`` a string). One policy per kind of token; the numbers live
+at the top of this module.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import heapq
 import math
 import threading
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -32,17 +34,6 @@ MIN_JTI_CHARS = 22
 MAX_JTI_CHARS = 128
 MAX_CLAIM_CHARS = 256
 
-# What PyJWT's decode checks for us, and what it must leave to this module.
-PYJWT_OPTIONS: dict[str, Any] = {
-    "verify_signature": True,
-    "verify_exp": False,
-    "verify_iat": False,
-    "verify_nbf": False,
-    "verify_aud": True,
-    "verify_iss": True,
-    "verify_sub": True,
-    "verify_jti": True,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +47,7 @@ class TokenPolicy:
     (``iss`` or ``cred``), so that two issuers never collide.
     ``check_claims``: the caller's own rule given the claims and the key that
     signed them, a detail string for a claim set it cannot use.
-    ``pyjwt_options``: what ``PyJWT.decode_complete`` is told, made once.
+    ``required``: the claims that must be present and not null.
     """
 
     audience: str | None
@@ -66,7 +57,7 @@ class TokenPolicy:
     leeway: float
     replay_scope: str
     check_claims: Callable[[dict[str, Any], VerificationKey], str | None] | None
-    pyjwt_options: dict[str, Any] = field(compare=False, repr=False)
+    required: tuple[str, ...]
 
     def header_problem(self, header: dict[str, Any]) -> str | None:
         if self.typ is not None and header.get("typ") not in self.typ:
@@ -76,7 +67,22 @@ class TokenPolicy:
         return None
 
     def claims_problem(self, claims: dict[str, Any], key: VerificationKey) -> str | None:
-        """Types, lengths and the lifetime cap; then the caller's own rule."""
+        """Presence, audience, issuer, types, lengths and the lifetime cap; then
+        the caller's own rule."""
+        for name in self.required:
+            if claims.get(name) is None:
+                return f"missing claim {name}"
+        if self.audience is not None:
+            aud = claims["aud"]
+            audiences = [aud] if type(aud) is str else aud
+            if type(audiences) is not list or any(type(a) is not str for a in audiences):
+                return "wrong audience (not a string or list of strings)"
+            if self.audience not in audiences:
+                return "wrong audience"
+        if key.issuer is not None and claims.get("iss") != key.issuer:
+            return "issuer does not match the signing key"
+        if "sub" in claims and type(claims["sub"]) is not str:
+            return "claim sub must be a string"
         for name in self.string_claims:
             value = claims[name]
             if type(value) is not str or not 0 < len(value) <= MAX_CLAIM_CHARS:
@@ -126,14 +132,9 @@ def policy(
 ) -> TokenPolicy:
     """A policy; ``audience`` None skips the audience check (a phone's request has none)."""
     strings = tuple(string_claims)
-    options = {
-        **PYJWT_OPTIONS,
-        "verify_aud": audience is not None,
-        # A null claim counts as missing, as in PyJWT.
-        "require": ["iat", "exp", "jti", *strings],
-    }
+    required = ("iat", "exp", "jti", *strings, *(("aud",) if audience is not None else ()))
     return TokenPolicy(audience, None if typ is None else frozenset(typ), strings,
-                       float(max_lifetime), float(leeway), replay_scope, check_claims, options)
+                       float(max_lifetime), float(leeway), replay_scope, check_claims, required)
 
 
 class ReplayVerdict(Enum):
