@@ -205,11 +205,7 @@ def test_core_and_protocol_open_no_files() -> None:
 
 # Issue 9: "no threading locks in the pure core" (document it as not
 # thread-safe instead), and time read only from the injectable clock.
-KNOWN_CORE_LOCKS_AND_CLOCK_READS = frozenset({
-    "passbridge/core/tokens/minted.py -> threading",
-    "passbridge/core/tokens/replay.py -> threading",
-    "passbridge/core/tokens/jws.py -> time",  # SystemClock's reading, taken directly
-})
+KNOWN_CORE_LOCKS_AND_CLOCK_READS: frozenset[str] = frozenset()
 
 
 def test_core_takes_no_locks_and_reads_no_clock_but_the_injected_one() -> None:

@@ -354,27 +354,6 @@ def test_full_replay_cache_rejects_new_tokens(clock: ManualClock) -> None:
     assert isinstance(verifier.verify(mint(clock)), VerifiedFactor)
 
 
-def test_replay_cache_is_safe_under_threads() -> None:
-    import threading
-
-    cache = ReplayCache()
-    fresh: list[int] = []
-
-    def worker() -> None:
-        n = 0
-        for i in range(2000):
-            if cache.check_and_add(f"k{i}", 1e12, now=0.0) is ReplayVerdict.FRESH:
-                n += 1
-        fresh.append(n)
-
-    threads = [threading.Thread(target=worker) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sum(fresh) == 2000 and len(cache) == 2000
-
-
 # --- property tests ------------------------------------------------------------
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from enum import Enum
@@ -149,7 +148,8 @@ class ReplayCache:
     Bounded: when full of unexpired entries it refuses new tokens rather than
     forgetting one still in its lifetime, which would let that token be
     replayed. Expired ids are pruned lazily, oldest expiry first (a heap).
-    Thread-safe: NFC and BLE adapters verify from their own threads.
+    Not thread-safe, like the core it belongs to: the service calls both
+    from its one event loop.
     """
 
     def __init__(self, max_entries: int = 1_000_000, *, leeway: float = DEFAULT_LEEWAY) -> None:
@@ -159,22 +159,19 @@ class ReplayCache:
         self.leeway = leeway
         self._seen: set[str] = set()
         self._expiries: list[tuple[float, str]] = []  # a heap of (expiry, key)
-        self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._seen)
+        return len(self._seen)
 
     def check_and_add(self, key: str, expires_at: float, now: float) -> ReplayVerdict:
-        """Record ``key`` as used until ``expires_at`` (epoch seconds), atomically."""
-        with self._lock:
-            expiries = self._expiries
-            while expiries and expiries[0][0] + self.leeway < now:
-                self._seen.discard(heapq.heappop(expiries)[1])
-            if key in self._seen:
-                return ReplayVerdict.REPLAYED
-            if len(self._seen) >= self.max_entries:
-                return ReplayVerdict.FULL
-            self._seen.add(key)
-            heapq.heappush(expiries, (expires_at, key))
-            return ReplayVerdict.FRESH
+        """Record ``key`` as used until ``expires_at`` (epoch seconds)."""
+        expiries = self._expiries
+        while expiries and expiries[0][0] + self.leeway < now:
+            self._seen.discard(heapq.heappop(expiries)[1])
+        if key in self._seen:
+            return ReplayVerdict.REPLAYED
+        if len(self._seen) >= self.max_entries:
+            return ReplayVerdict.FULL
+        self._seen.add(key)
+        heapq.heappush(expiries, (expires_at, key))
+        return ReplayVerdict.FRESH
