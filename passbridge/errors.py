@@ -1,4 +1,5 @@
-"""Errors that reach people: each names the place (file, key path) and what was expected."""
+"""The root of passbridge's exceptions, and the errors that reach people
+(each names the place: file, key path, and what was expected)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,17 @@ class Problem:
         return f"{where}: {self.message}"
 
 
-class ConfigError(Exception):
+class PassbridgeError(Exception):
+    """Every exception passbridge defines derives from this one.
+
+    So ``except PassbridgeError`` catches our own errors and nothing of
+    Python's or a library's. Each subclass keeps the built-in base it had
+    (``ValueError``, ``KeyError``, ``RuntimeError``) beside this root, so
+    that what catches it where did not change.
+    """
+
+
+class ConfigError(PassbridgeError):
     """A configuration (site or scenario file, API change) that cannot be applied.
 
     It carries every problem found, so a person fixes the file in one pass;
@@ -32,7 +43,7 @@ class ConfigError(Exception):
         super().__init__("\n".join(str(p) for p in problems))
 
 
-class UnknownDoor(KeyError):
+class UnknownDoor(PassbridgeError, KeyError):
     """A request named a door the site does not have (HTTP 404)."""
 
     def __init__(self, door: str) -> None:

@@ -51,6 +51,7 @@ from passbridge.adapters.audit_chain import (
 from passbridge.adapters.sqlite_file import connect_private
 from passbridge.clock import Clock, SystemClock
 from passbridge.core.decision import ENUM_TEXT, Decision
+from passbridge.errors import PassbridgeError
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def _insert_rows(rows: int) -> str:
     return f"INSERT INTO events ({', '.join(_ALL_COLUMNS)}) VALUES {values}"  # noqa: S608
 
 
-class AuditUnavailable(RuntimeError):
+class AuditUnavailable(PassbridgeError, RuntimeError):
     """The audit log cannot take a record; the caller denies (``internal_error``)."""
 
 

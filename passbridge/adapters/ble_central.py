@@ -40,6 +40,7 @@ from bleak.exc import BleakError
 from passbridge.adapters.ble_settings import DEFAULT_BLE_SETTINGS, BleSettings
 from passbridge.clock import Clock, SystemClock
 from passbridge.core.model import Side
+from passbridge.errors import PassbridgeError
 from passbridge.protocol.aliro_reader import (
     Authenticated,
     Failed,
@@ -345,7 +346,7 @@ class Cooldown:
 # --------------------------------------------------------------------------- unlock client
 
 
-class BleUnlockError(Exception):
+class BleUnlockError(PassbridgeError):
     """A Bluetooth unlock session that did not complete; ``reason`` says why.
 
     reasons: ``connect_failed``, ``link_lost``, ``timeout``, ``protocol``,
@@ -367,7 +368,7 @@ class BleUnlockError(Exception):
 _RETRYABLE = frozenset({"connect_failed", "link_lost", "timeout"})
 
 
-class Preempted(Exception):
+class Preempted(PassbridgeError):
     """A link set-up was abandoned because a more urgent one needed the radio."""
 
 
@@ -706,7 +707,7 @@ class BleUnlockClient:
             log.warning("BLE disconnect failed: %s: %s", type(exc).__name__, exc)
 
 
-class _ClaimedFailure(Exception):
+class _ClaimedFailure(PassbridgeError):
     """Carries a link failure out of an attempt that must not be retried."""
 
     def __init__(self, error: BleUnlockError) -> None:

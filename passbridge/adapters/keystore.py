@@ -43,6 +43,7 @@ from passbridge.core.tokens import (
     private_key_to_pem,
     public_key_to_pem,
 )
+from passbridge.errors import PassbridgeError
 from passbridge.ids import check_id
 from passbridge.protocol.aliro_reader import ReaderIdentity
 from passbridge.protocol.ble_advert import derive_proximity_key
@@ -52,7 +53,7 @@ TRUST_KINDS = frozenset({"backend", "bridge"})
 DEVICE_SECRET_BYTES = 32
 
 
-class KeyStoreError(RuntimeError):
+class KeyStoreError(PassbridgeError, RuntimeError):
     """The key store cannot be opened or read; the service cannot start without it."""
 
 

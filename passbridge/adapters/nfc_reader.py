@@ -48,6 +48,7 @@ import nfc.tag
 import nfc.tag.tt4
 
 from passbridge.clock import Clock, SystemClock
+from passbridge.errors import PassbridgeError
 
 __all__ = [
     "ApduTimeout",
@@ -92,7 +93,7 @@ def frame_waiting_time(fwi: int) -> float:
     return 4096 / 13.56e6 * (1 << fwi)
 
 
-class TapError(Exception):
+class TapError(PassbridgeError):
     """A tap ended without a result from the handler."""
 
 
@@ -108,7 +109,7 @@ class TapHandlerError(TapError):
     """The tap handler raised (for instance on a malformed response APDU)."""
 
 
-class ReaderUnavailable(RuntimeError):
+class ReaderUnavailable(PassbridgeError, RuntimeError):
     """The NFC reader device could not be opened."""
 
 

@@ -20,13 +20,15 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from passbridge.errors import PassbridgeError
+
 SEALING_KEY_ENV = "PASSBRIDGE_SEALING_KEY"
 SEALING_KEY_BYTES = 32
 _PREFIX = b"pbseal1:"
 _NONCE_BYTES = 12
 
 
-class SealError(RuntimeError):
+class SealError(PassbridgeError, RuntimeError):
     """A sealed value cannot be opened (wrong sealing key, or tampered)."""
 
 

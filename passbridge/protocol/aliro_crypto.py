@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from passbridge.errors import PassbridgeError
 from passbridge.protocol import tlv
 
 CURVE = ec.SECP256R1()
@@ -59,7 +60,7 @@ class Interface(IntEnum):
     BLE = 0xC3
 
 
-class CryptoFailure(Exception):
+class CryptoFailure(PassbridgeError):
     """A signature, tag or key check failed; the peer is not who it claims."""
 
 

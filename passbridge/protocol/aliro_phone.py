@@ -18,6 +18,7 @@ from enum import Enum, auto
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from passbridge.errors import PassbridgeError
 from passbridge.protocol import aliro_messages as msg
 from passbridge.protocol.aliro_crypto import (
     AID,
@@ -87,7 +88,7 @@ class _State(Enum):
     AUTHENTICATED = auto()
 
 
-class _Refuse(Exception):
+class _Refuse(PassbridgeError):
     def __init__(self, sw: SW, why: str) -> None:
         super().__init__(why)
         self.sw = sw

@@ -27,6 +27,7 @@ from typing import Literal, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from passbridge.errors import PassbridgeError
 from passbridge.protocol import aliro_messages as msg
 from passbridge.protocol.aliro_crypto import (
     COMMAND_FAST,
@@ -193,7 +194,7 @@ AWAITING_ANSWER = frozenset(state for state, event in TRANSITIONS if event is In
 """States in which a command is outstanding, so an answer is expected."""
 
 
-class _Abort(Exception):
+class _Abort(PassbridgeError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason

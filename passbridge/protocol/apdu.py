@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
+from passbridge.errors import PassbridgeError
 
-class MalformedAPDU(ValueError):
+
+class MalformedAPDU(PassbridgeError, ValueError):
     """The bytes are not a well-formed short APDU."""
 
 

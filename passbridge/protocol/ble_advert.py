@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from passbridge.errors import PassbridgeError
 from passbridge.protocol.aliro_crypto import ecdh_shared_x, hkdf_sha256
 from passbridge.protocol.ble_framing import SERVICE_UUID
 
@@ -84,7 +85,7 @@ FLAGS_VALUE = 0x06
 _SERVICE_UUID_LE = uuid.UUID(SERVICE_UUID).bytes[::-1]
 
 
-class AdvertError(ValueError):
+class AdvertError(PassbridgeError, ValueError):
     """Advertisement bytes that are not a passbridge advertisement."""
 
 

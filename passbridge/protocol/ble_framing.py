@@ -30,6 +30,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from passbridge.errors import PassbridgeError
+
 #: GATT service and characteristic UUIDs of the passbridge BLE service
 #: (random 128-bit UUIDs, fixed for the protocol; see protocols/ble/README.md).
 SERVICE_UUID = "bc6799d5-9dc9-4bd4-b431-6ff52cb0666b"
@@ -58,7 +60,7 @@ DEFAULT_MAX_MESSAGE = 2048
 LENGTH_FIELD_MAX = 0xFFFF
 
 
-class FramingError(ValueError):
+class FramingError(PassbridgeError, ValueError):
     """A chunk or message that breaks the framing rules; drop the session."""
 
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from passbridge.errors import PassbridgeError
 
-class MalformedTLV(ValueError):
+
+class MalformedTLV(PassbridgeError, ValueError):
     """The bytes are not the TLV structure the protocol expects."""
 
 

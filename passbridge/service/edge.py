@@ -38,6 +38,7 @@ from aiohttp.web_server import Server
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from passbridge.errors import PassbridgeError
 from passbridge.service.http import (
     SERVER_HEADER,
     HttpLimits,
@@ -58,7 +59,7 @@ RESERVED_FDS = 256
 REFUSAL_LOG_SECONDS = 60.0
 
 
-class TlsConfigError(Exception):
+class TlsConfigError(PassbridgeError):
     """A certificate or key ``serve`` cannot use; the message names the file."""
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from passbridge.errors import ConfigError, UnknownDoor
+from passbridge.errors import ConfigError, PassbridgeError, UnknownDoor
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class HttpLimits:
 LIMITS = web.AppKey("limits", HttpLimits)
 
 
-class ApiError(Exception):
+class ApiError(PassbridgeError):
     """A request that could not be decided, with the status and code to answer."""
 
     def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:

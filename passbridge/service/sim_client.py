@@ -13,6 +13,7 @@ import aiohttp
 import jwt
 
 from passbridge.core.tokens import BACKEND_MAX_LIFETIME, PrivateKey, load_private_key_pem, new_jti
+from passbridge.errors import PassbridgeError
 
 TIMEOUT = aiohttp.ClientTimeout(total=10)
 # How https services are verified: the system's CAs (True), or a context that
@@ -20,7 +21,7 @@ TIMEOUT = aiohttp.ClientTimeout(total=10)
 _tls: ssl.SSLContext | bool = True
 
 
-class SimError(Exception):
+class SimError(PassbridgeError):
     """A request the service refused or could not be reached for; one line to print."""
 
 

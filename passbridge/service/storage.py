@@ -14,10 +14,11 @@ from passbridge.adapters.audit_chain import AuditHead
 from passbridge.adapters.audit_sqlite import AuditLog, AuditUnavailable
 from passbridge.adapters.keystore import KeyStoreError, SqliteKeyStore
 from passbridge.core.decision import Decision
+from passbridge.errors import PassbridgeError
 from passbridge.service.events import Event
 
 
-class StartupError(Exception):
+class StartupError(PassbridgeError):
     """The service cannot start; the message is one line for the operator."""
 
 

@@ -36,6 +36,8 @@ from typing import Any, Literal
 import nfc.clf
 import nfc.clf.udp
 
+from passbridge.errors import PassbridgeError
+
 __all__ = [
     "Applet",
     "CardError",
@@ -57,7 +59,7 @@ _TICK = 0.05
 _SW_APPLET_CRASHED = b"\x6f\x00"
 
 
-class CardError(RuntimeError):
+class CardError(PassbridgeError, RuntimeError):
     """The simulated card could not be set up."""
 
 

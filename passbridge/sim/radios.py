@@ -35,6 +35,7 @@ from passbridge.clock import Clock
 from passbridge.controller import DoorController
 from passbridge.core.decision import Decision
 from passbridge.core.model import Side
+from passbridge.errors import PassbridgeError
 from passbridge.protocol.aliro_crypto import Interface
 from passbridge.protocol.ble_advert import format_adv_id
 from passbridge.sim.ble_phone import SimulatedBlePhone
@@ -46,7 +47,7 @@ TAP_TIMEOUT = 10.0
 SIGHTING_TIMEOUT = 5.0  # real seconds for the scanner to hear a fresh advertisement
 
 
-class SimulationError(RuntimeError):
+class SimulationError(PassbridgeError, RuntimeError):
     """The simulated air could not do what a step asked (not a decision)."""
 
 
