@@ -14,9 +14,11 @@ from __future__ import annotations
 import unicodedata
 from pathlib import Path
 
-ID_MAX_CHARS = 64
+from passbridge.core.policy import ID_MAX_CHARS
+
 _PUNCTUATION = frozenset("._-~")
-ID_RULE = "1-64 letters or digits (any script) and . _ - ~, starting with a letter or digit"
+ID_RULE = (f"1-{ID_MAX_CHARS} letters or digits (any script) and . _ - ~, "
+           "starting with a letter or digit")
 
 
 def _letter_or_digit(char: str) -> bool:

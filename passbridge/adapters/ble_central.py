@@ -29,7 +29,7 @@ import logging
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 from bleak import BleakClient, BleakScanner
 from bleak.backends.client import BaseBleakClient
@@ -40,6 +40,7 @@ from bleak.exc import BleakError
 from passbridge.adapters.ble_settings import DEFAULT_BLE_SETTINGS, BleSettings
 from passbridge.clock import Clock, SystemClock
 from passbridge.core.model import Side
+from passbridge.core.policy import NEARBY_RSSI_MIN, NEARBY_WINDOW_SECONDS
 from passbridge.errors import PassbridgeError
 from passbridge.protocol.aliro_reader import (
     Authenticated,
@@ -64,10 +65,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Nearby evidence: seen at or above this RSSI ...
-NEARBY_MIN_RSSI: Final = -80
-#: ... within this many seconds (interfaces.md).
-NEARBY_WINDOW: Final = 10.0
 
 
 # --------------------------------------------------------------------------- proximity
@@ -108,7 +105,8 @@ class ProximityTable:
     """
 
     def __init__(
-        self, clock: Clock | None = None, *, max_age: float = NEARBY_WINDOW, capacity: int = 16384
+        self, clock: Clock | None = None, *, max_age: float = NEARBY_WINDOW_SECONDS,
+        capacity: int = 16384,
     ) -> None:
         if max_age <= 0:
             raise ValueError("max_age must be positive")
@@ -161,7 +159,7 @@ class ProximityTable:
             entries.popitem(last=False)
 
     def seen(
-        self, adv_id: bytes, min_rssi: int = NEARBY_MIN_RSSI, within: float = NEARBY_WINDOW
+        self, adv_id: bytes, min_rssi: int = NEARBY_RSSI_MIN, within: float = NEARBY_WINDOW_SECONDS
     ) -> Sighting | None:
         """The sighting if ``adv_id`` was heard at >= ``min_rssi`` in the last ``within`` s."""
         if within < 0:
@@ -221,7 +219,8 @@ class ProximityRadios:
     """
 
     def __init__(
-        self, clock: Clock | None = None, *, max_age: float = NEARBY_WINDOW, capacity: int = 16384
+        self, clock: Clock | None = None, *, max_age: float = NEARBY_WINDOW_SECONDS,
+        capacity: int = 16384,
     ) -> None:
         self._clock = clock or SystemClock()
         self._max_age = max_age
@@ -243,8 +242,8 @@ class ProximityRadios:
         self,
         door: str,
         adv_id: bytes,
-        min_rssi: int = NEARBY_MIN_RSSI,
-        within: float = NEARBY_WINDOW,
+        min_rssi: int = NEARBY_RSSI_MIN,
+        within: float = NEARBY_WINDOW_SECONDS,
     ) -> list[RadioSighting]:
         """Every radio of ``door`` that heard ``adv_id`` strongly and recently
         enough, strongest first (entry before exit on equal RSSI)."""

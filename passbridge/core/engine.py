@@ -32,6 +32,7 @@ from passbridge.core.model import (
     User,
 )
 from passbridge.core.pin import pin_hash, pin_matches
+from passbridge.core.policy import NEARBY_RSSI_MIN, NEARBY_WINDOW_SECONDS
 from passbridge.core.schedule import (
     Override,
     minute_is_uniform,
@@ -49,9 +50,6 @@ from passbridge.errors import ConfigError, Problem, UnknownDoor
 
 log = logging.getLogger(__name__)
 
-# Nearby evidence: the phone's rotating id seen at least this strong, this recently.
-NEARBY_RSSI_MIN = -80
-NEARBY_MAX_AGE_SECONDS = 10.0
 _LOCKDOWN = ResolvedState(DoorState.LOCKED, "lockdown")
 # The NFC flow a tap used (the bridge's ``ev.flow``), as the decision's detail shows it.
 _NFC_FLOW_DETAIL = {"STANDARD": "NFC STANDARD tap", "FAST": "NFC FAST tap"}
@@ -702,7 +700,7 @@ def _nearby_evidence_ok(evidence: Mapping[str, Any]) -> bool:
         return False
     if not isinstance(age, (int, float)) or isinstance(age, bool):
         return False
-    return rssi >= NEARBY_RSSI_MIN and 0 <= age <= NEARBY_MAX_AGE_SECONDS
+    return rssi >= NEARBY_RSSI_MIN and 0 <= age <= NEARBY_WINDOW_SECONDS
 
 
 def _describe_evidence(evidence: Mapping[str, Any]) -> str:

@@ -13,6 +13,12 @@ from datetime import date as Date  # the field ``DoorException.date`` shadows ``
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
+from passbridge.core.policy import (
+    BLE_RSSI_MIN_DEFAULT,
+    PIN_TIMEOUT_DEFAULT,
+    UNLOCK_SECONDS_DEFAULT,
+)
+
 
 class DoorState(StrEnum):
     ACCESS_CONTROLLED = "access_controlled"
@@ -162,9 +168,9 @@ class Door:
     reader: bool = True
     keypad: bool = False
     in_out: bool = False
-    unlock_seconds: int = 5
-    pin_timeout: int = 15
-    ble_rssi_min: int = -60
+    unlock_seconds: int = UNLOCK_SECONDS_DEFAULT
+    pin_timeout: int = PIN_TIMEOUT_DEFAULT
+    ble_rssi_min: int = BLE_RSSI_MIN_DEFAULT
     strict_two_factor: bool = False
     schedule: tuple[ScheduleWindow, ...] = ()
     exceptions: tuple[DoorException, ...] = ()

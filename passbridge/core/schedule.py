@@ -51,6 +51,7 @@ from passbridge.core.model import (
     Repeat,
     ScheduleWindow,
 )
+from passbridge.core.policy import OVERRIDE_MINUTES_RANGE
 
 MINUTES_PER_WEEK = 7 * MINUTES_PER_DAY
 # The Gregorian calendar (weekdays and leap years together) repeats every 400 years.
@@ -62,20 +63,19 @@ _MIN_ORDINAL = date.min.toordinal() + 1
 _MAX_ORDINAL = date.max.toordinal() - 1
 
 
-# Overrides last whole minutes, from one minute to seven days.
-OVERRIDE_MAX_MINUTES = 7 * 24 * 60
 
 
 def override_minutes_problem(minutes: object) -> str | None:
     """Why ``minutes`` cannot be an override's length, or None.
 
     The one rule for the admin API, scenario ``configure`` steps and the
-    engine: a whole number (a JSON or YAML integer) from 1 to 10,080.
+    engine: a whole number (a JSON or YAML integer) in OVERRIDE_MINUTES_RANGE.
     """
+    least, most = OVERRIDE_MINUTES_RANGE
     if isinstance(minutes, bool) or not isinstance(minutes, int):
-        return f"expected whole minutes from 1 to {OVERRIDE_MAX_MINUTES}"
-    if not 1 <= minutes <= OVERRIDE_MAX_MINUTES:
-        return f"expected whole minutes from 1 to {OVERRIDE_MAX_MINUTES}; got {minutes}"
+        return f"expected whole minutes from {least} to {most}"
+    if not least <= minutes <= most:
+        return f"expected whole minutes from {least} to {most}; got {minutes}"
     return None
 
 

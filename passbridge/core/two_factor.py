@@ -13,10 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from passbridge.core.model import Factor, Side
-
-WRONG_PINS_BEFORE_LOCKOUT = 5
-FIRST_LOCKOUT_SECONDS = 60.0
-LONGEST_LOCKOUT_SECONDS = 15 * 60.0
+from passbridge.core.policy import (
+    FIRST_LOCKOUT_SECONDS,
+    LONGEST_LOCKOUT_SECONDS,
+    WRONG_PINS_BEFORE_LOCKOUT,
+)
 
 
 @dataclass(frozen=True, slots=True)

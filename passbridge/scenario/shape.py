@@ -20,10 +20,9 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
 from passbridge.core.model import DoorState, Reason, Result, Side
-from passbridge.core.schedule import OVERRIDE_MAX_MINUTES
+from passbridge.core.policy import OVERRIDE_MINUTES_RANGE, RSSI_RANGE
 from passbridge.site_file.shape import (
     ABSENT,
-    RSSI_RANGE,
     DoorRef,
     DoorStateName,
     Shape,
@@ -90,7 +89,8 @@ class Configure(Shape):
     door: DoorRef = ABSENT
     override: Annotated[OverrideName, Field(
         description="a door state, or none to end the override")] | None = ABSENT
-    minutes: Annotated[int, Field(ge=1, le=OVERRIDE_MAX_MINUTES)] = ABSENT
+    minutes: Annotated[int, Field(ge=OVERRIDE_MINUTES_RANGE[0],
+                                  le=OVERRIDE_MINUTES_RANGE[1])] = ABSENT
     lockdown: bool = ABSENT
     side: SideName = "in"
 

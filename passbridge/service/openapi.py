@@ -13,7 +13,7 @@ from pydantic_core import core_schema
 
 from passbridge.answers import DecisionAnswer
 from passbridge.core.model import DoorState
-from passbridge.core.schedule import OVERRIDE_MAX_MINUTES
+from passbridge.core.policy import OVERRIDE_MINUTES_RANGE
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _DECISION = {"$ref": "#/components/schemas/Decision"}
@@ -183,8 +183,8 @@ def document(*, simulated: bool = False) -> dict[str, Any]:
                     body={"type": "object", "required": ["state"], "properties": {
                         "state": {"type": "string", "nullable": True,
                                   "enum": [s.value for s in DoorState] + [None]},
-                        "minutes": {"type": "integer", "minimum": 1,
-                                    "maximum": OVERRIDE_MAX_MINUTES}}},
+                        "minutes": {"type": "integer", "minimum": OVERRIDE_MINUTES_RANGE[0],
+                                    "maximum": OVERRIDE_MINUTES_RANGE[1]}}},
                 ),
             },
             "/v1/site/lockdown": {

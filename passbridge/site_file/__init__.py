@@ -46,20 +46,12 @@ run once the shape is right.
 """
 
 from passbridge.site_file.document import load_document
-from passbridge.site_file.shape import (
-    KEY_ALGORITHMS,
-    PIN_TIMEOUT_RANGE,
-    RSSI_RANGE,
-    UNLOCK_SECONDS_RANGE,
-)
+from passbridge.site_file.shape import KEY_ALGORITHMS
 from passbridge.site_file.site import SITE_KEYS, load_site, parse_site
 
 __all__ = [
     "KEY_ALGORITHMS",
-    "PIN_TIMEOUT_RANGE",
-    "RSSI_RANGE",
     "SITE_KEYS",
-    "UNLOCK_SECONDS_RANGE",
     "load_document",
     "load_site",
     "parse_site",

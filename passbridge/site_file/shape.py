@@ -28,13 +28,18 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 from pydantic_core import PydanticCustomError
 
 from passbridge.core.model import WEEKDAYS, DoorState, Factor, Repeat, Role
+from passbridge.core.policy import (
+    BLE_RSSI_MIN_DEFAULT,
+    ID_MAX_CHARS,
+    PIN_DIGITS,
+    PIN_TIMEOUT_DEFAULT,
+    PIN_TIMEOUT_RANGE,
+    RSSI_RANGE,
+    UNLOCK_SECONDS_DEFAULT,
+    UNLOCK_SECONDS_RANGE,
+)
 from passbridge.ids import id_problem
 from passbridge.site_file.describe import kind_of
-
-# Contract numbers (scenarios.md); the loader reads the same tuples.
-RSSI_RANGE = (-127, 20)
-UNLOCK_SECONDS_RANGE = (1, 60)
-PIN_TIMEOUT_RANGE = (3, 60)
 
 _FULL_DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
@@ -120,8 +125,8 @@ def _known_door(value: str, info: ValidationInfo) -> str:
 
 Text = Annotated[str, Field(min_length=1, pattern=r"\S", description="a non-empty string")]
 Id = Annotated[str, Field(
-    min_length=1, max_length=64,
-    description="an id: 1-64 letters or digits (any script) and . _ - ~, "
+    min_length=1, max_length=ID_MAX_CHARS,
+    description=f"an id: 1-{ID_MAX_CHARS} letters or digits (any script) and . _ - ~, "
                 "starting with a letter or digit",
 ), AfterValidator(_an_id), Words(expected="a non-empty string")]
 DayName = Annotated[str, Field(
@@ -197,14 +202,18 @@ class Door(Shape):
     keypad: bool = False
     in_out: bool = False
     unlock_seconds: Annotated[int, Field(ge=UNLOCK_SECONDS_RANGE[0],
-                                         le=UNLOCK_SECONDS_RANGE[1])] = 5
+                                         le=UNLOCK_SECONDS_RANGE[1])] = UNLOCK_SECONDS_DEFAULT
     pin_timeout: Annotated[int, Field(ge=PIN_TIMEOUT_RANGE[0], le=PIN_TIMEOUT_RANGE[1],
-                                      description="seconds")] = 15
+                                      description="seconds")] = PIN_TIMEOUT_DEFAULT
     ble_rssi_min: Annotated[int, Field(ge=RSSI_RANGE[0], le=RSSI_RANGE[1],
-                                       description="dBm a phone must reach")] = -60
+                                       description="dBm a phone must reach")
+                            ] = BLE_RSSI_MIN_DEFAULT
     strict_two_factor: bool = False
     schedule: list[Window] | None = None
     exceptions: list[DoorException] | None = None
+
+
+_PIN_DIGITS = f"{PIN_DIGITS[0]}-{PIN_DIGITS[1]}"
 
 
 class User(Shape):
@@ -214,8 +223,9 @@ class User(Shape):
     cards: list[Annotated[Text, Words(
         number_hint="quote it: a bare number loses leading zeros")]] | None = None
     pin: Annotated[str, Field(
-        pattern=r"^[0-9]{4,16}$", description='the entry code, a quoted string of 4-16 digits'),
-        Words(expected="the entry code as a quoted string of 4-16 digits (0-9)",
+        pattern=rf"^[0-9]{{{PIN_DIGITS[0]},{PIN_DIGITS[1]}}}$",
+        description=f"the entry code, a quoted string of {_PIN_DIGITS} digits"),
+        Words(expected=f"the entry code as a quoted string of {_PIN_DIGITS} digits (0-9)",
               number_hint="a bare number loses its leading zeros", echo=False),
     ] | None = None
     phones: list[Id] | None = None
