@@ -51,6 +51,30 @@ NEARBY_RSSI_MIN = -80
 #: ... within this many seconds of the request, by a radio of that door.
 NEARBY_WINDOW_SECONDS = 10.0
 
+# --- signed tokens (interfaces.md "Factor tokens", docs/decisions.md) -------------
+
+#: A factor token lives at most this long (``exp - iat``): a stolen one is
+#: soon useless.
+FACTOR_MAX_LIFETIME = 30.0
+#: What the in-process bridge gives its tokens: well inside the cap, room
+#: for a slow hand-off.
+FACTOR_DEFAULT_LIFETIME = 10.0
+#: A backend's remote-unlock request lives at most this long.
+BACKEND_MAX_LIFETIME = 60.0
+#: A phone's signed nearby request lives at most this long, like a backend's.
+NEARBY_MAX_LIFETIME = 60.0
+#: Clock skew forgiven on ``iat``, ``nbf`` and ``exp``; a seen ``jti`` is
+#: kept this long past its ``exp`` too.
+DEFAULT_LEEWAY = 5.0
+#: A ``jti`` must hold 128 random bits: 22 characters of URL-safe base64 ...
+MIN_JTI_CHARS = 22
+#: ... and no more than a bound the replay record can afford to keep.
+MAX_JTI_CHARS = 128
+#: A string claim (user, door, credential) longer than this is no id of ours.
+MAX_CLAIM_CHARS = 256
+#: A token larger than this is refused before any parsing (no work for junk).
+MAX_TOKEN_BYTES = 4096
+
 # --- ids (scenarios.md "Site file") -------------------------------------------------
 
 #: An id (site, door, user, phone, window, exception) has at most this many

@@ -19,6 +19,15 @@ Where each rule lives:
 
 from __future__ import annotations
 
+from passbridge.core.policy import (
+    BACKEND_MAX_LIFETIME,
+    DEFAULT_LEEWAY,
+    FACTOR_MAX_LIFETIME,
+    MAX_JTI_CHARS,
+    MAX_TOKEN_BYTES,
+    MIN_JTI_CHARS,
+    NEARBY_MAX_LIFETIME,
+)
 from passbridge.core.tokens.backend_requests import (
     VerifiedBackendRequest,
     backend_policy,
@@ -57,18 +66,7 @@ from passbridge.core.tokens.nearby_requests import (
     VerifiedNearbyRequest,
     verify_nearby_request,
 )
-from passbridge.core.tokens.policy import (
-    BACKEND_MAX_LIFETIME,
-    DEFAULT_LEEWAY,
-    FACTOR_MAX_LIFETIME,
-    MAX_JTI_CHARS,
-    MAX_TOKEN_BYTES,
-    MIN_JTI_CHARS,
-    NEARBY_MAX_LIFETIME,
-    ReplayCache,
-    ReplayVerdict,
-    TokenPolicy,
-)
+from passbridge.core.tokens.policy import ReplayCache, ReplayVerdict, TokenPolicy
 from passbridge.core.tokens.trust import (
     KeyResolver,
     VerificationKey,

@@ -8,14 +8,9 @@ from datetime import datetime
 from typing import Any
 
 from passbridge.clock import Clock
+from passbridge.core.policy import BACKEND_MAX_LIFETIME, DEFAULT_LEEWAY
 from passbridge.core.tokens.jws import TokenRejection, verify_jws
-from passbridge.core.tokens.policy import (
-    BACKEND_MAX_LIFETIME,
-    DEFAULT_LEEWAY,
-    ReplayCache,
-    TokenPolicy,
-    policy,
-)
+from passbridge.core.tokens.policy import ReplayCache, TokenPolicy, policy
 from passbridge.core.tokens.trust import VerificationKey, by_kid_or_issuer
 
 

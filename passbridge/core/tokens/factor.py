@@ -18,15 +18,14 @@ import jwt
 
 from passbridge.clock import Clock
 from passbridge.core.model import Factor, Side, TrustedKey
+from passbridge.core.policy import (
+    DEFAULT_LEEWAY,
+    FACTOR_DEFAULT_LIFETIME,
+    FACTOR_MAX_LIFETIME,
+)
 from passbridge.core.tokens.jws import TokenRejection, verify_jws
 from passbridge.core.tokens.keys import BadKey, PrivateKey, check_alg, fits
-from passbridge.core.tokens.policy import (
-    DEFAULT_LEEWAY,
-    FACTOR_MAX_LIFETIME,
-    ReplayCache,
-    TokenPolicy,
-    policy,
-)
+from passbridge.core.tokens.policy import ReplayCache, TokenPolicy, policy
 from passbridge.core.tokens.trust import VerificationKey, by_kid, verification_keys
 
 FACTOR_TOKEN_TYP = "pb-factor+jwt"  # noqa: S105 - a media type, not a secret
@@ -94,7 +93,7 @@ class FactorTokenMinter:
         kid: str | None = None,
         site_id: str,
         clock: Clock,
-        lifetime: float = 10.0,
+        lifetime: float = FACTOR_DEFAULT_LIFETIME,
     ) -> None:
         check_alg(alg)
         if not fits(private_key, alg):

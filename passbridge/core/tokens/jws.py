@@ -29,9 +29,11 @@ from jwt.utils import base64url_decode
 
 from passbridge.clock import Clock
 from passbridge.core.model import Reason
+from passbridge.core.policy import MAX_TOKEN_BYTES
 from passbridge.core.tokens.keys import SUPPORTED_ALGS
-from passbridge.core.tokens.policy import MAX_TOKEN_BYTES, ReplayCache, ReplayVerdict, TokenPolicy
+from passbridge.core.tokens.policy import ReplayCache, ReplayVerdict, TokenPolicy
 from passbridge.core.tokens.trust import KeyResolver, VerificationKey
+from passbridge.errors import PassbridgeError
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +56,7 @@ class TokenRejection:
         return False
 
 
-class UnverifiedToken(Exception):
+class UnverifiedToken(PassbridgeError):
     """A token no trusted key signed, where the caller asked not to decide on it.
 
     Nothing is attributable to it (anyone can send bytes), so it becomes no

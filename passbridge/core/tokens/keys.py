@@ -10,6 +10,8 @@ from __future__ import annotations
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from passbridge.errors import PassbridgeError
+
 SUPPORTED_ALGS: frozenset[str] = frozenset({"ES256", "EdDSA"})
 
 
@@ -17,7 +19,7 @@ PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 
 
-class BadKey(ValueError):
+class BadKey(PassbridgeError, ValueError):
     """A key that does not fit its pinned algorithm (wrong type or curve, bad PEM)."""
 
 

@@ -16,14 +16,10 @@ from typing import Any
 
 from passbridge.clock import Clock
 from passbridge.core.model import Reason, Side
+from passbridge.core.policy import DEFAULT_LEEWAY, NEARBY_MAX_LIFETIME
 from passbridge.core.tokens.jws import TokenRejection, verify_jws
 from passbridge.core.tokens.keys import p256_public_key_from_point
-from passbridge.core.tokens.policy import (
-    DEFAULT_LEEWAY,
-    NEARBY_MAX_LIFETIME,
-    ReplayCache,
-    policy,
-)
+from passbridge.core.tokens.policy import ReplayCache, policy
 from passbridge.core.tokens.trust import VerificationKey, unverified_claims
 
 

@@ -9,7 +9,7 @@ key, required claims and their types, the lifetime caps, the leeway, and
 the single-use ``jti`` record. Each check follows PyJWT's rule where PyJWT
 has one (a null claim counts as missing; ``aud`` a string or a list of
 strings; ``sub`` a string). One policy per kind of token; the numbers live
-at the top of this module.
+in ``passbridge/core/policy.py`` with the contract's other numbers.
 """
 
 from __future__ import annotations
@@ -21,18 +21,13 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from passbridge.core.policy import (
+    DEFAULT_LEEWAY,
+    MAX_CLAIM_CHARS,
+    MAX_JTI_CHARS,
+    MIN_JTI_CHARS,
+)
 from passbridge.core.tokens.trust import VerificationKey
-
-MAX_TOKEN_BYTES = 4096
-FACTOR_MAX_LIFETIME = 30.0
-BACKEND_MAX_LIFETIME = 60.0
-NEARBY_MAX_LIFETIME = 60.0
-DEFAULT_LEEWAY = 5.0
-# 128 random bits in URL-safe base64 is 22 characters; anything shorter cannot hold them.
-MIN_JTI_CHARS = 22
-MAX_JTI_CHARS = 128
-MAX_CLAIM_CHARS = 256
-
 
 
 @dataclass(frozen=True, slots=True)
