@@ -39,10 +39,11 @@ from passbridge.adapters.ble_central import (  # noqa: E402
     BleUnlockClient,
     ProximityScanner,
     ProximityTable,
-    drive_reader,
 )
 from passbridge.adapters.ble_settings import BleSettings  # noqa: E402
+from passbridge.bridge.ble_unlock import drive_reader  # noqa: E402
 from passbridge.bridge.proximity import AdvertResolver  # noqa: E402
+from passbridge.bridge.reader_driver import InMemoryCredentials, settle  # noqa: E402
 from passbridge.clock import SystemClock  # noqa: E402
 from passbridge.protocol.aliro_crypto import (  # noqa: E402
     Interface,
@@ -56,7 +57,6 @@ from passbridge.protocol.aliro_phone import PhoneApplet  # noqa: E402
 from passbridge.protocol.aliro_reader import (  # noqa: E402
     Authenticated,
     Finished,
-    InMemoryCredentials,
     ReaderIdentity,
     ReaderTransaction,
     SendCommand,
@@ -95,10 +95,8 @@ async def unlocks_over_gatt(n: int) -> float:
         return True, int(ReaderStatus.STATE_UNSECURED)
 
     async def handler(link: BleLink) -> bool:
-        transaction = ReaderTransaction(
-            identity, credentials, interface=Interface.BLE, prefer_fast=False
-        )
-        outcome = await drive_reader(link, transaction, grant)
+        transaction = ReaderTransaction(identity, interface=Interface.BLE, prefer_fast=False)
+        outcome = await drive_reader(link, transaction, credentials, grant)
         return outcome.granted and outcome.finished
 
     assert await client.run(phone.address, handler)  # warm-up
@@ -116,12 +114,10 @@ def unlocks_in_memory(n: int) -> float:
     identity, credentials, applet = site()
     start = time.perf_counter()
     for _ in range(n):
-        reader = ReaderTransaction(
-            identity, credentials, interface=Interface.BLE, prefer_fast=False
-        )
+        reader = ReaderTransaction(identity, interface=Interface.BLE, prefer_fast=False)
         event = reader.receive(applet.process(reader.start()))
         while isinstance(event, SendCommand):
-            event = reader.receive(applet.process(event.apdu))
+            event = settle(reader, reader.receive(applet.process(event.apdu)), credentials)
         assert isinstance(event, Authenticated)
         opened = reader.door_status(ReaderStatus.STATE_UNSECURED)
         assert isinstance(reader.receive(applet.process(opened)), Finished)

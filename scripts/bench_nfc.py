@@ -8,7 +8,7 @@ information only.
 
 How the CPU ratio is measured (and what it counts):
   * reader protocol CPU: the reader thread's CPU over one whole in-memory tap
-    (ReaderTransaction, driven the way the bridge drives it, ephemeral key
+    (ReaderTransaction, run by the bridge's reader driver, ephemeral key
     generated on the spot as the bridge does today), paused while the
     simulated phone computes each answer. The measuring harness's own cost
     (timer reads, the exchange callback) is measured with a null phone and
@@ -62,6 +62,11 @@ import nfc  # noqa: E402
 from passbridge.adapters.keystore import SqliteKeyStore  # noqa: E402
 from passbridge.adapters.nfc_reader import Decide, Exchange, NfcReader, TapOutcome  # noqa: E402
 from passbridge.bridge.fast_keys import FastKeyOrder  # noqa: E402
+from passbridge.bridge.reader_driver import (  # noqa: E402
+    InMemoryCredentials,
+    reader_steps,
+    run_reader,
+)
 from passbridge.protocol import aliro_messages as msg  # noqa: E402
 from passbridge.protocol.aliro_crypto import (  # noqa: E402
     ENDPOINT_CONTEXT,
@@ -87,11 +92,9 @@ from passbridge.protocol.aliro_crypto import (  # noqa: E402
 from passbridge.protocol.aliro_phone import PhoneApplet  # noqa: E402
 from passbridge.protocol.aliro_reader import (  # noqa: E402
     Authenticated,
-    Finished,
-    InMemoryCredentials,
+    Failed,
     ReaderIdentity,
     ReaderTransaction,
-    SendCommand,
 )
 from passbridge.protocol.exchange_status import ReaderStatus  # noqa: E402
 from passbridge.sim.nfc_card import SimulatedCard  # noqa: E402
@@ -131,20 +134,21 @@ class AliroTap:
         self.transaction: ReaderTransaction | None = None
 
     def run(self, exchange: Exchange, decide: Decide) -> str:
+        credentials = self.site.credentials
         tx = self.transaction = ReaderTransaction(
-            self.site.identity, self.site.credentials, prefer_fast=self.fast,
-            key_pool=self.key_pool)
-        event = tx.receive(exchange(tx.start()))
-        while isinstance(event, SendCommand):
-            event = tx.receive(exchange(event.apdu))
-        if not isinstance(event, Authenticated):
-            raise RuntimeError(f"tap failed: {event}")
-        opened = decide(event)
-        status = ReaderStatus.STATE_UNSECURED if opened else ReaderStatus.INVALID_ACCESS_RIGHTS
-        end = tx.receive(exchange(tx.door_status(status)))
-        if not isinstance(end, Finished):
-            raise RuntimeError(f"tap failed at EXCHANGE: {end}")
-        return event.flow
+            self.site.identity, prefer_fast=self.fast, key_pool=self.key_pool)
+
+        def report(event: Authenticated | Failed) -> int | None:
+            if isinstance(event, Failed):
+                raise RuntimeError(f"tap failed: {event}")
+            opened = decide(event)
+            return int(ReaderStatus.STATE_UNSECURED if opened
+                       else ReaderStatus.INVALID_ACCESS_RIGHTS)
+
+        outcome = run_reader(reader_steps(tx, credentials), exchange, report)
+        if outcome.authenticated is None or not outcome.finished:
+            raise RuntimeError(f"tap failed at EXCHANGE: {outcome.failure}")
+        return outcome.authenticated.flow
 
 
 # ------------------------------------------------------------------ sans-I/O protocol
@@ -463,19 +467,20 @@ def one_tap(store: SqliteKeyStore, directory: Any, phone: PhoneApplet,
     extra = {} if fast_trials is None else {"fast_trials": fast_trials}
     clock = ReaderClock(phone.process)
     clock.start()
-    tx = ReaderTransaction(store.reader_identity(), directory, **extra)
-    event = tx.receive(clock.exchange(tx.start()))
-    while isinstance(event, SendCommand):
-        event = tx.receive(clock.exchange(event.apdu))
-    if not isinstance(event, Authenticated):
-        raise RuntimeError(f"tap failed: {event}")
-    if isinstance(directory, FastKeyOrder):
-        directory.authenticated(event.credential_id)
-    end = tx.receive(clock.exchange(tx.door_status(ReaderStatus.STATE_UNSECURED)))
+    tx = ReaderTransaction(store.reader_identity(), **extra)
+
+    def report(event: Authenticated | Failed) -> int | None:
+        if isinstance(event, Failed):
+            raise RuntimeError(f"tap failed: {event}")
+        if isinstance(directory, FastKeyOrder):
+            directory.authenticated(event.credential_id)
+        return int(ReaderStatus.STATE_UNSECURED)
+
+    outcome = run_reader(reader_steps(tx, directory), clock.exchange, report)
     spent = clock.stop()
-    if not isinstance(end, Finished):
-        raise RuntimeError(f"tap failed at EXCHANGE: {end}")
-    return spent, event.flow
+    if outcome.authenticated is None or not outcome.finished:
+        raise RuntimeError(f"tap failed at EXCHANGE: {outcome.failure}")
+    return spent, outcome.authenticated.flow
 
 
 @dataclass

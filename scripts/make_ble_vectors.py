@@ -27,6 +27,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from passbridge.bridge.reader_driver import InMemoryCredentials, settle  # noqa: E402
 from passbridge.protocol.aliro_crypto import (  # noqa: E402
     Interface,
     ecdh_shared_x,
@@ -37,7 +38,6 @@ from passbridge.protocol.aliro_reader import (  # noqa: E402
     Authenticated,
     Failed,
     Finished,
-    InMemoryCredentials,
     ReaderIdentity,
     ReaderTransaction,
     SendCommand,
@@ -212,7 +212,6 @@ def transcript() -> dict[str, Any]:
     credentials = InMemoryCredentials({bytes.fromhex(i["credential_public_key"]): credential_id})
     reader = ReaderTransaction(
         identity,
-        credentials,
         interface=Interface.BLE,
         prefer_fast=False,
         ephemeral_private_key=key("reader_ephemeral_private_key"),
@@ -241,7 +240,7 @@ def transcript() -> dict[str, Any]:
                 "r_chunks": [c.hex() for c in frame_message(answer, MIN_ATT_MTU)],
             }
         )
-        event = reader.receive(answer)
+        event = settle(reader, reader.receive(answer), credentials)
         if isinstance(event, SendCommand):
             command = event.apdu
         elif isinstance(event, Authenticated):

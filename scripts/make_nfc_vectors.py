@@ -25,6 +25,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from passbridge.bridge.reader_driver import settle  # noqa: E402
 from passbridge.protocol.aliro_crypto import (  # noqa: E402
     ENDPOINT_CONTEXT,
     LABEL_PERSISTENT,
@@ -97,7 +98,7 @@ def run(name: str, flow: str, *, prefer_fast: bool, phone_has_kpersistent: bool,
     directory = Directory("cred-0001", credential_pub,
                           kpersistent if reader_has_kpersistent else None)
     store = {group_id: kpersistent} if phone_has_kpersistent and kpersistent else {}
-    reader = ReaderTransaction(identity, directory, prefer_fast=prefer_fast,
+    reader = ReaderTransaction(identity, prefer_fast=prefer_fast,
                                ephemeral_private_key=reader_eph, transaction_id=txid,
                                deterministic_signatures=True)
     phone = PhoneApplet(credential_key, identity.public_key, ephemeral_private_key=phone_eph,
@@ -112,7 +113,7 @@ def run(name: str, flow: str, *, prefer_fast: bool, phone_has_kpersistent: bool,
         step = steps[len(apdus)] if len(apdus) < len(steps) else (
             "EXCHANGE (reader status)" if authenticated else "AUTH1")
         apdus.append({"step": step, "c_apdu": command.hex(), "r_apdu": answer.hex()})
-        event = reader.receive(answer)
+        event = settle(reader, reader.receive(answer), directory)
         if isinstance(event, SendCommand):
             command = event.apdu
         elif isinstance(event, Authenticated):

@@ -19,23 +19,22 @@ from datetime import UTC, datetime
 import pytest
 
 from passbridge.adapters.ble_central import (
-    BleAuthOutcome,
     BleLink,
     BleUnlockClient,
     BleUnlockError,
     Preempted,
     RadioGate,
     Sighting,
-    drive_reader,
 )
 from passbridge.adapters.ble_settings import BleSettings
 from passbridge.adapters.keystore import MemoryKeyStore
 from passbridge.bridge.ble_approach import Backoff, device_keys
-from passbridge.bridge.ble_unlock import BleDoorUnlocker
+from passbridge.bridge.ble_unlock import BleAuthOutcome, BleDoorUnlocker, drive_reader
+from passbridge.bridge.reader_driver import new_transaction
 from passbridge.clock import ManualClock, SystemClock
 from passbridge.core.model import Side
 from passbridge.protocol.aliro_crypto import Interface
-from passbridge.protocol.aliro_reader import Authenticated, ReaderTransaction
+from passbridge.protocol.aliro_reader import Authenticated
 from passbridge.protocol.exchange_status import ReaderStatus
 from passbridge.service.hardware import BleDoorRadio, Placement
 from passbridge.service.runtime import Services, memory_services
@@ -331,10 +330,8 @@ async def test_a_decision_under_way_finishes_when_the_session_times_out(door: Do
         return True, int(ReaderStatus.STATE_UNSECURED)
 
     def session(link: BleLink) -> Awaitable[BleAuthOutcome]:
-        transaction = ReaderTransaction(
-            door.keystore.reader_identity(), door.keystore, interface=Interface.BLE
-        )
-        return drive_reader(link, transaction, slow_decide)
+        transaction = new_transaction(door.keystore.reader_identity(), interface=Interface.BLE)
+        return drive_reader(link, transaction, door.keystore, slow_decide)
 
     with pytest.raises(BleUnlockError) as err:
         await client.run(phone.address, session, adv_id=phone.adv_id)

@@ -17,23 +17,21 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 
 from passbridge.adapters.ble_central import (
-    BleAuthOutcome,
     BleLink,
     BleUnlockClient,
     BleUnlockError,
     ProximityScanner,
     ProximityTable,
-    drive_reader,
 )
 from passbridge.adapters.ble_settings import BleSettings
+from passbridge.bridge.ble_unlock import BleAuthOutcome, drive_reader
+from passbridge.bridge.reader_driver import InMemoryCredentials, new_transaction
 from passbridge.clock import ManualClock
 from passbridge.protocol.aliro_crypto import Interface, generate_ephemeral
 from passbridge.protocol.aliro_phone import PhoneApplet, PhoneMisbehaviour
 from passbridge.protocol.aliro_reader import (
     Authenticated,
-    InMemoryCredentials,
     ReaderIdentity,
-    ReaderTransaction,
 )
 from passbridge.protocol.ble_advert import adv_id_from_service_data
 from passbridge.protocol.ble_framing import SERVICE_UUID
@@ -302,8 +300,8 @@ class Site:
 
     def handler(self, interface: Interface = Interface.BLE) -> Callable[[BleLink], object]:
         async def run(link: BleLink) -> BleAuthOutcome:
-            transaction = ReaderTransaction(self.identity, self.credentials, interface=interface)
-            return await drive_reader(link, transaction, self.decide)
+            transaction = new_transaction(self.identity, interface=interface)
+            return await drive_reader(link, transaction, self.credentials, self.decide)
         return run
 
 

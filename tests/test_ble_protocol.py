@@ -125,14 +125,11 @@ def test_adv_id_text_form_and_randomness() -> None:
 # --------------------------------------------------------------------------- BLE transcript
 
 
-def _transcript_parties(v: dict[str, Any]) -> tuple[Any, Any]:
+def _transcript_parties(v: dict[str, Any]) -> tuple[Any, Any, Any]:
+    from passbridge.bridge.reader_driver import InMemoryCredentials
     from passbridge.protocol.aliro_crypto import Interface, private_key_from_scalar
     from passbridge.protocol.aliro_phone import PhoneApplet
-    from passbridge.protocol.aliro_reader import (
-        InMemoryCredentials,
-        ReaderIdentity,
-        ReaderTransaction,
-    )
+    from passbridge.protocol.aliro_reader import ReaderIdentity, ReaderTransaction
 
     i = v["inputs"]
 
@@ -144,7 +141,7 @@ def _transcript_parties(v: dict[str, Any]) -> tuple[Any, Any]:
                               bytes.fromhex(i["reader_group_sub_identifier"]))
     credentials = InMemoryCredentials(
         {bytes.fromhex(i["credential_public_key"]): v["expected"]["credential_id"]})
-    reader = ReaderTransaction(identity, credentials, interface=Interface(int(i["interface"], 16)),
+    reader = ReaderTransaction(identity, interface=Interface(int(i["interface"], 16)),
                                prefer_fast=False,
                                ephemeral_private_key=key("reader_ephemeral_private_key"),
                                transaction_id=bytes.fromhex(i["transaction_identifier"]),
@@ -153,15 +150,16 @@ def _transcript_parties(v: dict[str, Any]) -> tuple[Any, Any]:
                         interface=Interface(int(i["interface"], 16)),
                         ephemeral_private_key=key("endpoint_ephemeral_private_key"),
                         deterministic_signatures=True)
-    return reader, phone
+    return reader, phone, credentials
 
 
 def test_ble_transcript_reproduced_by_both_roles() -> None:
+    from passbridge.bridge.reader_driver import settle
     from passbridge.protocol.aliro_reader import Authenticated, Finished, SendCommand
 
     v = load("transcript-standard-v1.json")
     assert v["inputs"]["interface"] == "c3"
-    reader, phone = _transcript_parties(v)
+    reader, phone, credentials = _transcript_parties(v)
     mtu = v["inputs"]["att_mtu"]
     command = reader.start()
     to_phone, to_reader = MessageAssembler(), MessageAssembler()
@@ -173,7 +171,8 @@ def test_ble_transcript_reproduced_by_both_roles() -> None:
         answer = phone.process(received)
         assert answer.hex() == step["r_apdu"], step["step"]
         assert [c.hex() for c in frame_message(answer, mtu)] == step["r_chunks"]
-        event = reader.receive([to_reader.feed(bytes.fromhex(c)) for c in step["r_chunks"]][-1])
+        answer = [to_reader.feed(bytes.fromhex(c)) for c in step["r_chunks"]][-1]
+        event = settle(reader, reader.receive(answer), credentials)
         if isinstance(event, SendCommand):
             command = event.apdu
         elif isinstance(event, Authenticated):
@@ -191,7 +190,7 @@ def test_nfc_answers_do_not_verify_over_ble() -> None:
     ble = load("transcript-standard-v1.json")
     nfc_path = VECTORS.parent.parent / "nfc" / "vectors" / "passbridge-standard-v1.json"
     nfc = json.loads(nfc_path.read_text())
-    reader, _ = _transcript_parties(ble)
+    reader, _, _ = _transcript_parties(ble)
     reader.start()
     for step in nfc["apdus"][:2]:  # SELECT and AUTH0 answers are interface-independent
         event = reader.receive(bytes.fromhex(step["r_apdu"]))

@@ -16,15 +16,14 @@ import pytest
 
 from passbridge.adapters.keystore import KeyStore, MemoryKeyStore, SqliteKeyStore
 from passbridge.bridge.fast_keys import DoorPhones, FastKeyOrder
+from passbridge.bridge.reader_driver import CredentialDirectory, new_transaction, settle
 from passbridge.core.model import Site, User
 from passbridge.protocol.aliro_crypto import generate_ephemeral, public_key_bytes
 from passbridge.protocol.aliro_phone import PhoneApplet
 from passbridge.protocol.aliro_reader import (
     MAX_FAST_TRIALS,
     Authenticated,
-    CredentialDirectory,
     Failed,
-    ReaderTransaction,
     SendCommand,
 )
 
@@ -34,10 +33,10 @@ SEALING_KEY = b"s" * 32
 def tap(store: KeyStore, directory: CredentialDirectory, phone: PhoneApplet
         ) -> tuple[Authenticated | Failed, int]:
     """One tap; the event it ended on and how many persistent keys it tried."""
-    txn = ReaderTransaction(store.reader_identity(), directory)
-    event = txn.receive(phone.process(txn.start()))
+    txn = new_transaction(store.reader_identity())
+    event = settle(txn, txn.receive(phone.process(txn.start())), directory)
     while isinstance(event, SendCommand):
-        event = txn.receive(phone.process(event.apdu))
+        event = settle(txn, txn.receive(phone.process(event.apdu)), directory)
     assert isinstance(event, Authenticated | Failed), event
     if isinstance(event, Authenticated) and isinstance(directory, FastKeyOrder):
         directory.authenticated(event.credential_id)

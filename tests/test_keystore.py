@@ -17,6 +17,7 @@ from passbridge.adapters.keystore import (
     MemoryKeyStore,
     SqliteKeyStore,
 )
+from passbridge.bridge.reader_driver import CredentialDirectory
 from passbridge.clock import ManualClock
 from passbridge.core.model import Factor, Side, TrustedKey
 from passbridge.core.tokens import (
@@ -29,7 +30,6 @@ from passbridge.core.tokens import (
     private_key_to_pem,
     public_key_to_pem,
 )
-from passbridge.protocol.aliro_reader import CredentialDirectory
 
 AT = datetime(2027, 3, 1, 9, 0, tzinfo=UTC)
 PHONE_A = p256_point(generate_private_key("ES256"))  # type: ignore[arg-type]

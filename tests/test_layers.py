@@ -219,7 +219,6 @@ def test_core_takes_no_locks_and_reads_no_clock_but_the_injected_one() -> None:
 # Issue 9: adapters are byte transports; the Aliro transaction is driven
 # by the bridge, not from inside an adapter.
 KNOWN_ADAPTERS_TO_ALIRO = frozenset({
-    "passbridge/adapters/ble_central.py -> passbridge.protocol.aliro_reader",
     "passbridge/adapters/keystore.py -> passbridge.protocol.aliro_reader",
 })
 

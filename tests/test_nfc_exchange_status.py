@@ -11,6 +11,7 @@ import re
 
 import pytest
 
+from passbridge.bridge.reader_driver import InMemoryCredentials, settle
 from passbridge.core.model import REASON_RESULT, Reason
 from passbridge.protocol.aliro_crypto import generate_ephemeral, public_key_bytes
 from passbridge.protocol.aliro_phone import PhoneApplet
@@ -18,7 +19,6 @@ from passbridge.protocol.aliro_reader import (
     Authenticated,
     Failed,
     Finished,
-    InMemoryCredentials,
     ReaderIdentity,
     ReaderTransaction,
     SendCommand,
@@ -105,11 +105,11 @@ def authenticated_tap() -> tuple[ReaderTransaction, PhoneApplet]:
     key = generate_ephemeral()
     credentials = InMemoryCredentials({public_key_bytes(key): "cred-1"})
     phone = PhoneApplet(key, identity.public_key)
-    reader = ReaderTransaction(identity, credentials)
+    reader = ReaderTransaction(identity)
     event = reader.receive(phone.process(reader.start()))
     while isinstance(event, SendCommand):
         event = reader.receive(phone.process(event.apdu))
-    assert isinstance(event, Authenticated)
+    assert isinstance(settle(reader, event, credentials), Authenticated)
     return reader, phone
 
 

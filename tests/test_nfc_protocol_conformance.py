@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from passbridge.bridge.reader_driver import InMemoryCredentials, settle
 from passbridge.protocol.aliro_crypto import (
     ENDPOINT_CONTEXT,
     LABEL_VOLATILE,
@@ -26,7 +27,6 @@ from passbridge.protocol.aliro_phone import PhoneApplet
 from passbridge.protocol.aliro_reader import (
     Authenticated,
     Finished,
-    InMemoryCredentials,
     ReaderIdentity,
     ReaderTransaction,
     SendCommand,
@@ -62,7 +62,7 @@ def std_reader(v: dict[str, Any], credentials: InMemoryCredentials) -> ReaderTra
     i = v["inputs"]
     identity = ReaderIdentity(key(i["reader_private_key_parsed_by_helper"]),
                               h(i["reader_group_identifier"]), h(i["reader_group_sub_identifier"]))
-    return ReaderTransaction(identity, credentials, prefer_fast=False,
+    return ReaderTransaction(identity, prefer_fast=False,
                              ephemeral_private_key=key(i["reader_ephemeral_private_key_parsed_by_helper"]),
                              transaction_id=h(i["transaction_identifier"]))
 
@@ -96,7 +96,7 @@ def test_reader_reproduces_standard_transaction(std: dict[str, Any]) -> None:
     assert verify_raw(reader_public, signature, signed)
     assert verify_raw(reader_public, recorded[10:74], signed)
 
-    done = reader.receive(h(apdus[2]["r_apdu"]))
+    done = settle(reader, reader.receive(h(apdus[2]["r_apdu"])), credentials)
     assert isinstance(done, Authenticated), done
     assert done.credential_id == "nxp-phone"
     assert done.flow == "standard"
@@ -140,11 +140,12 @@ def test_key_schedule_primitives_match_intermediates(std: dict[str, Any]) -> Non
 def test_reader_rejects_recorded_answer_when_credential_is_not_enrolled(
         std: dict[str, Any]) -> None:
     apdus = std["apdus"]
-    reader = std_reader(std, InMemoryCredentials())
+    credentials = InMemoryCredentials()
+    reader = std_reader(std, credentials)
     reader.start()
     reader.receive(h(apdus[0]["r_apdu"]))
     reader.receive(h(apdus[1]["r_apdu"]))
-    event = reader.receive(h(apdus[2]["r_apdu"]))
+    event = settle(reader, reader.receive(h(apdus[2]["r_apdu"])), credentials)
     assert not isinstance(event, Authenticated)
     assert event.reason == "unknown_credential"  # type: ignore[union-attr]
 
@@ -210,7 +211,7 @@ def fast_setup(v: dict[str, Any]) -> tuple[ReaderIdentity, InMemoryCredentials]:
 def test_reader_accepts_fast_cryptogram_and_derives_recorded_keys(fast: dict[str, Any]) -> None:
     i = fast["inputs"]
     identity, credentials = fast_setup(fast)
-    reader = ReaderTransaction(identity, credentials, prefer_fast=True,
+    reader = ReaderTransaction(identity, prefer_fast=True,
                                ephemeral_private_key=key(i["reader_ephemeral_private_key"]),
                                transaction_id=h(i["transaction_identifier"]))
     reader.start()
@@ -218,7 +219,7 @@ def test_reader_accepts_fast_cryptogram_and_derives_recorded_keys(fast: dict[str
     assert isinstance(auth0, SendCommand)
     # The Google 0.7 body with the same keys (no Le); ours adds the Le of v1.0.
     assert auth0.apdu.hex().startswith("80800000814101014201015c020100874104de86")
-    event = reader.receive(h(fast["apdus"][0]["r_apdu"]))
+    event = settle(reader, reader.receive(h(fast["apdus"][0]["r_apdu"])), credentials)
     assert isinstance(event, Authenticated), event
     assert event.flow == "fast"
     assert event.credential_id == "nxp-phone"
@@ -238,12 +239,12 @@ def test_reader_falls_back_to_auth1_when_no_persistent_key_opens_the_cryptogram(
     i = fast["inputs"]
     identity, credentials = fast_setup(fast)
     credentials.forget_persistent_keys()
-    reader = ReaderTransaction(identity, credentials, prefer_fast=True,
+    reader = ReaderTransaction(identity, prefer_fast=True,
                                ephemeral_private_key=key(i["reader_ephemeral_private_key"]),
                                transaction_id=h(i["transaction_identifier"]))
     reader.start()
     reader.receive(h(i["select_response"]))
-    event = reader.receive(h(fast["apdus"][0]["r_apdu"]))
+    event = settle(reader, reader.receive(h(fast["apdus"][0]["r_apdu"])), credentials)
     assert isinstance(event, SendCommand)
     assert event.apdu[:7] == bytes.fromhex("80810000454101")
 
@@ -252,7 +253,7 @@ def test_phone_reproduces_fast_auth0_answer_and_finishes_with_exchange(
         fast: dict[str, Any]) -> None:
     i = fast["inputs"]
     identity, credentials = fast_setup(fast)
-    reader = ReaderTransaction(identity, credentials, prefer_fast=True,
+    reader = ReaderTransaction(identity, prefer_fast=True,
                                ephemeral_private_key=key(i["reader_ephemeral_private_key"]),
                                transaction_id=h(i["transaction_identifier"]))
     phone = PhoneApplet(key(i["credential_private_key"]), identity.public_key,
@@ -265,7 +266,7 @@ def test_phone_reproduces_fast_auth0_answer_and_finishes_with_exchange(
     assert isinstance(auth0, SendCommand)
     answer = phone.process(auth0.apdu)
     assert answer.hex() == fast["apdus"][0]["r_apdu"]
-    assert isinstance(reader.receive(answer), Authenticated)
+    assert isinstance(settle(reader, reader.receive(answer), credentials), Authenticated)
     assert phone.process(reader.door_status(ReaderStatus.STATE_UNSECURED)) == b"\x90\x00"
     assert phone.last_door_status is True and phone.last_flow == "fast"
     assert isinstance(reader.receive(b"\x90\x00"), Finished)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
 
+from passbridge.bridge.reader_driver import InMemoryCredentials, reader_steps, run_reader
 from passbridge.protocol import tlv
 from passbridge.protocol.aliro_crypto import (
     EphemeralKeyPool,
@@ -24,7 +26,8 @@ from passbridge.protocol.aliro_reader import (
     Event,
     Failed,
     Finished,
-    InMemoryCredentials,
+    NeedCredential,
+    NeedFastKeys,
     ReaderIdentity,
     ReaderTransaction,
     SendCommand,
@@ -61,20 +64,26 @@ class Tap:
 def tap(site: Site, phone: PhoneApplet, *, status: int = ReaderStatus.STATE_UNSECURED,
         prefer_fast: bool = True,
         interface: Interface = Interface.NFC) -> Tap:
-    reader = ReaderTransaction(site.identity, site.credentials, prefer_fast=prefer_fast,
-                               interface=interface)
-    command = reader.start()
-    commands, events = [command], []
-    for _ in range(8):
-        event = reader.receive(phone.process(command))
-        events.append(event)
-        if isinstance(event, SendCommand):
-            command = event.apdu
-        elif isinstance(event, Authenticated):
-            command = reader.door_status(status)
-        else:
-            break
+    """One tap through the bridge's reader driver, as the NFC and BLE paths run it."""
+    reader = ReaderTransaction(site.identity, prefer_fast=prefer_fast, interface=interface)
+    commands: list[bytes] = []
+    events: list[Event] = []
+
+    def exchange(command: bytes) -> bytes:
         commands.append(command)
+        return phone.process(command)
+
+    def report(event: Authenticated | Failed) -> int | None:
+        events.append(event)
+        return status if isinstance(event, Authenticated) else None
+
+    outcome = run_reader(reader_steps(reader, site.credentials), exchange, report)
+    if outcome.failure is not None and outcome.authenticated is None:
+        commands.pop()  # the closing CONTROL FLOW
+    elif outcome.failure is not None:
+        events.append(outcome.failure)
+    elif outcome.finished:
+        events.append(Finished())
     return Tap(events, commands, phone)
 
 
@@ -149,7 +158,7 @@ def test_identity_is_never_sent_before_the_reader_proves_itself() -> None:
     site = Site()
     phone = new_phone(site)
     credential = phone.credential_public_key
-    reader = ReaderTransaction(site.identity, site.credentials)
+    reader = ReaderTransaction(site.identity)
     seen = phone.process(reader.start())
     auth0 = reader.receive(seen)
     assert isinstance(auth0, SendCommand)
@@ -201,7 +210,7 @@ def test_one_byte_signaling_bitmap_is_accepted() -> None:
 
 def test_after_failure_the_reader_stays_failed() -> None:
     site = Site()
-    reader = ReaderTransaction(site.identity, site.credentials)
+    reader = ReaderTransaction(site.identity)
     reader.start()
     failed = reader.receive(b"\x6a\x82")
     assert isinstance(failed, Failed) and failed.reason == "status_word"
@@ -214,13 +223,13 @@ def test_after_failure_the_reader_stays_failed() -> None:
 
 def test_receive_before_start_is_out_of_order() -> None:
     site = Site()
-    event = ReaderTransaction(site.identity, site.credentials).receive(b"\x90\x00")
+    event = ReaderTransaction(site.identity).receive(b"\x90\x00")
     assert isinstance(event, Failed) and event.reason == "out_of_order"
 
 
 def test_reader_refuses_unsupported_version() -> None:
     site = Site()
-    reader = ReaderTransaction(site.identity, site.credentials)
+    reader = ReaderTransaction(site.identity)
     reader.start()
     answer = tlv.encode(0x6F, tlv.encode(0x84, bytes.fromhex("A000000909ACCE5501")) + tlv.encode(
         0xA5, tlv.encode(0x80, bytes(2)) + tlv.encode(0x5C, bytes.fromhex("0007")))) + b"\x90\x00"
@@ -232,7 +241,7 @@ def test_injected_ephemeral_key_and_pool() -> None:
     site = Site()
     pool = EphemeralKeyPool(size=2)
     assert len(pool) == 2
-    reader = ReaderTransaction(site.identity, site.credentials, key_pool=pool)
+    reader = ReaderTransaction(site.identity, key_pool=pool)
     assert len(pool) == 1
     phone = new_phone(site)
     auth0 = reader.receive(phone.process(reader.start()))
@@ -271,7 +280,7 @@ def test_phone_answers_error_status_words(commands: list[bytes], sw: str) -> Non
 def test_phone_rejects_auth0_with_point_off_the_curve() -> None:
     site = Site()
     phone = new_phone(site)
-    reader = ReaderTransaction(site.identity, site.credentials)
+    reader = ReaderTransaction(site.identity)
     auth0 = reader.receive(phone.process(reader.start()))
     assert isinstance(auth0, SendCommand)
     bad = bytearray(auth0.apdu)
@@ -283,11 +292,12 @@ def test_phone_rejects_auth0_with_point_off_the_curve() -> None:
 def test_phone_rejects_exchange_with_wrong_key() -> None:
     site = Site()
     phone = new_phone(site)
-    reader = ReaderTransaction(site.identity, site.credentials, prefer_fast=False)
+    reader = ReaderTransaction(site.identity, prefer_fast=False)
     event = reader.receive(phone.process(reader.start()))
     while isinstance(event, SendCommand):
         event = reader.receive(phone.process(event.apdu))
-    assert isinstance(event, Authenticated)
+    assert isinstance(event, NeedCredential)
+    assert isinstance(reader.credential_found("cred-1"), Authenticated)
     forged = SecureChannel(send_key=bytes(32), receive_key=bytes(32), is_reader=True)
     exchange = bytes.fromhex("80c90000") + bytes([20]) + forged.encrypt(
         bytes.fromhex("97020100")) + b"\x00"
@@ -349,7 +359,7 @@ def test_reader_moves_only_along_its_transition_table() -> None:
     phone = new_phone(site)
     walks = []
     for _ in range(2):
-        reader = ReaderTransaction(site.identity, site.credentials)
+        reader = ReaderTransaction(site.identity)
         seen = [reader.state]
         with pytest.raises(RuntimeError):
             reader.door_status(ReaderStatus.STATE_UNSECURED)  # not before authentication
@@ -360,7 +370,18 @@ def test_reader_moves_only_along_its_transition_table() -> None:
         while isinstance(event, SendCommand):
             event = reader.receive(phone.process(event.apdu))
             seen.append(reader.state)
+        if isinstance(event, NeedFastKeys):  # the second tap: the phone holds a key
+            event = reader.fast_keys_found(site.credentials.persistent_keys())
+            seen.append(reader.state)
+        assert isinstance(event, NeedCredential)
+        with pytest.raises(RuntimeError):
+            reader.door_status(ReaderStatus.STATE_UNSECURED)  # not before the answer
+        event = reader.credential_found("cred-1")
+        seen.append(reader.state)
         assert isinstance(event, Authenticated)
+        if event.kpersistent is not None:
+            site.credentials.remember_persistent_key("cred-1", event.public_key,
+                                                     event.kpersistent)
         command = reader.door_status(ReaderStatus.STATE_UNSECURED)
         seen.append(reader.state)
         reader.receive(phone.process(command))
@@ -370,8 +391,76 @@ def test_reader_moves_only_along_its_transition_table() -> None:
         assert steps <= allowed, steps - allowed
         walks.append(seen)
     assert walks[0] == [State.NEW, State.SELECT_SENT, State.AUTH0_SENT, State.AUTH1_SENT,
-                        State.AUTHENTICATED, State.EXCHANGE_SENT, State.FINISHED]
+                        State.CREDENTIAL_ASKED, State.AUTHENTICATED, State.EXCHANGE_SENT,
+                        State.FINISHED]
+    assert walks[1] == [State.NEW, State.SELECT_SENT, State.AUTH0_SENT, State.FAST_KEYS_ASKED,
+                        State.CREDENTIAL_ASKED, State.AUTHENTICATED, State.EXCHANGE_SENT,
+                        State.FINISHED]
     assert State.AUTH1_SENT in walks[0] and State.AUTH1_SENT not in walks[1]  # FAST skips AUTH1
     assert walks[1][-1] is State.FINISHED
     with pytest.raises(RuntimeError):
         reader.start()  # FINISHED has no way out
+
+
+def test_receive_calls_nothing_the_key_store_answers_between_the_steps() -> None:
+    """Sans-I/O: the transaction holds no directory. It asks whether a key is
+    enrolled (NeedCredential) and the caller's None fails the tap; a STANDARD
+    tap hands its Kpersistent out instead of storing it."""
+    site = Site()
+    phone = new_phone(site)
+    reader = ReaderTransaction(site.identity)
+    event = reader.receive(phone.process(reader.start()))
+    while isinstance(event, SendCommand):
+        event = reader.receive(phone.process(event.apdu))
+    assert event == NeedCredential(phone.credential_public_key, "standard")
+    with pytest.raises(RuntimeError):
+        reader.door_status(ReaderStatus.STATE_UNSECURED)  # the key is not vouched for yet
+    refused = reader.credential_found(None)
+    assert isinstance(refused, Failed) and refused.reason == "unknown_credential"
+    assert reader.authenticated is None and reader.done
+
+    again = ReaderTransaction(site.identity)
+    event = again.receive(phone.process(again.start()))
+    assert isinstance(event, SendCommand)
+    event = again.receive(phone.process(event.apdu))
+    assert event == NeedFastKeys()  # the phone kept a key from the first tap
+    event = again.fast_keys_found(iter(()))  # the reader holds none: fall back in the tap
+    assert isinstance(event, SendCommand) and event.apdu[:2] == b"\x80\x81"  # AUTH1
+    event = again.receive(phone.process(event.apdu))
+    assert isinstance(event, NeedCredential)
+    found = again.credential_found("cred-1")
+    assert isinstance(found, Authenticated) and found.kpersistent is not None
+    assert found.kpersistent == again.keys.kpersistent
+    assert "kpersistent" not in repr(found)  # a secret: never in a log line
+    assert list(site.credentials.persistent_keys()) == []  # nothing stored behind our back
+
+
+def test_fast_keys_are_pulled_from_the_caller_one_by_one_at_most_the_bound() -> None:
+    """The caller's candidates are taken lazily in fast_keys_found (none in
+    receive), at most fast_trials of them; a key past the bound is a STANDARD tap."""
+    site = Site()
+    phone = new_phone(site)
+    tap(site, phone)  # STANDARD: both sides hold a key now
+    (held,) = site.credentials.persistent_keys()
+    pulled: list[int] = []
+
+    def candidates(decoys: int) -> Iterator[tuple[str, bytes, bytes]]:
+        for n in range(decoys):
+            pulled.append(n)
+            yield f"decoy-{n}", held[1], bytes(32)
+        pulled.append(decoys)
+        yield held
+
+    for trials, decoys, flow in ((4, 2, "fast"), (2, 2, "standard")):
+        pulled.clear()
+        reader = ReaderTransaction(site.identity, fast_trials=trials)
+        event = reader.receive(phone.process(reader.start()))
+        assert isinstance(event, SendCommand)
+        assert reader.receive(phone.process(event.apdu)) == NeedFastKeys()
+        assert pulled == []
+        event = reader.fast_keys_found(candidates(decoys))
+        assert len(pulled) == min(trials, decoys + 1) == reader.fast_keys_tried
+        if flow == "fast":
+            assert event == NeedCredential(phone.credential_public_key, "fast")
+        else:
+            assert isinstance(event, SendCommand)  # AUTH1: the fall-back in the same tap

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from passbridge.bridge.reader_driver import InMemoryCredentials, settle
 from passbridge.protocol.aliro_crypto import private_key_from_scalar, public_key_bytes
 from passbridge.protocol.aliro_phone import PhoneApplet
 from passbridge.protocol.aliro_reader import (
@@ -16,7 +17,6 @@ from passbridge.protocol.aliro_reader import (
     Event,
     Failed,
     Finished,
-    InMemoryCredentials,
     ReaderIdentity,
     ReaderTransaction,
     SendCommand,
@@ -41,13 +41,35 @@ class Transcript:
     kpersistent: bytes | None
 
 
-def make_reader(t: Transcript) -> ReaderTransaction:
-    credentials = InMemoryCredentials({public_key_bytes(PHONE_KEY): "cred"})
-    if t.kpersistent is not None:
-        credentials.remember_persistent_key("cred", public_key_bytes(PHONE_KEY), t.kpersistent)
-    return ReaderTransaction(IDENTITY, credentials, prefer_fast=t.flow == "fast",
-                             ephemeral_private_key=private_key_from_scalar(scalar("reader eph")),
-                             transaction_id=TXID, deterministic_signatures=True)
+class Reader:
+    """A reader transaction with the key store answers the bridge's driver gives it."""
+
+    def __init__(self, t: Transcript) -> None:
+        self.credentials = InMemoryCredentials({public_key_bytes(PHONE_KEY): "cred"})
+        if t.kpersistent is not None:
+            self.credentials.remember_persistent_key("cred", public_key_bytes(PHONE_KEY),
+                                                     t.kpersistent)
+        self.transaction = ReaderTransaction(
+            IDENTITY, prefer_fast=t.flow == "fast",
+            ephemeral_private_key=private_key_from_scalar(scalar("reader eph")),
+            transaction_id=TXID, deterministic_signatures=True)
+
+    def start(self) -> bytes:
+        return self.transaction.start()
+
+    def receive(self, answer: bytes) -> Event:
+        return settle(self.transaction, self.transaction.receive(answer), self.credentials)
+
+    def door_status(self, status: int) -> bytes:
+        return self.transaction.door_status(status)
+
+    @property
+    def done(self) -> bool:
+        return self.transaction.done
+
+
+def make_reader(t: Transcript) -> Reader:
+    return Reader(t)
 
 
 def record(flow: str, store: dict[bytes, bytes], kpersistent: bytes | None) -> Transcript:
@@ -79,7 +101,7 @@ FAST = record("fast", STORE, STORE[IDENTITY.group_id])
 TRANSCRIPTS = {"standard": STANDARD, "fast": FAST}
 
 
-def replay_until(t: Transcript, step: int) -> tuple[ReaderTransaction, list[Event]]:
+def replay_until(t: Transcript, step: int) -> tuple[Reader, list[Event]]:
     reader = make_reader(t)
     reader.start()
     events: list[Event] = []

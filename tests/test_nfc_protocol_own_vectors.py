@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
+from passbridge.bridge.reader_driver import InMemoryCredentials, settle
 from passbridge.protocol.aliro_crypto import private_key_from_scalar, verify_raw
 from passbridge.protocol.aliro_phone import PhoneApplet
 from passbridge.protocol.aliro_reader import (
     Authenticated,
     Finished,
-    InMemoryCredentials,
     ReaderIdentity,
     ReaderTransaction,
     SendCommand,
@@ -56,7 +56,7 @@ def test_reader_reproduces_every_command(path: Path) -> None:
                                             h(i["credential_public_key"]),
                                             h(i["Kpersistent_reader"]))
     reader = ReaderTransaction(
-        identity_of(i), credentials, prefer_fast=i["command_parameters"] == "01",
+        identity_of(i), prefer_fast=i["command_parameters"] == "01",
         ephemeral_private_key=private_key_from_scalar(h(i["reader_ephemeral_private_key"])),
         transaction_id=h(i["transaction_identifier"]), deterministic_signatures=True)
     command = reader.start()
@@ -66,7 +66,7 @@ def test_reader_reproduces_every_command(path: Path) -> None:
         if step["step"] == "AUTH1":
             assert verify_raw(h(i["reader_public_key"]), command[10:74],
                               h(v["intermediates"]["reader_authentication_data"]))
-        event = reader.receive(h(step["r_apdu"]))
+        event = settle(reader, reader.receive(h(step["r_apdu"])), credentials)
         if isinstance(event, SendCommand):
             command = event.apdu
         elif isinstance(event, Authenticated):

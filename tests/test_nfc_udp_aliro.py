@@ -13,18 +13,16 @@ from dataclasses import dataclass
 
 import pytest
 
-from passbridge.adapters.nfc_reader import Decide, Exchange, FieldLost, NfcReader, TapError
+from passbridge.adapters.nfc_reader import Decide, Exchange, FieldLost, NfcReader
+from passbridge.bridge.reader_driver import (
+    InMemoryCredentials,
+    new_transaction,
+    reader_steps,
+    run_reader,
+)
 from passbridge.protocol.aliro_crypto import generate_ephemeral
 from passbridge.protocol.aliro_phone import PhoneApplet
-from passbridge.protocol.aliro_reader import (
-    Authenticated,
-    Failed,
-    Finished,
-    InMemoryCredentials,
-    ReaderIdentity,
-    ReaderTransaction,
-    SendCommand,
-)
+from passbridge.protocol.aliro_reader import Authenticated, Failed, Finished, ReaderIdentity
 from passbridge.protocol.exchange_status import ReaderStatus
 from passbridge.sim.nfc_card import CardFaults, SimulatedCard
 
@@ -39,30 +37,30 @@ class AliroResult:
 
 
 class AliroTap:
-    """The glue a bridge runs per tap: drive ReaderTransaction with exchange/decide."""
+    """The glue a bridge runs per tap: the reader driver with exchange/decide."""
 
     def __init__(self, identity: ReaderIdentity, credentials: InMemoryCredentials) -> None:
         self.identity = identity
         self.credentials = credentials
 
     def run(self, exchange: Exchange, decide: Decide) -> AliroResult:
-        tx = ReaderTransaction(self.identity, self.credentials)
-        event = tx.receive(exchange(tx.start()))
-        while isinstance(event, SendCommand):
-            event = tx.receive(exchange(event.apdu))
-        if isinstance(event, Authenticated):
-            granted = decide(event)
-            status = ReaderStatus.STATE_UNSECURED if granted else ReaderStatus.INVALID_ACCESS_RIGHTS
-            end = tx.receive(exchange(tx.door_status(status)))
-            assert isinstance(end, Finished | Failed)
-            return AliroResult(event, granted, end)
-        if isinstance(event, Failed):
-            try:
-                exchange(tx.control_flow())
-            except TapError:
-                pass
-            return AliroResult(None, None, event)
-        raise AssertionError(f"unexpected event {event!r}")
+        tx = new_transaction(self.identity)
+        granted: list[bool] = []
+
+        def report(event: Authenticated | Failed) -> int | None:
+            if isinstance(event, Failed):
+                return None
+            granted.append(decide(event))
+            return int(ReaderStatus.STATE_UNSECURED if granted[-1]
+                       else ReaderStatus.INVALID_ACCESS_RIGHTS)
+
+        outcome = run_reader(reader_steps(tx, self.credentials), exchange, report)
+        if outcome.authenticated is None:
+            assert outcome.failure is not None
+            return AliroResult(None, None, outcome.failure)
+        end = Finished() if outcome.finished else outcome.failure
+        assert end is not None
+        return AliroResult(outcome.authenticated, granted[-1], end)
 
 
 @dataclass

@@ -9,10 +9,11 @@ Two jobs share the radio:
   the RSSI of the phone it connects to from its radio's table.
 * ``BleUnlockClient`` connects to one phone, subscribes to its response
   characteristic and gives a handler an ``exchange(bytes) -> bytes`` link, the
-  same shape as the NFC path, so the caller drives the same ReaderTransaction
-  (with the BLE interface byte). The link is always torn down in ``finally``;
-  retries are bounded and each starts from a fresh connection and a fresh
-  handler, so no session is ever left half-open.
+  same shape as the NFC path, so the bridge's one reader driver
+  (bridge.reader_driver) runs the same transaction over it (with the BLE
+  interface byte). It moves bytes and knows nothing of Aliro. The link is
+  always torn down in ``finally``; retries are bounded and each starts from a
+  fresh connection and a fresh handler, so no session is ever left half-open.
 
 The bleak backend is injected as a CLASS (``backend=``): None means bleak's
 platform default (BlueZ on a Linux host); tests and the scenario runner pass
@@ -42,13 +43,6 @@ from passbridge.clock import Clock, SystemClock
 from passbridge.core.model import Side
 from passbridge.core.policy import NEARBY_RSSI_MIN, NEARBY_WINDOW_SECONDS
 from passbridge.errors import PassbridgeError
-from passbridge.protocol.aliro_reader import (
-    Authenticated,
-    Failed,
-    Finished,
-    ReaderTransaction,
-    SendCommand,
-)
 from passbridge.protocol.ble_advert import AdvertError, adv_id_from_service_data
 from passbridge.protocol.ble_framing import (
     MIN_ATT_MTU,
@@ -59,7 +53,6 @@ from passbridge.protocol.ble_framing import (
     MessageAssembler,
     frame_message,
 )
-from passbridge.protocol.exchange_status import ReaderStatus
 
 log = logging.getLogger(__name__)
 
@@ -712,74 +705,3 @@ class _ClaimedFailure(PassbridgeError):
     def __init__(self, error: BleUnlockError) -> None:
         super().__init__(str(error))
         self.error = error
-
-
-# --------------------------------------------------------------------------- Aliro over BLE
-
-
-@dataclass(frozen=True, slots=True)
-class BleAuthOutcome:
-    """What one Bluetooth authentication came to."""
-
-    authenticated: Authenticated | None
-    granted: bool
-    failure: Failed | None = None
-    repeat: bool = False  # authenticated, but this phone unlocked moments ago
-    finished: bool = False  # the phone acknowledged the door status
-
-
-async def drive_reader(
-    link: BleLink,
-    transaction: ReaderTransaction,
-    decide: Callable[[Authenticated], Awaitable[tuple[bool, int]]],
-) -> BleAuthOutcome:
-    """Run one ReaderTransaction (built with ``interface=Interface.BLE``) over ``link``.
-
-    ``decide`` is asked only for a phone that authenticated and is not in its
-    cooldown; it answers whether the door opened and the reader status that
-    tells the phone (protocol.exchange_status). A phone in its cooldown is
-    told "state unknown": accepted, and nothing new decided.
-    """
-    event = transaction.receive(await link.exchange(transaction.start()))
-    while isinstance(event, SendCommand):
-        event = transaction.receive(await link.exchange(event.apdu))
-    if isinstance(event, Failed):
-        with contextlib.suppress(BleUnlockError):
-            await link.exchange(transaction.control_flow(False))
-        return BleAuthOutcome(None, False, failure=event)
-    if not isinstance(event, Authenticated):
-        return BleAuthOutcome(None, False, failure=Failed("out_of_order", type(event).__name__))
-    repeat = link.recently_unlocked(event.credential_id)
-    granted, status = False, int(ReaderStatus.STATE_UNKNOWN)
-    if not repeat:
-        granted, status = await _to_completion(_decide_and_claim(link, event, decide))
-    final = transaction.receive(await link.exchange(transaction.door_status(status)))
-    if isinstance(final, Failed):
-        return BleAuthOutcome(event, granted, failure=final, repeat=repeat)
-    return BleAuthOutcome(event, granted, repeat=repeat, finished=isinstance(final, Finished))
-
-
-async def _decide_and_claim(
-    link: BleLink,
-    auth: Authenticated,
-    decide: Callable[[Authenticated], Awaitable[tuple[bool, int]]],
-) -> tuple[bool, int]:
-    granted, status = await decide(auth)
-    link.decided(auth.credential_id, granted)
-    return granted, status
-
-
-async def _to_completion(step: Awaitable[T]) -> T:
-    """Await ``step`` to its end even if a timeout cancels the caller meanwhile.
-
-    A decision, once asked for, is recorded and claimed (cooldown started)
-    whatever happens to the session around it: cancelling it halfway would
-    leave a grant in the audit log that the session does not know about, and
-    the same phone could be granted again at once.
-    """
-    task = asyncio.ensure_future(step)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await asyncio.wait({task})
-        raise

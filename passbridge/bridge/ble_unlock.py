@@ -8,16 +8,22 @@ This module only reports what the radio established: who, and how strong.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from passbridge.adapters.ble_central import (
-    BleAuthOutcome,
     BleLink,
     BleUnlockClient,
     BleUnlockError,
     Sighting,
-    drive_reader,
+)
+from passbridge.bridge.reader_driver import (
+    CredentialDirectory,
+    new_transaction,
+    reader_steps,
+    run_reader_async,
 )
 from passbridge.controller import DoorController
 from passbridge.core.decision import ENUM_TEXT, Decision
@@ -25,11 +31,84 @@ from passbridge.core.model import Factor, Reason, Side
 from passbridge.protocol.aliro_crypto import Interface
 from passbridge.protocol.aliro_reader import (
     Authenticated,
-    CredentialDirectory,
+    Failed,
     ReaderIdentity,
     ReaderTransaction,
 )
-from passbridge.protocol.exchange_status import exchange_status
+from passbridge.protocol.exchange_status import ReaderStatus, exchange_status
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class BleAuthOutcome:
+    """What one Bluetooth authentication came to."""
+
+    authenticated: Authenticated | None
+    granted: bool
+    failure: Failed | None = None
+    repeat: bool = False  # authenticated, but this phone unlocked moments ago
+    finished: bool = False  # the phone acknowledged the door status
+
+
+async def drive_reader(
+    link: BleLink,
+    transaction: ReaderTransaction,
+    credentials: CredentialDirectory,
+    decide: Callable[[Authenticated], Awaitable[tuple[bool, int]]],
+) -> BleAuthOutcome:
+    """Run one transaction (built with ``interface=Interface.BLE``) over ``link``
+    with the bridge's reader driver.
+
+    ``decide`` is asked only for a phone that authenticated and is not in its
+    cooldown; it answers whether the door opened and the reader status that
+    tells the phone (protocol.exchange_status). A phone in its cooldown is
+    told "state unknown": accepted, and nothing new decided. A failed
+    authentication is decided by the caller, from the outcome.
+    """
+    repeat = False
+    granted = False
+
+    async def report(event: Authenticated | Failed) -> int | None:
+        nonlocal repeat, granted
+        if isinstance(event, Failed):
+            return None
+        repeat = link.recently_unlocked(event.credential_id)
+        if repeat:
+            return int(ReaderStatus.STATE_UNKNOWN)
+        granted, status = await _to_completion(_decide_and_claim(link, event, decide))
+        return status
+
+    outcome = await run_reader_async(reader_steps(transaction, credentials), link.exchange,
+                                     report)
+    return BleAuthOutcome(outcome.authenticated, granted, failure=outcome.failure,
+                          repeat=repeat, finished=outcome.finished)
+
+
+async def _decide_and_claim(
+    link: BleLink,
+    auth: Authenticated,
+    decide: Callable[[Authenticated], Awaitable[tuple[bool, int]]],
+) -> tuple[bool, int]:
+    granted, status = await decide(auth)
+    link.decided(auth.credential_id, granted)
+    return granted, status
+
+
+async def _to_completion(step: Awaitable[T]) -> T:
+    """Await ``step`` to its end even if a timeout cancels the caller meanwhile.
+
+    A decision, once asked for, is recorded and claimed (cooldown started)
+    whatever happens to the session around it: cancelling it halfway would
+    leave a grant in the audit log that the session does not know about, and
+    the same phone could be granted again at once.
+    """
+    task = asyncio.ensure_future(step)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait({task})
+        raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +159,8 @@ class BleDoorUnlocker:
             return decision.granted, int(status)
 
         def session(link: BleLink) -> Awaitable[BleAuthOutcome]:
-            transaction = ReaderTransaction(
-                self._identity, self._credentials, interface=Interface.BLE
-            )
-            return drive_reader(link, transaction, decide)
+            transaction = new_transaction(self._identity, interface=Interface.BLE)
+            return drive_reader(link, transaction, self._credentials, decide)
 
         target = sighting.device if sighting.device is not None else sighting.address
         try:

@@ -15,25 +15,20 @@ from typing import Protocol
 
 from passbridge.adapters.nfc_reader import Decide, Exchange, TapOutcome
 from passbridge.bridge.flood import FloodGate
+from passbridge.bridge.reader_driver import (
+    CredentialDirectory,
+    new_transaction,
+    reader_steps,
+    run_reader,
+)
 from passbridge.controller import DoorController
 from passbridge.core.decision import ENUM_TEXT, Decision
 from passbridge.core.model import Factor, Reason, Side
 from passbridge.protocol.aliro_crypto import Interface
-from passbridge.protocol.aliro_reader import (
-    Authenticated,
-    CredentialDirectory,
-    Failed,
-    Finished,
-    ReaderIdentity,
-    ReaderTransaction,
-    SendCommand,
-)
+from passbridge.protocol.aliro_reader import Authenticated, Failed, ReaderIdentity
 from passbridge.protocol.exchange_status import ReaderStatus, exchange_status
 
 log = logging.getLogger(__name__)
-
-# A STANDARD tap is 4 round trips; anything past this is a phone stalling us.
-MAX_COMMANDS_PER_TAP = 8
 
 # How the decision record names the flow a tap used (the token's ``ev.flow``).
 FLOW_EVIDENCE = {"standard": "STANDARD", "fast": "FAST"}
@@ -109,7 +104,7 @@ def tap_reader_status(request: TapRequest, granted: bool) -> ReaderStatus:
 
 
 class AliroTapHandler:
-    """A TapHandler running one ReaderTransaction (a fresh handler per tap)."""
+    """A TapHandler running one reader transaction (a fresh handler per tap)."""
 
     def __init__(
         self,
@@ -127,51 +122,32 @@ class AliroTapHandler:
         self._on_authenticated = on_authenticated
 
     def run(self, exchange: Exchange, decide: Decide) -> TapResult:
-        txn = ReaderTransaction(self._identity, self._credentials, interface=self._interface)
-        command = txn.start()
-        for _ in range(MAX_COMMANDS_PER_TAP):
-            event = txn.receive(exchange(command))
-            if isinstance(event, SendCommand):
-                command = event.apdu
-                continue
+        txn = new_transaction(self._identity, interface=self._interface)
+        asked: list[tuple[TapRequest, bool]] = []
+
+        def report(event: Authenticated | Failed) -> int | None:
+            """A failed authentication is decided (denied, audited) before the
+            closing CONTROL FLOW; an authenticated phone waits for its status."""
             if isinstance(event, Failed):
-                request = TapRequest(
-                    transaction_id=txn.transaction_id, failure=f"{event.reason}: {event.detail}"
-                )
+                request = TapRequest(transaction_id=txn.transaction_id,
+                                     failure=f"{event.reason}: {event.detail}")
                 decide(request)
-                _send_quietly(exchange, txn.control_flow(success=False))
-                return TapResult(request, granted=False, status_delivered=False)
-            if isinstance(event, Authenticated):
-                if self._on_authenticated is not None:
-                    self._on_authenticated(event.credential_id)
-                request = TapRequest(
-                    credential_id=event.credential_id,
-                    flow=event.flow,
-                    transaction_id=event.transaction_id,
-                )
-                granted = decide(request)
-                status = tap_reader_status(request, granted)
-                answer = exchange(txn.door_status(status))
-                final = txn.receive(answer)
-                refusal = None
-                if isinstance(final, Failed) and final.reason == "status_word":
-                    refusal = (answer[-2] << 8) | answer[-1]
-                return TapResult(request, granted, status_delivered=isinstance(final, Finished),
-                                 reader_status=int(status), phone_refusal=refusal)
-            break
-        request = TapRequest(
-            transaction_id=txn.transaction_id, failure="out_of_order: tap did not finish"
-        )
-        decide(request)
-        return TapResult(request, granted=False, status_delivered=False)
+                asked.append((request, False))
+                return None
+            if self._on_authenticated is not None:
+                self._on_authenticated(event.credential_id)
+            request = TapRequest(credential_id=event.credential_id, flow=event.flow,
+                                 transaction_id=event.transaction_id)
+            granted = decide(request)
+            asked.append((request, granted))
+            return int(tap_reader_status(request, granted))
 
-
-def _send_quietly(exchange: Exchange, command: bytes) -> None:
-    """Tell the phone the tap is over; it may already have left the field."""
-    try:
-        exchange(command)
-    except Exception:  # noqa: BLE001 - the decision is made; this is courtesy
-        log.debug("phone did not take the closing command", exc_info=True)
+        outcome = run_reader(reader_steps(txn, self._credentials), exchange, report)
+        request, granted = asked[-1]
+        if outcome.authenticated is None:
+            return TapResult(request, granted=False, status_delivered=False)
+        return TapResult(request, granted, status_delivered=outcome.finished,
+                         reader_status=outcome.status, phone_refusal=outcome.refusal)
 
 
 AUTH_FAILED = "nfc_auth_failed"

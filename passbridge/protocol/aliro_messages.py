@@ -68,16 +68,22 @@ class SelectAnswer:
     a5_raw: bytes  # exact A5 TLV, an input to every salt
 
 
+# Schemas are module constants: a message's shape does not change per call.
+_SELECT_FCI_SCHEMA = (Field(TAG_FCI),)
+_SELECT_INNER_SCHEMA = (Field(TAG_AID, (len(AID),)), Field(TAG_PROPRIETARY))
+_SELECT_PROPRIETARY_SCHEMA = (Field(TAG_TYPE, (2,)), Field(TAG_VERSIONS, max_length=32))
+
+
 def parse_select_response(data: bytes) -> SelectAnswer:
-    outer = tlv.parse(data, (Field(TAG_FCI),))
+    outer = tlv.parse(data, _SELECT_FCI_SCHEMA)
     inner_bytes = outer[TAG_FCI]
-    inner = tlv.parse(inner_bytes, (Field(TAG_AID, (len(AID),)), Field(TAG_PROPRIETARY)))
+    inner = tlv.parse(inner_bytes, _SELECT_INNER_SCHEMA)
     if not same_bytes(inner[TAG_AID], AID):
         raise MalformedTLV("SELECT answer names another application")
     # Newer phones may append fields (extended length info, BLE data) inside A5;
     # they are hashed into every salt, so accepting them cannot be abused.
     prop = tlv.parse(inner[TAG_PROPRIETARY],
-                     (Field(TAG_TYPE, (2,)), Field(TAG_VERSIONS, max_length=32)),
+                     _SELECT_PROPRIETARY_SCHEMA,
                      allow_unknown_tail=True)
     raw_versions = prop[TAG_VERSIONS]
     if not raw_versions or len(raw_versions) % 2:
@@ -190,10 +196,12 @@ class CryptogramContent:
         ))
 
 
+_CRYPTOGRAM_SCHEMA = (Field(TAG_SIGNALING, (2,)), Field(TAG_CREDENTIAL_TIMESTAMP, (20,)),
+                      Field(TAG_REVOCATION_TIMESTAMP, (20,)))
+
+
 def parse_cryptogram_content(plaintext: bytes) -> CryptogramContent:
-    f = tlv.parse(plaintext, (Field(TAG_SIGNALING, (2,)),
-                              Field(TAG_CREDENTIAL_TIMESTAMP, (20,)),
-                              Field(TAG_REVOCATION_TIMESTAMP, (20,))))
+    f = tlv.parse(plaintext, _CRYPTOGRAM_SCHEMA)
     return CryptogramContent(f[TAG_SIGNALING], f[TAG_CREDENTIAL_TIMESTAMP],
                              f[TAG_REVOCATION_TIMESTAMP])
 
@@ -220,8 +228,11 @@ def auth1_command(return_public_key: bool, reader_signature: bytes) -> bytes:
     return CommandAPDU(CLA_PROPRIETARY, INS_AUTH1, 0, 0, data, 0x00).encode()
 
 
+_AUTH1_SCHEMA = (Field(TAG_COMMAND_PARAMETERS, (1,)), Field(TAG_SIGNATURE, (64,)))
+
+
 def parse_auth1_command(data: bytes) -> Auth1Command:
-    f = tlv.parse(data, (Field(TAG_COMMAND_PARAMETERS, (1,)), Field(TAG_SIGNATURE, (64,))))
+    f = tlv.parse(data, _AUTH1_SCHEMA)
     flag = f[TAG_COMMAND_PARAMETERS][0]
     if flag not in (AUTH1_RETURN_KEY_SLOT, AUTH1_RETURN_PUBLIC_KEY):
         raise MalformedTLV(f"unknown AUTH1 parameters {flag:02X}")
@@ -296,8 +307,11 @@ def reader_status_plaintext(status: int) -> bytes:
     return tlv.encode(TAG_READER_STATUS, status.to_bytes(2, "big"))
 
 
+_READER_STATUS_SCHEMA = (Field(TAG_READER_STATUS, (2,)),)
+
+
 def parse_reader_status(plaintext: bytes) -> bytes:
-    return tlv.parse(plaintext, (Field(TAG_READER_STATUS, (2,)),))[TAG_READER_STATUS]
+    return tlv.parse(plaintext, _READER_STATUS_SCHEMA)[TAG_READER_STATUS]
 
 
 def control_flow_command(s1: int, s2: int) -> bytes:
@@ -305,6 +319,9 @@ def control_flow_command(s1: int, s2: int) -> bytes:
     return CommandAPDU(CLA_PROPRIETARY, INS_CONTROL_FLOW, 0, 0, data).encode()
 
 
+_CONTROL_FLOW_SCHEMA = (Field(TAG_COMMAND_PARAMETERS, (1,)), Field(TAG_POLICY, (1,)))
+
+
 def parse_control_flow(data: bytes) -> tuple[int, int]:
-    f = tlv.parse(data, (Field(TAG_COMMAND_PARAMETERS, (1,)), Field(TAG_POLICY, (1,))))
+    f = tlv.parse(data, _CONTROL_FLOW_SCHEMA)
     return f[TAG_COMMAND_PARAMETERS][0], f[TAG_POLICY][0]

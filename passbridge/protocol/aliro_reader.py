@@ -1,10 +1,19 @@
 """Reader role of the Aliro-style NFC flow, sans-I/O.
 
-One :class:`ReaderTransaction` is one tap. The caller (nfcpy adapter,
-simulator, test) sends the bytes it is handed and feeds back the phone's
+One :class:`ReaderTransaction` is one tap. The caller (the bridge's reader
+driver, a test) sends the bytes it is handed and feeds back the phone's
 answer; the transaction answers with an event saying what to do next. Every
 malformed, out-of-order or unauthenticated answer ends the transaction with
 :class:`Failed`; ``receive`` never raises on wire input.
+
+It does no I/O and calls nothing that may (the style of h11 and wsproto):
+where the tap needs the key store it returns an event the caller answers.
+:class:`NeedFastKeys` (the phone sent a FAST cryptogram) is answered with
+:meth:`ReaderTransaction.fast_keys_found` and the persistent keys, likeliest
+first (at most ``fast_trials`` are tried, taken one by one from the caller's
+iterable in that call); :class:`NeedCredential` (is this key enrolled?) with
+:meth:`ReaderTransaction.credential_found`. A STANDARD tap's new Kpersistent
+comes out in :class:`Authenticated` for the caller to keep.
 
 Flows:
   STANDARD: SELECT, AUTH0 (41=00), AUTH1, then EXCHANGE with the door status.
@@ -23,7 +32,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum, auto
 from functools import cached_property
 from itertools import islice
-from typing import Literal, Protocol
+from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -61,11 +70,12 @@ from passbridge.protocol.tlv import MalformedTLV
 
 __all__ = [
     "Authenticated",
-    "CredentialDirectory",
     "Failed",
+    "FastKey",
     "Finished",
-    "InMemoryCredentials",
     "Interface",
+    "NeedCredential",
+    "NeedFastKeys",
     "ReaderIdentity",
     "ReaderTransaction",
     "SendCommand",
@@ -100,19 +110,8 @@ class ReaderIdentity:
     def public_x(self) -> bytes:
         return x_coordinate(self.public_key)
 
-class CredentialDirectory(Protocol):
-    """How the reader resolves a phone; backed by enrolment storage."""
-
-    def credential_for_public_key(self, public_key: bytes) -> str | None:
-        """Credential id of an enrolled, unrevoked 65-byte key, else None."""
-
-    def persistent_keys(self) -> Iterable[tuple[str, bytes, bytes]]:
-        """(credential id, credential public key, Kpersistent) candidates for
-        FAST, likeliest first (the reader tries only the first MAX_FAST_TRIALS)."""
-
-    def remember_persistent_key(self, credential_id: str, public_key: bytes,
-                                kpersistent: bytes) -> None:
-        """Store the key a STANDARD tap yielded so the next tap can be FAST."""
+FastKey = tuple[str, bytes, bytes]
+"""(credential id, credential public key, Kpersistent): one FAST candidate."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +129,24 @@ class Authenticated:
     public_key: bytes
     flow: Literal["standard", "fast"]
     transaction_id: bytes
+    kpersistent: bytes | None = field(default=None, repr=False, compare=False)
+    """The persistent key a STANDARD tap derived, for the caller to keep
+    (the phone's next tap can then be FAST); None after a FAST tap."""
+
+
+@dataclass(frozen=True)
+class NeedFastKeys:
+    """The phone sent a FAST cryptogram: answer with
+    :meth:`ReaderTransaction.fast_keys_found` and the persistent keys to try."""
+
+
+@dataclass(frozen=True)
+class NeedCredential:
+    """Is this 65-byte key enrolled and unrevoked? Answer with
+    :meth:`ReaderTransaction.credential_found` (the credential id, or None)."""
+
+    public_key: bytes
+    flow: Literal["standard", "fast"]
 
 
 @dataclass(frozen=True)
@@ -143,7 +160,7 @@ class Failed:
     detail: str
 
 
-Event = SendCommand | Authenticated | Finished | Failed
+Event = SendCommand | NeedFastKeys | NeedCredential | Authenticated | Finished | Failed
 
 class State(StrEnum):
     """Where a tap is; the reader's flow is the table :data:`TRANSITIONS`."""
@@ -151,7 +168,9 @@ class State(StrEnum):
     NEW = auto()
     SELECT_SENT = auto()
     AUTH0_SENT = auto()
+    FAST_KEYS_ASKED = auto()
     AUTH1_SENT = auto()
+    CREDENTIAL_ASKED = auto()
     AUTHENTICATED = auto()
     EXCHANGE_SENT = auto()
     FINISHED = auto()
@@ -163,9 +182,12 @@ class Input(StrEnum):
 
     START = auto()  # start(): SELECT goes out
     SELECT_OK = auto()  # the phone offers version 0100: AUTH0 goes out
-    FAST_MATCH = auto()  # AUTH0 answer with a cryptogram one persistent key opens
-    NO_FAST_MATCH = auto()  # AUTH0 answer without one (or none opens it): AUTH1 goes out
-    AUTH1_OK = auto()  # the AUTH1 answer decrypts, verifies and names an enrolled key
+    CRYPTOGRAM = auto()  # AUTH0 answer with a FAST cryptogram (9D)
+    NO_CRYPTOGRAM = auto()  # AUTH0 answer without one: AUTH1 goes out
+    FAST_MATCH = auto()  # fast_keys_found(): one candidate opens the cryptogram
+    NO_FAST_MATCH = auto()  # fast_keys_found(): none does (fall-back): AUTH1 goes out
+    AUTH1_OK = auto()  # the AUTH1 answer decrypts and the phone's signature verifies
+    CREDENTIAL_FOUND = auto()  # credential_found() with an enrolled credential id
     DOOR_STATUS = auto()  # door_status(): EXCHANGE goes out
     EXCHANGE_OK = auto()  # the phone acknowledged the door status
     FAIL = auto()  # any refusal, malformed answer or failed check
@@ -174,14 +196,19 @@ class Input(StrEnum):
 TRANSITIONS: dict[tuple[State, Input], State] = {
     (State.NEW, Input.START): State.SELECT_SENT,
     (State.SELECT_SENT, Input.SELECT_OK): State.AUTH0_SENT,
-    (State.AUTH0_SENT, Input.FAST_MATCH): State.AUTHENTICATED,
-    (State.AUTH0_SENT, Input.NO_FAST_MATCH): State.AUTH1_SENT,
-    (State.AUTH1_SENT, Input.AUTH1_OK): State.AUTHENTICATED,
+    (State.AUTH0_SENT, Input.CRYPTOGRAM): State.FAST_KEYS_ASKED,
+    (State.AUTH0_SENT, Input.NO_CRYPTOGRAM): State.AUTH1_SENT,
+    (State.FAST_KEYS_ASKED, Input.FAST_MATCH): State.CREDENTIAL_ASKED,
+    (State.FAST_KEYS_ASKED, Input.NO_FAST_MATCH): State.AUTH1_SENT,
+    (State.AUTH1_SENT, Input.AUTH1_OK): State.CREDENTIAL_ASKED,
+    (State.CREDENTIAL_ASKED, Input.CREDENTIAL_FOUND): State.AUTHENTICATED,
     (State.AUTHENTICATED, Input.DOOR_STATUS): State.EXCHANGE_SENT,
     (State.EXCHANGE_SENT, Input.EXCHANGE_OK): State.FINISHED,
     (State.SELECT_SENT, Input.FAIL): State.FAILED,
     (State.AUTH0_SENT, Input.FAIL): State.FAILED,
+    (State.FAST_KEYS_ASKED, Input.FAIL): State.FAILED,
     (State.AUTH1_SENT, Input.FAIL): State.FAILED,
+    (State.CREDENTIAL_ASKED, Input.FAIL): State.FAILED,
     (State.EXCHANGE_SENT, Input.FAIL): State.FAILED,
 }
 """The reader's side of the Aliro flow (protocols/nfc/README.md, "Reader states"),
@@ -190,7 +217,8 @@ Anything not in the table is refused: a phone's answer with no command
 outstanding fails the tap (``out_of_order``); a caller's call out of turn
 raises RuntimeError. FINISHED and FAILED have no way out."""
 
-AWAITING_ANSWER = frozenset(state for state, event in TRANSITIONS if event is Input.FAIL)
+AWAITING_ANSWER = frozenset((State.SELECT_SENT, State.AUTH0_SENT, State.AUTH1_SENT,
+                             State.EXCHANGE_SENT))
 """States in which a command is outstanding, so an answer is expected."""
 
 
@@ -216,8 +244,8 @@ class DerivedKeys:
 MAX_FAST_TRIALS = 64
 """Persistent keys one FAST cryptogram is tried against before the tap falls
 back to STANDARD (protocols/nfc/README.md, "FAST and its fall-back"). The
-directory yields the likeliest keys first; without a bound the trial is
-linear in the number of phones holding a key (about 10-20 us each)."""
+caller hands the likeliest keys first; without a bound the trial is linear
+in the number of phones holding a key (about 10-20 us each)."""
 
 
 class ReaderTransaction:
@@ -226,7 +254,6 @@ class ReaderTransaction:
     def __init__(
         self,
         identity: ReaderIdentity,
-        credentials: CredentialDirectory,
         *,
         interface: Interface = Interface.NFC,
         prefer_fast: bool = True,
@@ -244,7 +271,6 @@ class ReaderTransaction:
         self.fast_keys_tried = 0
         """Persistent keys this tap tried on the cryptogram (benchmarks, tests)."""
         self._identity = identity
-        self._credentials = credentials
         self._interface = interface
         self._command_parameters = COMMAND_FAST if prefer_fast else COMMAND_STANDARD
         if ephemeral_private_key is not None:
@@ -266,6 +292,8 @@ class ReaderTransaction:
         self._volatile: VolatileKeys | None = None
         self._fast: FastKeys | None = None
         self._kpersistent: bytes | None = None
+        self._candidate: tuple[bytes, Literal["standard", "fast"]] | None = None
+        self._cryptogram = b""
         self.authenticated: Authenticated | None = None
 
     # ------------------------------------------------------------ public API
@@ -291,16 +319,51 @@ class ReaderTransaction:
             if state is State.AUTH1_SENT:
                 return self._on_auth1(answer.data)
             return self._on_exchange(answer.data)
-        except _Abort as abort:
-            return self._fail(abort.reason, abort.detail)
-        except (MalformedTLV, MalformedAPDU) as exc:
+        except Exception as exc:  # noqa: BLE001 - never a traceback, never a grant
+            return self._failure(exc)
+
+    def fast_keys_found(self, candidates: Iterable[FastKey]) -> Event:
+        """The caller's answer to :class:`NeedFastKeys`: persistent keys,
+        likeliest first. At most ``fast_trials`` of them are taken from the
+        iterable, one by one, until one opens the cryptogram
+        (:class:`NeedCredential` follows); when none does, the same tap falls
+        back to STANDARD (AUTH1 goes out)."""
+        self._move_or_raise(State.FAST_KEYS_ASKED, "fast_keys_found()")
+        try:
+            found = self._match_cryptogram(islice(candidates, self._fast_trials))
+            return found if found is not None else self._send_auth1(Input.NO_FAST_MATCH)
+        except Exception as exc:  # noqa: BLE001 - never a traceback, never a grant
+            return self._failure(exc)
+
+    def _failure(self, exc: Exception) -> Failed:
+        """What an exception on the tap path means for the tap."""
+        if isinstance(exc, _Abort):
+            return self._fail(exc.reason, exc.detail)
+        if isinstance(exc, MalformedTLV | MalformedAPDU):
             return self._fail("malformed", str(exc))
-        except CryptoFailure as exc:
+        if isinstance(exc, CryptoFailure):
             return self._fail("decrypt_failed", str(exc))
-        except ValueError as exc:  # invalid points and the like
+        if isinstance(exc, ValueError):  # invalid points and the like
             return self._fail("malformed", str(exc))
-        except Exception as exc:  # noqa: BLE001 - last line: never a traceback, never a grant
-            return self._fail("internal", f"{type(exc).__name__}: {exc}")
+        return self._fail("internal", f"{type(exc).__name__}: {exc}")
+
+    def credential_found(self, credential_id: str | None) -> Authenticated | Failed:
+        """The caller's answer to :class:`NeedCredential`: the credential id
+        the key is enrolled under, or None (unknown or revoked: the tap fails
+        with ``unknown_credential``)."""
+        self._move_or_raise(State.CREDENTIAL_ASKED, "credential_found()")
+        assert self._candidate is not None
+        public_key, flow = self._candidate
+        self._candidate = None
+        if credential_id is None:
+            why = ("persistent key of a revoked credential" if flow == "fast"
+                   else "no enrolled credential for this key")
+            return self._fail("unknown_credential", why)
+        self._move(Input.CREDENTIAL_FOUND)
+        self.authenticated = Authenticated(
+            credential_id, public_key, flow, self.transaction_id,
+            self._kpersistent if flow == "standard" else None)
+        return self.authenticated
 
     def door_status(self, status: int) -> bytes:
         """The EXCHANGE command telling the phone the door's decision.
@@ -332,6 +395,10 @@ class ReaderTransaction:
         return self.state in (State.FINISHED, State.FAILED)
 
     # ------------------------------------------------------------ steps
+
+    def _move_or_raise(self, expected: State, call: str) -> None:
+        if self.state is not expected:
+            raise RuntimeError(f"{call} is not allowed in state {self.state.name}")
 
     def _move(self, event: Input) -> None:
         """Take the transition the table has for ``event``; refuse anything else."""
@@ -372,32 +439,35 @@ class ReaderTransaction:
         if same_bytes(point, self._ephemeral_public):
             raise _Abort("malformed", "phone echoed the reader's ephemeral key")
         if cryptogram is not None:
-            fast = self._match_cryptogram(cryptogram)
-            if fast is not None:
-                return fast
+            self._cryptogram = cryptogram
+            self._move(Input.CRYPTOGRAM)
+            return NeedFastKeys()
+        return self._send_auth1(Input.NO_CRYPTOGRAM)
+
+    def _send_auth1(self, event: Input) -> SendCommand:
         signed = authentication_data(self._identity.reader_id, self._endpoint_x,
                                      self._ephemeral_x, self.transaction_id, READER_CONTEXT)
         signature = sign_raw(self._identity.private_key, signed,
                              deterministic=self._deterministic)
-        self._move(Input.NO_FAST_MATCH)
+        self._move(event)
         return SendCommand(msg.auth1_command(True, signature))
 
-    def _match_cryptogram(self, cryptogram: bytes) -> Event | None:
-        """Try the persistent keys in the directory's order, at most
-        ``fast_trials`` of them; the one whose keys open the cryptogram wins.
+    def _match_cryptogram(self, candidates: Iterable[FastKey]) -> Event | None:
+        """Try the FAST candidates in the caller's order; the first whose keys
+        open the cryptogram wins (if its credential is still enrolled: the
+        caller says so next).
 
         A mismatch is not an error: the phone may hold a key the reader has
         forgotten (or the reverse), or one past the trial bound, and the tap
         then continues with AUTH1.
         """
         assert self._salt_inputs is not None
-        candidates = islice(self._credentials.persistent_keys(), self._fast_trials)
         for _cred, public_key, kpersistent in candidates:
             self.fast_keys_tried += 1
             try:
                 fast = derive_fast_keys(kpersistent, self._salt_inputs, self._endpoint_x,
                                         public_key)
-                content = decrypt_cryptogram(fast.cryptogram_sk, cryptogram)
+                content = decrypt_cryptogram(fast.cryptogram_sk, self._cryptogram)
             except (CryptoFailure, ValueError):
                 continue
             try:
@@ -405,14 +475,11 @@ class ReaderTransaction:
             except MalformedTLV as exc:
                 # It authenticated under our key, so the phone is known but broken.
                 raise _Abort("malformed", f"cryptogram content: {exc}") from None
-            credential_id = self._credentials.credential_for_public_key(public_key)
-            if credential_id is None:
-                raise _Abort("unknown_credential", "persistent key of a revoked credential")
             self._fast = fast
             self._kpersistent = kpersistent
             self._channel = SecureChannel(send_key=fast.exchange_sk_reader,
                                           receive_key=fast.exchange_sk_device, is_reader=True)
-            return self._authenticated(Input.FAST_MATCH, credential_id, public_key, "fast")
+            return self._ask_credential(Input.FAST_MATCH, public_key, "fast")
         return None
 
     def _on_auth1(self, data: bytes) -> Event:
@@ -434,20 +501,16 @@ class ReaderTransaction:
         if not verify_raw(answer.credential_key or public_key, answer.endpoint_signature,
                           signed):
             raise _Abort("bad_signature", "phone signature does not verify")
-        credential_id = self._credentials.credential_for_public_key(public_key)
-        if credential_id is None:
-            raise _Abort("unknown_credential", "no enrolled credential for this key")
-        kpersistent = derive_kpersistent(kdh, self._salt_inputs, self._endpoint_x, public_key)
-        self._kpersistent = kpersistent
-        self._credentials.remember_persistent_key(credential_id, public_key, kpersistent)
+        self._kpersistent = derive_kpersistent(kdh, self._salt_inputs, self._endpoint_x,
+                                               public_key)
         self._channel = channel
-        return self._authenticated(Input.AUTH1_OK, credential_id, public_key, "standard")
+        return self._ask_credential(Input.AUTH1_OK, public_key, "standard")
 
-    def _authenticated(self, event: Input, credential_id: str, public_key: bytes,
-                       flow: Literal["standard", "fast"]) -> Authenticated:
+    def _ask_credential(self, event: Input, public_key: bytes,
+                        flow: Literal["standard", "fast"]) -> NeedCredential:
         self._move(event)
-        self.authenticated = Authenticated(credential_id, public_key, flow, self.transaction_id)
-        return self.authenticated
+        self._candidate = (public_key, flow)
+        return NeedCredential(public_key, flow)
 
     def _on_exchange(self, data: bytes) -> Event:
         assert self._channel is not None
@@ -456,36 +519,3 @@ class ReaderTransaction:
         self._move(Input.EXCHANGE_OK)
         self._channel = None
         return Finished()
-
-
-class InMemoryCredentials:
-    """A CredentialDirectory held in dicts, for simulators, tests and benchmarks.
-
-    Production resolves credentials from enrolment storage; this one is the
-    reference behaviour: revoking drops the persistent key too, so a revoked
-    phone can never complete a FAST tap.
-    """
-
-    def __init__(self, enrolled: dict[bytes, str] | None = None) -> None:
-        self._by_key: dict[bytes, str] = dict(enrolled or {})
-        self._persistent: dict[str, tuple[str, bytes, bytes]] = {}
-
-    def enrol(self, credential_id: str, public_key: bytes) -> None:
-        self._by_key[public_key] = credential_id
-
-    def revoke(self, credential_id: str) -> None:
-        self._by_key = {k: c for k, c in self._by_key.items() if c != credential_id}
-        self._persistent.pop(credential_id, None)
-
-    def forget_persistent_keys(self) -> None:
-        self._persistent.clear()
-
-    def credential_for_public_key(self, public_key: bytes) -> str | None:
-        return self._by_key.get(public_key)
-
-    def persistent_keys(self) -> Iterable[tuple[str, bytes, bytes]]:
-        return tuple(self._persistent.values())
-
-    def remember_persistent_key(self, credential_id: str, public_key: bytes,
-                                kpersistent: bytes) -> None:
-        self._persistent[credential_id] = (credential_id, public_key, kpersistent)
