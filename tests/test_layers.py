@@ -138,7 +138,7 @@ PURE_LAYERS = ("passbridge.core", "passbridge.protocol")
 # What the pure layers may import from the rest of the package: the
 # injectable clock and the error types, nothing that runs I/O.
 PURE_MAY_USE = ("passbridge.core", "passbridge.protocol", "passbridge.clock",
-                "passbridge.errors")
+                "passbridge.errors", "passbridge.p256")
 
 
 def _closure(modules: Iterable[str]) -> set[str]:
@@ -310,3 +310,15 @@ def test_the_import_reader_sees_lazy_relative_and_submodule_imports(
         assert {e.target for e in _edges("passbridge.service.app")} == expected
     finally:
         _edges.cache_clear()
+
+
+def test_one_set_of_p256_point_helpers() -> None:
+    """Issue 9: the 65-byte point is encoded and decoded in passbridge/p256.py
+    only; no other module spells the encoding or decodes a point itself."""
+    bad = sorted(
+        f"{_files()[m].relative_to(PROJECT)}:{node.lineno}"
+        for m in _files() if m != "passbridge.p256" for node in ast.walk(_tree(m))
+        if isinstance(node, ast.Attribute)
+        and node.attr in ("UncompressedPoint", "from_encoded_point", "derive_private_key")
+    )
+    assert not bad, f"P-256 point helpers outside passbridge/p256.py: {bad}"

@@ -464,3 +464,23 @@ def test_fast_keys_are_pulled_from_the_caller_one_by_one_at_most_the_bound() -> 
             assert event == NeedCredential(phone.credential_public_key, "fast")
         else:
             assert isinstance(event, SendCommand)  # AUTH1: the fall-back in the same tap
+
+
+def test_a_key_store_failure_while_fast_keys_are_pulled_fails_the_tap() -> None:
+    site = Site()
+    phone = new_phone(site)
+    tap(site, phone)  # the phone holds a key: its next tap offers a cryptogram
+
+    def broken() -> Iterator[tuple[str, bytes, bytes]]:
+        raise OSError("key store unavailable")
+        yield  # pragma: no cover
+
+    reader = ReaderTransaction(site.identity)
+    event = reader.receive(phone.process(reader.start()))
+    assert isinstance(event, SendCommand)
+    assert reader.receive(phone.process(event.apdu)) == NeedFastKeys()
+    failed = reader.fast_keys_found(broken())
+    assert isinstance(failed, Failed) and failed.reason == "internal"
+    assert reader.done and reader.authenticated is None
+    with pytest.raises(RuntimeError):
+        reader.door_status(ReaderStatus.STATE_UNSECURED)

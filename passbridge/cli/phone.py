@@ -18,9 +18,9 @@ from passbridge.core.tokens import (
     BadKey,
     generate_private_key,
     load_public_key_pem,
-    p256_point,
     private_key_to_pem,
 )
+from passbridge.p256 import public_key_bytes
 
 
 def print_phone(phone: Any) -> None:
@@ -40,7 +40,7 @@ def _phone_enroll(args: argparse.Namespace) -> int:
         except FileExistsError:
             print(f"error: {args.new_key_out} exists; not overwriting a key", file=sys.stderr)
             return EXIT_USAGE
-        point = p256_point(key.public_key())  # type: ignore[arg-type]
+        point = public_key_bytes(key.public_key())  # type: ignore[arg-type]
     else:
         try:
             point = _read_public_point(args.public_key)
@@ -66,7 +66,7 @@ def _read_public_point(text: str) -> bytes:
     candidate = Path(text)
     if candidate.exists():
         public = load_public_key_pem(candidate.read_text(), "ES256")
-        return p256_point(public)  # type: ignore[arg-type]
+        return public_key_bytes(public)  # type: ignore[arg-type]
     point = bytes.fromhex(text)
     if len(point) != 65 or point[0] != 0x04:
         raise ValueError("expected a 65-byte uncompressed P-256 point (04...) or a PEM file")

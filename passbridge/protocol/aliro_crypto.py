@@ -24,12 +24,20 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from passbridge.errors import PassbridgeError
+
+# The one set of P-256 helpers (passbridge/p256.py), re-exported: the roles
+# and the vector scripts name them from here.
+from passbridge.p256 import CURVE as CURVE
+from passbridge.p256 import generate_private_key
+from passbridge.p256 import load_public_key as load_public_key
+from passbridge.p256 import private_key_from_scalar as private_key_from_scalar
+from passbridge.p256 import private_scalar as private_scalar
+from passbridge.p256 import public_key_bytes as public_key_bytes
+from passbridge.p256 import x_coordinate as x_coordinate
 from passbridge.protocol import tlv
 
-CURVE = ec.SECP256R1()
 _ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 AID = bytes.fromhex("A000000909ACCE5501")
@@ -67,44 +75,13 @@ class CryptoFailure(PassbridgeError):
 # ---------------------------------------------------------------- keys
 
 
-def public_key_bytes(key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) -> bytes:
-    """The 65-byte uncompressed point, the only key encoding on the wire."""
-    pub = key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey) else key
-    return pub.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
-
-
-def x_coordinate(point: bytes) -> bytes:
-    """The x coordinate of a 65-byte uncompressed point (the signed strings use it)."""
-    if len(point) != 65 or point[0] != 0x04:
-        raise ValueError("expected a 65-byte uncompressed P-256 point")
-    return point[1:33]
-
-
-def load_public_key(point: bytes) -> ec.EllipticCurvePublicKey:
-    """Decode and validate a peer's point; raises ValueError if it is not on P-256."""
-    if len(point) != 65 or point[0] != 0x04:
-        raise ValueError("expected a 65-byte uncompressed P-256 point")
-    return ec.EllipticCurvePublicKey.from_encoded_point(CURVE, point)
-
-
-def private_key_from_scalar(scalar: bytes) -> ec.EllipticCurvePrivateKey:
-    """A P-256 private key from its 32-byte big-endian scalar (vectors, key files)."""
-    if len(scalar) != 32:
-        raise ValueError("a P-256 private scalar is 32 bytes")
-    return ec.derive_private_key(int.from_bytes(scalar, "big"), CURVE)
-
-
-def private_scalar(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_numbers().private_value.to_bytes(32, "big")
-
-
 def generate_ephemeral() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(CURVE)
+    return generate_private_key()
 
 
 def generate_ephemeral_pair() -> tuple[ec.EllipticCurvePrivateKey, bytes]:
     """A fresh ephemeral key with its 65-byte point, the form AUTH0 sends."""
-    key = ec.generate_private_key(CURVE)
+    key = generate_private_key()
     return key, public_key_bytes(key)
 
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from passbridge.core.tokens import new_jti, p256_point
+from passbridge.core.tokens import new_jti
+from passbridge.p256 import public_key_bytes
 from passbridge.protocol.aliro_crypto import Interface
 from passbridge.protocol.aliro_phone import PhoneApplet, PhoneMisbehaviour
 from passbridge.protocol.ble_advert import derive_proximity_key, rotating_id, slot_at
@@ -34,7 +35,7 @@ class SimulatedPhone:
 
     @property
     def public_key_point(self) -> bytes:
-        return p256_point(self.credential_key.public_key())
+        return public_key_bytes(self.credential_key)
 
     def applet(
         self,

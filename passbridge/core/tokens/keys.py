@@ -11,6 +11,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from passbridge.errors import PassbridgeError
+from passbridge.p256 import load_public_key, public_key_bytes
+
+p256_point = public_key_bytes
+"""The point encoding of passbridge/p256.py under the name the token API has used."""
 
 SUPPORTED_ALGS: frozenset[str] = frozenset({"ES256", "EdDSA"})
 
@@ -96,18 +100,8 @@ def load_public_key_pem(pem: str | bytes, alg: str) -> PublicKey:
 
 
 def p256_public_key_from_point(point: bytes) -> ec.EllipticCurvePublicKey:
-    """A phone's public key from its 65-byte uncompressed SEC1 point."""
-    if len(point) != 65 or point[0] != 0x04:
-        raise BadKey("expected a 65-byte uncompressed P-256 point")
+    """A phone's public key from its 65-byte uncompressed SEC1 point (BadKey if not one)."""
     try:
-        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
+        return load_public_key(point)
     except ValueError as exc:
-        raise BadKey("not a point on P-256") from exc
-
-
-def p256_point(key: ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey) -> bytes:
-    """The 65-byte uncompressed SEC1 point of a P-256 key."""
-    public = key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey) else key
-    return public.public_bytes(
-        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-    )
+        raise BadKey(f"not a P-256 point: {exc}") from exc
