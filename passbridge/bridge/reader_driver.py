@@ -96,7 +96,9 @@ def settle(transaction: ReaderTransaction, event: Event,
     return answered
 
 
-@dataclass(frozen=True, slots=True)
+# Steps are made and consumed within one tap; plain (not frozen) slotted
+# dataclasses are built without per-field setattr calls.
+@dataclass(slots=True)
 class Transmit:
     """Send ``apdu`` and send the phone's answer back into the steps.
 
@@ -108,7 +110,7 @@ class Transmit:
     courtesy: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Report:
     """How authentication ended. For :class:`Authenticated` the answer sent
     back is the reader status (protocol.exchange_status) EXCHANGE tells the

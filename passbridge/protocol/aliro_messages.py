@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from passbridge.protocol import tlv
 from passbridge.protocol.aliro_crypto import AID, load_public_key, same_bytes
-from passbridge.protocol.apdu import CommandAPDU
+from passbridge.protocol.apdu import CommandAPDU, encode_command
 from passbridge.protocol.tlv import Field, MalformedTLV
 
 CLA_ISO = 0x00
@@ -124,7 +124,7 @@ def auth0_command(command_parameters: int, authentication_policy: int, version: 
         (TAG_TRANSACTION_ID, transaction_id),
         (TAG_READER_ID, reader_id),
     ))
-    return CommandAPDU(CLA_PROPRIETARY, INS_AUTH0, 0, 0, data, 0x00).encode()
+    return encode_command(CLA_PROPRIETARY, INS_AUTH0, 0, 0, data, 0x00)
 
 
 _AUTH0_SCHEMA = (
@@ -225,7 +225,7 @@ def auth1_command(return_public_key: bool, reader_signature: bytes) -> bytes:
     """The AUTH1 command APDU (what :meth:`Auth1Command.encode` sends)."""
     flag = bytes((AUTH1_RETURN_PUBLIC_KEY if return_public_key else AUTH1_RETURN_KEY_SLOT,))
     data = tlv.encode_all(((TAG_COMMAND_PARAMETERS, flag), (TAG_SIGNATURE, reader_signature)))
-    return CommandAPDU(CLA_PROPRIETARY, INS_AUTH1, 0, 0, data, 0x00).encode()
+    return encode_command(CLA_PROPRIETARY, INS_AUTH1, 0, 0, data, 0x00)
 
 
 _AUTH1_SCHEMA = (Field(TAG_COMMAND_PARAMETERS, (1,)), Field(TAG_SIGNATURE, (64,)))
@@ -295,7 +295,7 @@ def parse_auth1_answer(plaintext: bytes) -> Auth1Answer:
 
 
 def exchange_command(ciphertext: bytes) -> bytes:
-    return CommandAPDU(CLA_PROPRIETARY, INS_EXCHANGE, 0, 0, ciphertext, 0x00).encode()
+    return encode_command(CLA_PROPRIETARY, INS_EXCHANGE, 0, 0, ciphertext, 0x00)
 
 
 def reader_status_plaintext(status: int) -> bytes:
@@ -316,7 +316,7 @@ def parse_reader_status(plaintext: bytes) -> bytes:
 
 def control_flow_command(s1: int, s2: int) -> bytes:
     data = tlv.encode_all(((TAG_COMMAND_PARAMETERS, bytes([s1])), (TAG_POLICY, bytes([s2]))))
-    return CommandAPDU(CLA_PROPRIETARY, INS_CONTROL_FLOW, 0, 0, data).encode()
+    return encode_command(CLA_PROPRIETARY, INS_CONTROL_FLOW, 0, 0, data)
 
 
 _CONTROL_FLOW_SCHEMA = (Field(TAG_COMMAND_PARAMETERS, (1,)), Field(TAG_POLICY, (1,)))

@@ -44,14 +44,19 @@ class CommandAPDU:
     le: int | None = None  # None = no Le byte; 0 encodes as 00 (up to 256)
 
     def encode(self) -> bytes:
-        if len(self.data) > 255:
-            raise ValueError("short APDU data is limited to 255 bytes")
-        out = bytes([self.cla, self.ins, self.p1, self.p2])
-        if self.data:
-            out += bytes([len(self.data)]) + self.data
-        if self.le is not None:
-            out += bytes([self.le & 0xFF])
-        return out
+        return encode_command(self.cla, self.ins, self.p1, self.p2, self.data, self.le)
+
+
+def encode_command(cla: int, ins: int, p1: int, p2: int, data: bytes = b"",
+                   le: int | None = None) -> bytes:
+    """A short command APDU's bytes (what :meth:`CommandAPDU.encode` gives),
+    for encoders that have no use for the object."""
+    if len(data) > 255:
+        raise ValueError("short APDU data is limited to 255 bytes")
+    header = bytes((cla, ins, p1, p2))
+    body = bytes((len(data),)) + data if data else b""
+    trailer = bytes((le & 0xFF,)) if le is not None else b""
+    return header + body + trailer
 
 
 def parse_command(raw: bytes) -> CommandAPDU:

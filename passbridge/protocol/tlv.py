@@ -21,7 +21,7 @@ class MalformedTLV(PassbridgeError, ValueError):
     """The bytes are not the TLV structure the protocol expects."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Field:
     """One expected field of a message schema.
 
@@ -59,7 +59,7 @@ def encode(tag: int, value: bytes) -> bytes:
 
 
 def encode_all(fields: Iterable[tuple[int, bytes]]) -> bytes:
-    return b"".join(encode(tag, value) for tag, value in fields)
+    return b"".join([encode(tag, value) for tag, value in fields])
 
 
 def _scan(data: bytes) -> list[tuple[int, int, int, int]]:
