@@ -121,7 +121,6 @@ class DoorController:
             credential=credential,
             evidence=evidence,
         )
-        # What ``token`` does, inline: one coroutine fewer to resume after the commit.
         started = time.perf_counter()
         decision = self.core.decide_token(token, self.clock.moment(), door_hint=door)
         return await self._answer(decision, started)
@@ -172,7 +171,7 @@ class DoorController:
     async def _answer(self, decision: Decision, started: float) -> Decision:
         try:
             await self.audit.record(decision)
-        except Exception:  # noqa: BLE001 - an unrecorded grant must not open a door
+        except Exception:  # an unrecorded grant must not open a door
             log.exception("audit log unavailable; denying decision %s", decision.id)
             decision = replace(
                 decision,

@@ -57,18 +57,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import nfc  # noqa: E402
+import nfc
 
-from passbridge.adapters.keystore import SqliteKeyStore  # noqa: E402
-from passbridge.adapters.nfc_reader import Decide, Exchange, NfcReader, TapOutcome  # noqa: E402
-from passbridge.bridge.fast_keys import FastKeyOrder  # noqa: E402
-from passbridge.bridge.reader_driver import (  # noqa: E402
+from passbridge.adapters.keystore import SqliteKeyStore
+from passbridge.adapters.nfc_reader import Decide, Exchange, NfcReader, TapOutcome
+from passbridge.bridge.fast_keys import FastKeyOrder
+from passbridge.bridge.reader_driver import (
     InMemoryCredentials,
     reader_steps,
     run_reader,
 )
-from passbridge.protocol import aliro_messages as msg  # noqa: E402
-from passbridge.protocol.aliro_crypto import (  # noqa: E402
+from passbridge.protocol import aliro_messages as msg
+from passbridge.protocol.aliro_crypto import (
     ENDPOINT_CONTEXT,
     READER_CONTEXT,
     EphemeralKeyPool,
@@ -89,15 +89,15 @@ from passbridge.protocol.aliro_crypto import (  # noqa: E402
     verify_raw,
     x_coordinate,
 )
-from passbridge.protocol.aliro_phone import PhoneApplet  # noqa: E402
-from passbridge.protocol.aliro_reader import (  # noqa: E402
+from passbridge.protocol.aliro_phone import PhoneApplet
+from passbridge.protocol.aliro_reader import (
     Authenticated,
     Failed,
     ReaderIdentity,
     ReaderTransaction,
 )
-from passbridge.protocol.exchange_status import ReaderStatus  # noqa: E402
-from passbridge.sim.nfc_card import SimulatedCard  # noqa: E402
+from passbridge.protocol.exchange_status import ReaderStatus
+from passbridge.sim.nfc_card import SimulatedCard
 
 TARGET_RATIO = 2.0
 TARGET_MANY_PHONES = 3.0  # FAST tap CPU with 10,000 phones / with 10

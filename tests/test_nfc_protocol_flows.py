@@ -194,7 +194,7 @@ def test_corrupt_cryptogram_falls_back_and_still_authenticates_honestly() -> Non
     store: dict[bytes, bytes] = {}
     honest = new_phone(site, store=store)
     tap(site, honest)
-    corrupt = PhoneApplet(honest._credential, site.identity.public_key,  # noqa: SLF001
+    corrupt = PhoneApplet(honest._credential, site.identity.public_key,
                           kpersistent_store=store,
                           misbehaviour=PhoneMisbehaviour(corrupt_cryptogram=True))
     result = tap(site, corrupt)

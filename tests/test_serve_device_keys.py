@@ -28,7 +28,7 @@ def post(url: str, token: str | None, body: dict[str, Any]) -> tuple[int, dict[s
     request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers,
                                      method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 - loopback
+        with urllib.request.urlopen(request, timeout=30) as resp:  # loopback
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
@@ -37,7 +37,7 @@ def post(url: str, token: str | None, body: dict[str, Any]) -> tuple[int, dict[s
 def get(url: str, token: str | None = None) -> int:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),  # noqa: S310
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
                                     timeout=30) as resp:
             return int(resp.status)
     except urllib.error.HTTPError as error:
@@ -68,7 +68,7 @@ def test_plain_serve_has_no_simulation_and_device_keys_work(tmp_path: Path) -> N
                                 {"phone": "alice-phone"})
             assert (status, body["error"]["code"]) == (404, "not_found")
         assert get(f"{server.url}/v1/sim", front_reader) == 404
-        openapi = json.loads(urllib.request.urlopen(  # noqa: S310 - loopback
+        openapi = json.loads(urllib.request.urlopen(  # loopback
             f"{server.url}/v1/openapi.json", timeout=30).read())
         assert not [p for p in openapi["paths"] if p.startswith("/v1/sim")]
         # The wired routes are production: they work, with the right key only.

@@ -390,7 +390,7 @@ class AuditLog:
         for callback in list(subscribers):
             try:
                 callback(rows)
-            except Exception:  # noqa: BLE001 - a listener never stops the log
+            except Exception:  # a listener never stops the log
                 log.exception("audit subscriber failed")
 
     def _insert(self, batch: list[_Pending]) -> list[int]:
@@ -477,7 +477,7 @@ class AuditLog:
             where.append("door = ?")
             args.append(door)
         clause = " AND ".join(where)  # fixed fragments only; values are bound
-        sql = f"{_SELECT} WHERE {clause} ORDER BY seq LIMIT ?"  # noqa: S608
+        sql = f"{_SELECT} WHERE {clause} ORDER BY seq LIMIT ?"
         args.append(limit)
         try:
             with self._read_lock:
@@ -575,7 +575,7 @@ def _add_hash_chain(conn: sqlite3.Connection) -> None:
             conn.execute("ALTER TABLE events ADD COLUMN hash TEXT")
             previous, after = GENESIS, -1
             while True:  # in pages, so a long history needs no memory to match
-                rows = conn.execute(f"{_SELECT} WHERE seq > ? ORDER BY seq LIMIT 5000",  # noqa: S608
+                rows = conn.execute(f"{_SELECT} WHERE seq > ? ORDER BY seq LIMIT 5000",
                                     (after,)).fetchall()
                 if not rows:
                     break

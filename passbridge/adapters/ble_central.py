@@ -182,10 +182,6 @@ class ProximityTable:
                 found.append(sighting)
         return found
 
-    def prune(self) -> None:
-        """Drop everything older than ``max_age`` now (observe does it as it goes)."""
-        self._expire(self._clock.elapsed())
-
     def forget(self, adv_id: bytes) -> None:
         """Drop what was heard of ``adv_id`` (a simulated phone that left)."""
         self._entries.pop(adv_id, None)
@@ -695,7 +691,7 @@ class BleUnlockClient:
         try:
             async with asyncio.timeout(self.settings.disconnect_timeout):
                 await client.disconnect()
-        except Exception as exc:  # noqa: BLE001 - teardown must not mask the real outcome
+        except Exception as exc:  # teardown must not mask the real outcome
             log.warning("BLE disconnect failed: %s: %s", type(exc).__name__, exc)
 
 

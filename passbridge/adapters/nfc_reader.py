@@ -364,7 +364,7 @@ class NfcReader(Generic[T]):
         while not self._stopping.is_set():
             try:
                 result = clf.connect(rdwr=options, terminate=self._stopping.is_set)
-            except Exception as error:  # noqa: BLE001 - garbage from a card: one line, no traceback
+            except Exception as error:  # garbage from a card: one line, no traceback
                 log.warning("NFC reader %s: polling failed: %s: %s", self._device,
                             type(error).__name__, error)
                 result = False
@@ -444,7 +444,7 @@ class NfcReader(Generic[T]):
         while not self._stopping.is_set():
             try:
                 present = bool(tag.is_present)
-            except Exception as error:  # noqa: BLE001 - a garbage answer means "gone"
+            except Exception as error:  # a garbage answer means "gone"
                 log.debug("NFC reader %s: presence check failed: %s", self._device,
                           type(error).__name__)
                 present = False

@@ -241,7 +241,7 @@ class BleApproachLoop:
             attempt = await self._unlocker.attempt(
                 sighting, priority=SUSPECT if suspect else FRESH
             )
-        except Exception:  # noqa: BLE001 - one device's failure must not stop the reader
+        except Exception:  # one device's failure must not stop the reader
             log.exception("Bluetooth unlock at %s failed", self._unlocker.door)
         self._settle(sighting, keys, attempt)
 

@@ -187,7 +187,7 @@ def run_reader(steps: Generator[Step, bytes | int | None, ReaderOutcome],
             elif step.courtesy:
                 try:
                     exchange(step.apdu)
-                except Exception:  # noqa: BLE001 - the result is settled; this is courtesy
+                except Exception:  # the result is settled; this is courtesy
                     log.debug("phone did not take the closing command", exc_info=True)
                 step = steps.send(None)
             else:
@@ -209,7 +209,7 @@ async def run_reader_async(steps: Generator[Step, bytes | int | None, ReaderOutc
             elif step.courtesy:
                 try:
                     await exchange(step.apdu)
-                except Exception:  # noqa: BLE001 - the result is settled; this is courtesy
+                except Exception:  # the result is settled; this is courtesy
                     log.debug("phone did not take the closing command", exc_info=True)
                 step = steps.send(None)
             else:

@@ -23,7 +23,7 @@ _id_counter = itertools.count()
 
 
 def _reseed_decision_ids() -> None:
-    global _id_prefix, _id_counter  # noqa: PLW0603 - per-process state, by design
+    global _id_prefix, _id_counter  # per-process state, by design
     _id_prefix = secrets.token_hex(8)
     # next() on itertools.count is atomic under the GIL: no lock needed.
     _id_counter = itertools.count()

@@ -146,12 +146,6 @@ def minute_is_uniform(minute: int, tz: ZoneInfo) -> bool:
     return first is not None and first == last and not first % _ONE_MINUTE
 
 
-def local_minute(at: datetime, tz: ZoneInfo) -> tuple[date, int]:
-    """The site-local date and minute after midnight of an aware instant."""
-    local = at.astimezone(tz)
-    return local.date(), local.hour * 60 + local.minute
-
-
 # Seconds never matter: with whole-minute bounds, t >= start and t < end hold for
 # a time t exactly when they hold for t rounded down to its minute.
 

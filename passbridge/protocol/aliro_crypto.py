@@ -218,12 +218,6 @@ def derive_fast_keys(kpersistent: bytes, salt_inputs: SaltInputs, endpoint_ephem
     return FastKeys(okm[0:32], okm[32:64], okm[64:96], okm[96:128], okm[128:160])
 
 
-def derive_step_up_keys(step_up_sk: bytes) -> tuple[bytes, bytes]:
-    """(SKReader, SKDevice) for a step-up phase; unused by passbridge's flow."""
-    return (hkdf_sha256(step_up_sk, None, b"SKReader", 32),
-            hkdf_sha256(step_up_sk, None, b"SKDevice", 32))
-
-
 # ---------------------------------------------------------------- signatures
 
 

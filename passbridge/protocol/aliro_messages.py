@@ -52,10 +52,6 @@ TAG_READER_STATUS = 0x97
 SELECT_COMMAND = CommandAPDU(CLA_ISO, INS_SELECT, 0x04, 0x00, AID, 0x00).encode()
 
 
-def select_command() -> bytes:
-    return SELECT_COMMAND
-
-
 def select_response_data(versions: tuple[bytes, ...] = (bytes.fromhex("0100"),),
                          applet_type: bytes = bytes(2)) -> bytes:
     proprietary = tlv.encode_all(((TAG_TYPE, applet_type), (TAG_VERSIONS, b"".join(versions))))

@@ -175,7 +175,7 @@ class PhoneApplet:
         except (MalformedTLV, ValueError):
             self._reset_tap()
             answer = response(b"", SW.WRONG_DATA)
-        except Exception:  # noqa: BLE001 - an applet answers, it does not crash
+        except Exception:  # an applet answers, it does not crash
             log.exception("phone applet error")
             self._reset_tap()
             answer = response(b"", SW.UNKNOWN)

@@ -319,7 +319,7 @@ class ReaderTransaction:
             if state is State.AUTH1_SENT:
                 return self._on_auth1(answer.data)
             return self._on_exchange(answer.data)
-        except Exception as exc:  # noqa: BLE001 - never a traceback, never a grant
+        except Exception as exc:  # never a traceback, never a grant
             return self._failure(exc)
 
     def fast_keys_found(self, candidates: Iterable[FastKey]) -> Event:
@@ -332,7 +332,7 @@ class ReaderTransaction:
         try:
             found = self._match_cryptogram(islice(candidates, self._fast_trials))
             return found if found is not None else self._send_auth1(Input.NO_FAST_MATCH)
-        except Exception as exc:  # noqa: BLE001 - never a traceback, never a grant
+        except Exception as exc:  # never a traceback, never a grant
             return self._failure(exc)
 
     def _failure(self, exc: Exception) -> Failed:

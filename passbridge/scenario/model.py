@@ -32,6 +32,3 @@ class Scenario:
     steps: tuple[Step, ...]
     # Phones named in steps but enrolled to nobody: they get keys, no enrolment.
     stranger_phones: frozenset[str] = field(default_factory=frozenset)
-
-    def uses(self, action: str) -> bool:
-        return any(step.action == action for step in self.steps)

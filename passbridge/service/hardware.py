@@ -208,7 +208,7 @@ class NfcDoorReader:
         for payload in self.gate.summaries(final=final):
             try:
                 await services.audit.record_change("device", payload)
-            except Exception:  # noqa: BLE001 - a summary must not stop the reader
+            except Exception:  # a summary must not stop the reader
                 log.exception("NFC reader %s: cannot write a device summary", place.device)
 
     async def stop(self) -> None:
@@ -253,7 +253,7 @@ class BleDoorRadio:
     async def start(self) -> None:
         try:
             await self._scanner.start()
-        except Exception as error:  # noqa: BLE001 - bleak raises many kinds; one line for the operator
+        except Exception as error:  # bleak raises many kinds; one line for the operator
             raise StartupError(
                 f"--ble {self.placement.device}: cannot scan: {type(error).__name__}: {error}"
             ) from None

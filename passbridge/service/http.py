@@ -116,7 +116,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return http_exception_response(exc)
     except (asyncio.CancelledError, ConnectionResetError):
         raise
-    except Exception:  # noqa: BLE001 - logged here, never shown to the client
+    except Exception:  # logged here, never shown to the client
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal_error", "internal error; see the service log")
 

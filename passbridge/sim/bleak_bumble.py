@@ -395,7 +395,7 @@ class BumbleClientBackend(BaseBleakClient):
         except asyncio.CancelledError:
             await self._abandon_connect(central)
             raise
-        except Exception as exc:  # noqa: BLE001 - bumble's own error types become bleak's
+        except Exception as exc:  # bumble's own error types become bleak's
             raise BleakError(f"could not connect to {self.address}: {exc!r}") from None
         self._connection = connection
         self._gone = asyncio.Event()

@@ -6,7 +6,6 @@ import re
 from datetime import date, datetime
 
 from passbridge.errors import Problem
-from passbridge.ids import id_problem
 from passbridge.site_file.describe import kind_of
 
 _TIME = re.compile(r"([0-9]{1,2}):([0-9]{2})")
@@ -25,17 +24,6 @@ class Checker:
     @property
     def count(self) -> int:
         return len(self.problems)
-
-    def id_at(self, value: str, where: str) -> bool:
-        """Report ``value`` at ``where`` unless it is an id (``passbridge.ids``); whether it is.
-
-        A string that breaks the rule is still used by the caller, so that
-        references to it are judged as usual.
-        """
-        problem = id_problem(value)
-        if problem is not None:
-            self.fail(where, problem)
-        return problem is None
 
     def day(self, value: date | str, where: str) -> date | None:
         """A calendar date; the shape already holds ``YYYY-MM-DD`` text (or a date)."""
