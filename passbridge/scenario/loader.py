@@ -217,7 +217,7 @@ def _check_configure(
     if "door" not in args:
         problems.append(Problem(file, f"{place}.door", "an override needs the door"))
     override = args["override"]
-    if override is None or override == "none":
+    if override == "none":
         args["override"] = None
         return
     state = DoorState(override)

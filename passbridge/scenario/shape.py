@@ -88,7 +88,7 @@ class Configure(Shape):
 
     door: DoorRef = ABSENT
     override: Annotated[OverrideName, Field(
-        description="a door state, or none to end the override")] | None = ABSENT
+        description="a door state, or none to end the override")] = ABSENT
     minutes: Annotated[int, Field(ge=OVERRIDE_MINUTES_RANGE[0],
                                   le=OVERRIDE_MINUTES_RANGE[1])] = ABSENT
     lockdown: bool = ABSENT
