@@ -29,7 +29,7 @@ from passbridge.core.tokens import (
 from passbridge.errors import ConfigError
 from passbridge.ids import file_for_id, id_problem
 from passbridge.service.app import create_app
-from passbridge.service.simulated import phone_key_path
+from passbridge.sim.air import phone_key_path
 from passbridge.site_file import parse_site
 from passbridge.site_file.document import load_document
 from tests.engine_helpers import Harness

@@ -23,7 +23,7 @@ from passbridge.core.model import Side
 from passbridge.service.app import create_app
 from passbridge.service.device_keys import DeviceKeys, device_slots
 from passbridge.service.runtime import memory_services
-from passbridge.service.simulated import SimulatedAir
+from passbridge.sim.air import SimulatedAir
 from passbridge.site_file import parse_site
 from tests.service_support import MONDAY_10, Keys, make_site
 

@@ -47,7 +47,7 @@ def attach_radios(
     if not simulate or (nfc and ble):
         return None
     # Only now: the simulators load bumble and nfcpy's udp driver.
-    from passbridge.service.simulated import SIM_PHONES_DIR, SimulatedAir
+    from passbridge.sim.air import SIM_PHONES_DIR, SimulatedAir
 
     air = SimulatedAir(services, db.parent / SIM_PHONES_DIR, nfc=not nfc, ble=not ble)
     services.radios.append(air)

@@ -91,7 +91,7 @@ def _run_sim(args: argparse.Namespace) -> int:
                 decision = asyncio.run(sim_client.ble(
                     base, args.door, args.phone, args.side, args.rssi, device_key))
             else:
-                from passbridge.service.simulated import SIM_PHONES_DIR, phone_key_path
+                from passbridge.sim.air import SIM_PHONES_DIR, phone_key_path
 
                 rssi = None if args.rssi == "none" else int(args.rssi)
                 try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from aiohttp import hdrs, web
 
@@ -25,13 +25,20 @@ from passbridge.service.http import (
 )
 from passbridge.service.metrics import METRICS_REGISTRY, app_registry, exposition
 from passbridge.service.openapi import document
-from passbridge.service.runtime import Services
+from passbridge.service.runtime import Radio, Services
 from passbridge.service.state import SERVICES
 
-if TYPE_CHECKING:
-    # Imported only with --simulate (in create_app): the simulators load
-    # bumble and nfcpy's udp driver, about half of serve's start-up time.
-    from passbridge.service.simulated import SimulatedAir
+
+class SimulatedRoutes(Radio, Protocol):
+    """Simulated radios that bring their own /v1/sim routes
+    (``passbridge.sim.air.SimulatedAir``, made by ``serve --simulate``).
+
+    A protocol, so that the service never imports a simulator: they load
+    bumble and nfcpy's udp driver, about half of serve's start-up time, and
+    a plain ``serve`` runs none.
+    """
+
+    def add_routes(self, app: web.Application) -> None: ...
 
 
 # Whether this app has the /v1/sim routes (the OpenAPI document says so).
@@ -91,7 +98,7 @@ async def _end_live_feeds(app: web.Application) -> None:
 
 
 def create_app(
-    services: Services, *, simulated: SimulatedAir | None = None,
+    services: Services, *, simulated: SimulatedRoutes | None = None,
     limits: HttpLimits | None = None,
 ) -> web.Application:
     """``simulated``: the service's simulated radios, which add /v1/sim routes
@@ -114,9 +121,7 @@ def create_app(
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/openapi.json", openapi)
     if simulated is not None:
-        from passbridge.service.simulated import add_simulated_radios
-
         if simulated not in services.radios:
             services.radios.append(simulated)
-        add_simulated_radios(app, simulated)
+        simulated.add_routes(app)
     return app

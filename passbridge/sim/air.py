@@ -14,6 +14,11 @@ The routes stand in for a door side's radio, so they take that door side's
 reader device key, exactly like ``POST /v1/doors/{door}/card``; and they
 never say where anything lives on disk (the sim command finds the phone
 keys beside the database it is pointed at).
+
+This module lives with the simulators, not in the service: the service
+never imports a simulator. ``serve --simulate`` (cli/serve.py) makes the
+air and hands it to ``create_app``, which mounts its routes through
+``SimulatedAir.add_routes``.
 """
 
 from __future__ import annotations
@@ -104,6 +109,10 @@ class SimulatedAir:
         if self._radios is not None:
             await self._radios.close()
             self._radios = None
+
+    def add_routes(self, app: web.Application) -> None:
+        """The /v1/sim routes (service.app.SimulatedRoutes)."""
+        add_simulated_radios(app, self)
 
 
 SIM_AIR = web.AppKey("sim_air", SimulatedAir)
