@@ -9,6 +9,7 @@ action enters the production path at the device edge.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp import ClientResponse, ClientSession, web
 from pydantic import ValidationError
 
-from passbridge.adapters.audit_sqlite import AuditLog
 from passbridge.adapters.keystore import MemoryKeyStore
 from passbridge.answers import DecisionAnswer
 from passbridge.clock import ManualClock
@@ -29,8 +29,7 @@ from passbridge.core.tokens import generate_private_key, new_jti, public_key_to_
 from passbridge.errors import ConfigError, UnknownDoor
 from passbridge.scenario.model import Scenario, Step
 from passbridge.service.app import create_app
-from passbridge.service.runtime import Services, assemble
-from passbridge.service.storage import SqliteEventStore
+from passbridge.service.runtime import Services, audited_services
 from passbridge.sim.phone import SimulatedPhone
 from passbridge.sim.radios import NfcTapReport, SimulatedRadios, SimulationError
 
@@ -101,7 +100,9 @@ class ScenarioRig:
         )
         self._backend_key = backend_key
         self._folder = folder
-        self._client: TestClient[Any, Any] | None = None
+        self._http_runner: web.AppRunner | None = None
+        self._session: ClientSession | None = None
+        self._base_url = ""
 
     @classmethod
     async def start(cls, scenario: Scenario, *, pin_key: bytes, start: datetime) -> ScenarioRig:
@@ -113,8 +114,12 @@ class ScenarioRig:
             "backend", TrustedKey(SCENARIO_BACKEND, "ES256", public_key_to_pem(backend_key))
         )
         folder = tempfile.TemporaryDirectory(prefix="passbridge-scenario-")
-        audit = AuditLog(Path(folder.name) / "audit.sqlite3", clock=clock)
-        services = assemble(site, clock=clock, keystore=keystore, store=SqliteEventStore(audit))
+        try:
+            services = audited_services(site, clock=clock, keystore=keystore,
+                                        audit_path=Path(folder.name) / "audit.sqlite3")
+        except BaseException:
+            folder.cleanup()
+            raise
         phones: dict[str, SimulatedPhone] = {}
         for phone_id, user_id in site.user_by_phone.items():
             phone = SimulatedPhone.create(phone_id)
@@ -153,12 +158,21 @@ class ScenarioRig:
             return StepOutcome(error=str(error))
 
     # --- the HTTP paths ------------------------------------------------------
-    async def _http(self) -> TestClient[Any, Any]:
-        if self._client is None:
+    async def _http(self) -> ClientSession:
+        """The real app on an ephemeral loopback port, started at the first
+        HTTP step: aiohttp's public runner and site, and a plain client
+        session (a scenario run is not a test harness)."""
+        if self._session is None:
             self.services.close_audit = False  # the rig closes it after the app
-            self._client = TestClient(TestServer(create_app(self.services), host="127.0.0.1"))
-            await self._client.start_server()
-        return self._client
+            runner = web.AppRunner(create_app(self.services), access_log=None)
+            self._http_runner = runner  # set first: close() cleans up a half start
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            host, port = runner.addresses[0][:2]
+            self._base_url = f"http://{host}:{port}"
+            self._session = ClientSession()
+        return self._session
 
     async def _remote(self, user: str, door: str, side: str) -> StepOutcome:
         """The app backend asks for a remote unlock, signed with the scenario's key."""
@@ -178,10 +192,11 @@ class ScenarioRig:
             claims, self._backend_key, algorithm="ES256", headers={"kid": SCENARIO_BACKEND}
         )
         client = await self._http()
-        response = await client.post(
-            f"/v1/doors/{door}/remote-unlock", headers={"Authorization": f"Bearer {token}"}
-        )
-        return await self._outcome(response)
+        async with client.post(
+            f"{self._base_url}/v1/doors/{door}/remote-unlock",
+            headers={"Authorization": f"Bearer {token}"},
+        ) as response:
+            return await self._outcome(response)
 
     async def _nearby(
         self, phone_id: str, door: str, rssi: int | None, side: Side
@@ -192,15 +207,15 @@ class ScenarioRig:
         phone = self.radios.phone(phone_id)
         token = phone.nearby_request(door, adv, issued_at=self.clock.now().timestamp())
         client = await self._http()
-        response = await client.post(
-            f"/v1/doors/{door}/nearby-unlock",
+        async with client.post(
+            f"{self._base_url}/v1/doors/{door}/nearby-unlock",
             data=token,
             headers={"Content-Type": "application/jwt"},
-        )
-        return await self._outcome(response)
+        ) as response:
+            return await self._outcome(response)
 
     @staticmethod
-    async def _outcome(response: Any) -> StepOutcome:
+    async def _outcome(response: ClientResponse) -> StepOutcome:
         body = await response.json()
         if response.status != 200:
             error = body.get("error", {}) if isinstance(body, dict) else {}
@@ -237,8 +252,13 @@ class ScenarioRig:
         return StepOutcome(state=resolved.state, state_source=resolved.source)
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-        await self.radios.close()
-        await self.services.audit.store.close()
-        self._folder.cleanup()
+        """Client, server, radios, audit log, folder: each is closed even
+        when an earlier one fails, and the audit log only after the app."""
+        async with contextlib.AsyncExitStack() as stack:
+            stack.callback(self._folder.cleanup)
+            stack.push_async_callback(self.services.audit.store.close)
+            stack.push_async_callback(self.radios.close)
+            if self._http_runner is not None:
+                stack.push_async_callback(self._http_runner.cleanup)
+            if self._session is not None:
+                stack.push_async_callback(self._session.close)

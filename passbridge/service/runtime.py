@@ -153,6 +153,24 @@ def memory_services(
     )
 
 
+def audited_services(
+    site: Site,
+    *,
+    clock: Clock,
+    keystore: KeyStore,
+    audit_path: Path,
+) -> Services:
+    """Services whose audit log is a real SQLite file at ``audit_path``,
+    with keys from ``keystore``: what a scenario runs on, so its decisions
+    take the same durable audit write as ``serve`` without ``serve``'s key
+    store file. The caller closes ``services.audit.store``."""
+    from passbridge.adapters.audit_sqlite import AuditLog
+    from passbridge.service.storage import SqliteEventStore
+
+    store = SqliteEventStore(AuditLog(audit_path, clock=clock))
+    return assemble(site, clock=clock, keystore=keystore, store=store)
+
+
 def build_services(
     site_path: Path,
     db_path: Path,
