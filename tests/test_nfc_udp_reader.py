@@ -68,13 +68,28 @@ def card() -> Iterator[SimulatedCard]:
 
 @pytest.fixture
 async def reader(card: SimulatedCard) -> AsyncIterator[NfcReader[list[bytes]]]:
-    async with NfcReader(card.device, script_factory([]), apdu_timeout=0.3) as running:
+    """A reader that has read the card once already: its first tap is taken
+    here, so a test's own ``tap_once`` can never get that one instead (the
+    reader polls as soon as it starts, however slowly the test goes on).
+    The APDU timeout is short for the timeout tests, yet well above what an
+    echo takes on a loaded machine; the long field hold keeps the card from
+    being read again before the test takes it away."""
+    async with NfcReader(card.device, script_factory([]), apdu_timeout=1.0,
+                         field_hold=WAIT) as running:
+        first = await running.tap_once(WAIT)
+        assert first.ok, first.error
         yield running
 
 
 async def retap(card: SimulatedCard, faults: CardFaults | None = None) -> None:
+    """Take the card away, wait until it has really left (its session with
+    the reader is over: a card put back before that would carry on the old
+    session), and tap again."""
     card.leave_field()
-    await asyncio.sleep(0.3)  # long enough for nfcpy's presence check to notice
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while card.in_session:
+        assert asyncio.get_running_loop().time() < deadline, "the card never left"
+        await asyncio.sleep(0.01)
     card.enter_field(faults)
 
 

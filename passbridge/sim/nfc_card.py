@@ -218,6 +218,7 @@ class SimulatedCard:
         self._current: _Occupant | None = None  # None: this card itself
         self._received: list[bytes] = []
         self._activations = 0
+        self._serving = False
         self._thread: threading.Thread | None = None
         self._applet_pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="sim-card-applet"
@@ -254,6 +255,12 @@ class SimulatedCard:
         """How many times a reader activated the card (RATS answered)."""
         with self._lock:
             return self._activations
+
+    @property
+    def in_session(self) -> bool:
+        """A reader's activation of this card (or a card in its field) is going on."""
+        with self._lock:
+            return self._serving
 
     def received_apdus(self) -> list[bytes]:
         """Every command APDU the card got, reassembled from chained blocks."""
@@ -346,6 +353,7 @@ class SimulatedCard:
             self._current = cards[self._turn % len(cards)] if cards else None
             self._turn += 1
             self._activations += 1
+            self._serving = True
 
     def _local_target(self) -> Any:
         return nfc.clf.LocalTarget(
@@ -368,7 +376,11 @@ class SimulatedCard:
                 if not rats or len(rats) < 2 or rats[0] != 0xE0:
                     continue  # a stray frame, not an activation
                 self._next_occupant()
-                self._serve(bytes(rats), target)
+                try:
+                    self._serve(bytes(rats), target)
+                finally:
+                    with self._lock:
+                        self._serving = False
             except Exception:  # the card must outlive any one bad exchange
                 if self._stopping.is_set():
                     return
