@@ -274,15 +274,23 @@ class SimulatedCard:
             self._in_field = True
             self._interrupt.clear()
 
-    def leave_field(self) -> None:
-        """Take the card away: it stops answering mid-exchange if need be."""
+    def leave_field(self, joined: Applet | None = None) -> None:
+        """Take the card away: it stops answering mid-exchange if need be.
+
+        ``joined``: take away instead the card that joined the field with
+        this applet (see :meth:`join_field`).
+        """
         with self._lock:
-            self._in_field = False
-            self._interrupt.set()
+            if joined is None:
+                self._in_field = False
+                self._interrupt.set()
+            else:
+                self._others = [other for other in self._others if other.applet is not joined]
         self._wake()
 
     def join_field(self, applet: Applet, faults: CardFaults | None = None) -> None:
-        """Another card comes into the same field and stays (until :meth:`stop`).
+        """Another card comes into the same field and stays (until :meth:`stop`
+        or ``leave_field(applet)``).
 
         The udp driver has no anticollision: the cards in the field simply
         take turns, one per activation (after the reader switched its field
