@@ -64,6 +64,7 @@ from passbridge.adapters.nfc_reader import Decide, Exchange, NfcReader, TapOutco
 from passbridge.bridge.fast_keys import FastKeyOrder
 from passbridge.bridge.reader_driver import (
     InMemoryCredentials,
+    reader_identity,
     reader_steps,
     run_reader,
 )
@@ -467,7 +468,7 @@ def one_tap(store: SqliteKeyStore, directory: Any, phone: PhoneApplet,
     extra = {} if fast_trials is None else {"fast_trials": fast_trials}
     clock = ReaderClock(phone.process)
     clock.start()
-    tx = ReaderTransaction(store.reader_identity(), **extra)
+    tx = ReaderTransaction(reader_identity(store.reader_key()), **extra)
 
     def report(event: Authenticated | Failed) -> int | None:
         if isinstance(event, Failed):
@@ -495,7 +496,7 @@ class ManyPhones:
 def many_phones(count: int, taps: int, folder: Path) -> ManyPhones:
     store = SqliteKeyStore(folder / f"many-{count}.sqlite3", sealing_key=secrets.token_bytes(32))
     store._db.execute("PRAGMA synchronous = OFF")  # set-up speed only; reads are what we time
-    identity = store.reader_identity()
+    identity = store.reader_key()
     regulars = [PhoneApplet(generate_ephemeral(), identity.public_key) for _ in range(REGULARS)]
     cold = PhoneApplet(generate_ephemeral(), identity.public_key)
     for i, phone in enumerate(regulars):

@@ -115,7 +115,7 @@ def nearby_token(key: Any, clock: Clock, *, cred: str, door: str, adv: str,
 def phone_adv(rig: Rig, cred: str) -> bytes:
     """The rotating id ``cred``'s phone advertises now, computed on the phone's
     side (its key and the site's reader public key), as a phone app would."""
-    reader = rig.keystore.reader_identity().public_key
+    reader = rig.keystore.reader_key().public_key
     key = derive_proximity_key(rig.keys.phones[cred], reader)
     return rotating_id(key, slot_at(rig.clock.now().timestamp()))
 

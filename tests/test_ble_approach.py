@@ -30,7 +30,7 @@ from passbridge.adapters.ble_settings import BleSettings
 from passbridge.adapters.keystore import MemoryKeyStore
 from passbridge.bridge.ble_approach import Backoff, device_keys
 from passbridge.bridge.ble_unlock import BleAuthOutcome, BleDoorUnlocker, drive_reader
-from passbridge.bridge.reader_driver import new_transaction
+from passbridge.bridge.reader_driver import new_transaction, reader_identity
 from passbridge.clock import ManualClock, SystemClock
 from passbridge.core.model import Side
 from passbridge.protocol.aliro_crypto import Interface
@@ -77,7 +77,7 @@ class Door:
     def enrolled_phone(self, phone_id: str = "alice-phone") -> Callable[[bytes], bytes]:
         phone = SimulatedPhone.create(phone_id)
         self.keystore.enroll_phone(phone_id, "alice", phone.public_key_point)
-        reader = self.keystore.reader_identity().public_key
+        reader = self.keystore.reader_key().public_key
         return phone.applet(reader, interface=Interface.BLE).process
 
     def radio(self, settings: BleSettings | None = None) -> BleDoorRadio:
@@ -291,7 +291,8 @@ async def test_devices_that_fail_before_authenticating_never_get_a_grant(door: D
         settings=BleSettings(connect_timeout=0.3, message_timeout=0.3, cooldown_seconds=0),
     )
     unlocker = BleDoorUnlocker(
-        door.services.controller, client, door.keystore.reader_identity(), door.keystore, "front"
+        door.services.controller, client, reader_identity(door.keystore.reader_key()),
+        door.keystore, "front",
     )
     cases: list[tuple[str, SimulatedBlePhone]] = []
     for fault in (Fault.SILENT, Fault.DROP, Fault.WRONG, Fault.GARBLED):
@@ -330,7 +331,8 @@ async def test_a_decision_under_way_finishes_when_the_session_times_out(door: Do
         return True, int(ReaderStatus.STATE_UNSECURED)
 
     def session(link: BleLink) -> Awaitable[BleAuthOutcome]:
-        transaction = new_transaction(door.keystore.reader_identity(), interface=Interface.BLE)
+        identity = reader_identity(door.keystore.reader_key())
+        transaction = new_transaction(identity, interface=Interface.BLE)
         return drive_reader(link, transaction, door.keystore, slow_decide)
 
     with pytest.raises(BleUnlockError) as err:

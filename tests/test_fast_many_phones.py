@@ -16,7 +16,12 @@ import pytest
 
 from passbridge.adapters.keystore import KeyStore, MemoryKeyStore, SqliteKeyStore
 from passbridge.bridge.fast_keys import DoorPhones, FastKeyOrder
-from passbridge.bridge.reader_driver import CredentialDirectory, new_transaction, settle
+from passbridge.bridge.reader_driver import (
+    CredentialDirectory,
+    new_transaction,
+    reader_identity,
+    settle,
+)
 from passbridge.core.model import Site, User
 from passbridge.protocol.aliro_crypto import generate_ephemeral, public_key_bytes
 from passbridge.protocol.aliro_phone import PhoneApplet
@@ -33,7 +38,7 @@ SEALING_KEY = b"s" * 32
 def tap(store: KeyStore, directory: CredentialDirectory, phone: PhoneApplet
         ) -> tuple[Authenticated | Failed, int]:
     """One tap; the event it ended on and how many persistent keys it tried."""
-    txn = new_transaction(store.reader_identity())
+    txn = new_transaction(reader_identity(store.reader_key()))
     event = settle(txn, txn.receive(phone.process(txn.start())), directory)
     while isinstance(event, SendCommand):
         event = settle(txn, txn.receive(phone.process(event.apdu)), directory)
@@ -52,7 +57,7 @@ def enrol_others(store: KeyStore, count: int) -> None:
 
 
 def enrol(store: KeyStore, credential_id: str) -> PhoneApplet:
-    phone = PhoneApplet(generate_ephemeral(), store.reader_identity().public_key)
+    phone = PhoneApplet(generate_ephemeral(), store.reader_key().public_key)
     store.enroll_phone(credential_id, "alice", phone.credential_public_key)
     return phone
 
@@ -156,7 +161,7 @@ def test_enrolment_and_remember_keep_the_cache_current(tmp_path: Path) -> None:
     phone = enrol(store, "alice-phone")
     tap(store, store, phone)
     assert store.persistent_key("alice-phone") is not None
-    fresh = PhoneApplet(generate_ephemeral(), store.reader_identity().public_key)
+    fresh = PhoneApplet(generate_ephemeral(), store.reader_key().public_key)
     store.enroll_phone("alice-phone", "alice", fresh.credential_public_key)  # a new phone
     assert store.persistent_key("alice-phone") is None
     assert flow(tap(store, store, fresh)[0]) == "standard"

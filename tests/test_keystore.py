@@ -17,7 +17,7 @@ from passbridge.adapters.keystore import (
     MemoryKeyStore,
     SqliteKeyStore,
 )
-from passbridge.bridge.reader_driver import CredentialDirectory
+from passbridge.bridge.reader_driver import CredentialDirectory, reader_identity
 from passbridge.clock import ManualClock
 from passbridge.core.model import Factor, Side, TrustedKey
 from passbridge.core.tokens import (
@@ -55,10 +55,10 @@ def test_secrets_are_created_once_and_stable(store: KeyStore) -> None:
     bridge = store.bridge_key()
     assert bridge.alg == "ES256" and bridge.id.startswith("bridge-")
     assert store.bridge_key().public_key_pem == bridge.public_key_pem
-    reader = store.reader_identity()
+    reader = store.reader_key()
     assert len(reader.group_id) == 16 and len(reader.sub_id) == 16
     assert len(reader.public_key) == 65
-    assert store.reader_identity().public_key == reader.public_key
+    assert store.reader_key().public_key == reader.public_key
 
 
 def test_private_material_never_shows_in_repr(store: KeyStore) -> None:
@@ -159,7 +159,20 @@ def test_memory_stores_are_fresh_each_run() -> None:
     a, b = MemoryKeyStore(), MemoryKeyStore()
     assert a.pin_key() != b.pin_key()
     assert a.bridge_key().id != b.bridge_key().id
-    assert a.reader_identity().public_key != b.reader_identity().public_key
+    assert a.reader_key().public_key != b.reader_key().public_key
+
+
+def test_reader_key_is_plain_material_the_bridge_turns_into_the_identity(
+    store: KeyStore,
+) -> None:
+    """Issue 9: the key store keeps keys, the bridge builds the Aliro
+    protocol's ReaderIdentity from them (no adapter imports the protocol)."""
+    key = store.reader_key()
+    identity = reader_identity(key)
+    assert identity.private_key is key.private_key
+    assert identity.reader_id == key.group_id + key.sub_id
+    assert identity.public_key == key.public_key
+    assert "private_key" not in repr(key)
 
 
 def test_sqlite_store_persists_across_reopen(tmp_path: Path) -> None:
@@ -167,7 +180,7 @@ def test_sqlite_store_persists_across_reopen(tmp_path: Path) -> None:
     with SqliteKeyStore(path, clock=ManualClock(AT)) as first:
         pin_key = first.pin_key()
         bridge = first.bridge_key()
-        reader = first.reader_identity()
+        reader = first.reader_key()
         first.enroll_phone("phone-a", "alice", PHONE_A)
         first.remember_persistent_key("phone-a", PHONE_A, b"k" * 32)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -175,8 +188,9 @@ def test_sqlite_store_persists_across_reopen(tmp_path: Path) -> None:
         assert again.pin_key() == pin_key
         assert again.bridge_key().id == bridge.id
         assert again.bridge_key().public_key_pem == bridge.public_key_pem
-        assert again.reader_identity().public_key == reader.public_key
-        assert again.reader_identity().reader_id == reader.reader_id
+        assert again.reader_key().public_key == reader.public_key
+        assert (again.reader_key().group_id, again.reader_key().sub_id) == (
+            reader.group_id, reader.sub_id)
         phone = again.phone("phone-a")
         assert phone is not None and phone.enrolled_at == AT and phone.user_id == "alice"
         assert list(again.persistent_keys()) == [("phone-a", PHONE_A, b"k" * 32)]
@@ -211,7 +225,7 @@ def test_secrets_are_sealed_at_rest(tmp_path: Path) -> None:
     db = tmp_path / "ks.sqlite3"
     store = SqliteKeyStore(db)
     pin_key = store.pin_key()
-    reader_pem = private_key_to_pem(store.reader_identity().private_key)
+    reader_pem = private_key_to_pem(store.reader_key().private_key)
     bridge_pem = private_key_to_pem(store.bridge_key().private_key)
     point = p256_point(generate_private_key("ES256").public_key())  # type: ignore[arg-type]
     store.enroll_phone("p1", "alice", point)
@@ -225,7 +239,7 @@ def test_secrets_are_sealed_at_rest(tmp_path: Path) -> None:
     # The same key file opens them again; another sealing key cannot.
     again = SqliteKeyStore(db)
     assert again.pin_key() == pin_key
-    assert private_key_to_pem(again.reader_identity().private_key) == reader_pem
+    assert private_key_to_pem(again.reader_key().private_key) == reader_pem
     assert again.persistent_keys() == [("p1", point, b"K" * 32)]
     again.close()
     wrong = SqliteKeyStore(db, sealing_key=b"w" * 32)

@@ -157,7 +157,7 @@ async def test_a_phone_chosen_status_word_creates_no_series(
     services = memory_services(site, clock=clock, keystore=keystore)
     phone = SimulatedPhone.create("alice-phone")
     keystore.enroll_phone("alice-phone", "alice", phone.public_key_point)
-    applet = phone.applet(keystore.reader_identity().public_key)
+    applet = phone.applet(keystore.reader_key().public_key)
     # Any status the phone refuses (it answers 6701), then rewritten to 1234.
     monkeypatch.setattr(nfc_tap, "exchange_status", lambda result, reason: 0x0000)
     caplog.set_level(logging.WARNING, logger="passbridge.bridge.nfc_tap")

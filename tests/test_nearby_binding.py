@@ -188,7 +188,7 @@ async def test_each_bluetooth_adapter_is_evidence_for_its_own_door_only() -> Non
     services = memory_services(site, clock=clock, keystore=keystore)
     phone = SimulatedPhone.create("alice-phone")
     keystore.enroll_phone("alice-phone", "alice", phone.public_key_point)
-    reader = keystore.reader_identity().public_key
+    reader = keystore.reader_key().public_key
     adv = phone.adv_id_at(reader, clock.now().timestamp())
     air = BumbleAir()
     ble_phone = SimulatedBlePhone(

@@ -134,7 +134,7 @@ async def test_a_phone_refusing_the_door_status_is_logged_and_counted(
     services = memory_services(site, clock=clock, keystore=keystore)
     phone = SimulatedPhone.create("alice-phone")
     keystore.enroll_phone("alice-phone", "alice", phone.public_key_point)
-    applet = phone.applet(keystore.reader_identity().public_key)
+    applet = phone.applet(keystore.reader_key().public_key)
     # A regression: the reader sends 0000, which passbridge used to send on refusals.
     monkeypatch.setattr(nfc_tap, "exchange_status", lambda result, reason: 0x0000)
     caplog.set_level(logging.WARNING, logger="passbridge.bridge.nfc_tap")

@@ -144,7 +144,7 @@ class Door:
     keystore: MemoryKeyStore
 
     def applet(self, phone: SimulatedPhone | None = None) -> PhoneApplet:
-        return (phone or self.phone).applet(self.keystore.reader_identity().public_key)
+        return (phone or self.phone).applet(self.keystore.reader_key().public_key)
 
     async def events(self) -> list[dict[str, Any]]:
         return await self.services.audit.store.page(0, 100_000)
@@ -181,7 +181,7 @@ async def test_flood_of_failed_taps_is_one_denial_and_a_summary(door: Door) -> N
     and is counted with them; a phone that authenticated is always decided.
     """
     stranger = Counting(SimulatedPhone.create("stranger").applet(
-        door.keystore.reader_identity().public_key).process)
+        door.keystore.reader_key().public_key).process)
     phone = Counting(door.applet().process)
     flood = FloodSettings(auth_rate=1000.0, auth_burst=1000)
     with SimulatedCard(stranger, faults=CardFaults(bounce=True)) as card:
@@ -218,7 +218,7 @@ async def test_failed_authentications_are_paced_per_reader(door: Door) -> None:
     """The token bucket: past the burst, a reader takes failed authentications
     at the configured rate (an upper bound on attempts, not a timing bound)."""
     stranger = Counting(SimulatedPhone.create("stranger").applet(
-        door.keystore.reader_identity().public_key).process)
+        door.keystore.reader_key().public_key).process)
     flood = FloodSettings(auth_rate=4.0, auth_burst=3)
     with SimulatedCard(stranger, faults=CardFaults(bounce=True)) as card:
         reader = nfc_reader(door, card, flood=flood)

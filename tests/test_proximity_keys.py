@@ -30,7 +30,7 @@ def _phone() -> ec.EllipticCurvePrivateKey:
 def _phone_side_key(phone: ec.EllipticCurvePrivateKey, store: MemoryKeyStore | SqliteKeyStore
                     ) -> bytes:
     """What the app derives: its own private key and the site's reader public key."""
-    return derive_proximity_key(phone, store.reader_identity().public_key)
+    return derive_proximity_key(phone, store.reader_key().public_key)
 
 
 def test_memory_store_agrees_on_the_key_at_enrolment() -> None:

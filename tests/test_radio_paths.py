@@ -96,12 +96,13 @@ async def test_one_reader_cooldown_follows_grants_only(air: Air) -> None:
     again at once; a grant makes a lingering phone one unlock, not many."""
     from passbridge.adapters.ble_central import BleUnlockClient, ProximityScanner
     from passbridge.bridge.ble_unlock import BleDoorUnlocker
+    from passbridge.bridge.reader_driver import reader_identity
     from passbridge.protocol.aliro_crypto import Interface
     from passbridge.sim.ble_phone import SimulatedBlePhone
     from passbridge.sim.bleak_bumble import BumbleAir
 
     bumble = BumbleAir()
-    identity = air.keystore.reader_identity()
+    identity = reader_identity(air.keystore.reader_key())
     applet = air.radios.phone("alice-phone").applet(identity.public_key, interface=Interface.BLE)
     phone = SimulatedBlePhone(bumble, applet.process, rssi=-90)
     table = air.services.proximity.radio("front")

@@ -57,7 +57,7 @@ def test_private_key_in_clear_is_refused(tmp_path: Path, role: str) -> None:
                "VALUES (?, 'planted', 'ES256', ?, ?, ?)", (role, pem, b"g" * 16, b"s" * 16))
     store = _store(db)
     with pytest.raises(KeyStoreError, match=f"'{role}' is not sealed"):
-        store.bridge_key() if role == "bridge" else store.reader_identity()
+        store.bridge_key() if role == "bridge" else store.reader_key()
     store.close()
 
 

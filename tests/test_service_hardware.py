@@ -123,7 +123,7 @@ async def test_bluetooth_radio_unlocks_an_approaching_phone_once() -> None:
     phone = SimulatedPhone.create("alice-phone")
     keystore.enroll_phone("alice-phone", "alice", phone.public_key_point)
     air = BumbleAir()
-    applet = phone.applet(keystore.reader_identity().public_key, interface=Interface.BLE)
+    applet = phone.applet(keystore.reader_key().public_key, interface=Interface.BLE)
     ble_phone = SimulatedBlePhone(air, applet.process, rssi=-75)  # too far for this door
     radio = BleDoorRadio(
         services,

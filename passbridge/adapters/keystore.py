@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -45,7 +46,7 @@ from passbridge.core.tokens import (
 )
 from passbridge.errors import PassbridgeError
 from passbridge.ids import check_id
-from passbridge.protocol.aliro_reader import ReaderIdentity
+from passbridge.p256 import public_key_bytes
 from passbridge.protocol.ble_advert import derive_proximity_key
 
 PIN_KEY_BYTES = 32
@@ -73,6 +74,31 @@ class BridgeKey:
         """The entry a core uses to trust this bridge: every door and every
         factor a token carries, since it serves the Remote and Nearby paths too."""
         return TrustedKey(self.id, self.alg, self.public_key_pem, factors=TOKEN_FACTORS)
+
+
+@dataclass(frozen=True)
+class ReaderKey:
+    """The site's reader key material, shared by its readers: a P-256 key
+    and the 16-byte reader group and sub identifiers.
+
+    Plain key material on purpose: the key store is storage, not protocol.
+    The bridge turns it into the Aliro reader's ``ReaderIdentity``
+    (``bridge.reader_driver.reader_identity``), so no adapter imports the
+    Aliro protocol.
+    """
+
+    private_key: ec.EllipticCurvePrivateKey = field(repr=False)
+    group_id: bytes
+    sub_id: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.group_id) != 16 or len(self.sub_id) != 16:
+            raise ValueError("reader group id and sub id are 16 bytes each")
+
+    @cached_property
+    def public_key(self) -> bytes:
+        """The 65-byte point phones trust (an OpenSSL call, so once per key)."""
+        return public_key_bytes(self.private_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +154,7 @@ def _new_device_key(slot: DeviceSlot, at: datetime) -> DeviceKey:
 class KeyStore(Protocol):
     def pin_key(self) -> bytes: ...
     def bridge_key(self) -> BridgeKey: ...
-    def reader_identity(self) -> ReaderIdentity: ...
+    def reader_key(self) -> ReaderKey: ...
     def enroll_phone(self, credential_id: str, user_id: str, public_key: bytes) -> PhoneEnrolment:
         ...
     def revoke_phone(self, credential_id: str) -> bool: ...
@@ -174,10 +200,10 @@ def _check_trust(kind: str, key: TrustedKey) -> None:
     load_public_key_pem(key.public_key_pem, key.alg)  # type and alg checked
 
 
-def _new_reader_identity() -> ReaderIdentity:
+def _new_reader_key() -> ReaderKey:
     key = generate_private_key("ES256")
     assert isinstance(key, ec.EllipticCurvePrivateKey)
-    return ReaderIdentity(key, secrets.token_bytes(16), secrets.token_bytes(16))
+    return ReaderKey(key, secrets.token_bytes(16), secrets.token_bytes(16))
 
 
 # ---------------------------------------------------------------------------
@@ -202,7 +228,7 @@ class MemoryKeyStore:
         self._lock = threading.RLock()
         self._pin_key: bytes | None = pin_key
         self._bridge: BridgeKey | None = None
-        self._reader: ReaderIdentity | None = None
+        self._reader: ReaderKey | None = None
         self._phones: dict[str, PhoneEnrolment] = {}
         self._by_key: dict[bytes, str] = {}
         self._persistent: dict[str, tuple[bytes, bytes]] = {}
@@ -228,10 +254,10 @@ class MemoryKeyStore:
                 self._bridge = BridgeKey(_bridge_id(key), self._bridge_alg, key)
             return self._bridge
 
-    def reader_identity(self) -> ReaderIdentity:
+    def reader_key(self) -> ReaderKey:
         with self._lock:
             if self._reader is None:
-                self._reader = _new_reader_identity()
+                self._reader = _new_reader_key()
             return self._reader
 
     def enroll_phone(self, credential_id: str, user_id: str, public_key: bytes) -> PhoneEnrolment:
@@ -250,7 +276,7 @@ class MemoryKeyStore:
             self._phones[credential_id] = enrolment
             self._by_key[point] = credential_id
             self._proximity[credential_id] = derive_proximity_key(
-                self.reader_identity().private_key, point)
+                self.reader_key().private_key, point)
             self._proximity_changes += 1
             return enrolment
 
@@ -417,7 +443,7 @@ class SqliteKeyStore:
         self._lock = threading.RLock()
         self._pin_key: bytes | None = None
         self._bridge: BridgeKey | None = None
-        self._reader: ReaderIdentity | None = None
+        self._reader: ReaderKey | None = None
         # credential id -> (public key, Kpersistent), unsealed once and kept for
         # FAST matching; None until first use. See persistent_keys().
         self._fast_keys: dict[str, tuple[bytes, bytes]] | None = None
@@ -522,14 +548,14 @@ class SqliteKeyStore:
                 self._bridge = bridge
             return self._bridge
 
-    def reader_identity(self) -> ReaderIdentity:
+    def reader_key(self) -> ReaderKey:
         with self._lock:
             if self._reader is None:
                 with self._tx() as db:
                     row = db.execute("SELECT private_pem, group_id, sub_id FROM ks_private_keys "
                                      "WHERE role = 'reader'").fetchone()
                     if row is None:
-                        reader = _new_reader_identity()
+                        reader = _new_reader_key()
                         db.execute(
                             "INSERT INTO ks_private_keys "
                             "(role, id, alg, private_pem, group_id, sub_id) "
@@ -539,7 +565,7 @@ class SqliteKeyStore:
                     else:
                         key = load_private_key_pem(self._open("reader", row[0]), "ES256")
                         assert isinstance(key, ec.EllipticCurvePrivateKey)
-                        reader = ReaderIdentity(key, bytes(row[1]), bytes(row[2]))
+                        reader = ReaderKey(key, bytes(row[1]), bytes(row[2]))
                 self._reader = reader
             return self._reader
 
@@ -678,7 +704,7 @@ class SqliteKeyStore:
 
     def _derive_proximity_key(self, point: bytes) -> bytes:
         """What the phone derives too: ECDH(reader key, phone key) through HKDF."""
-        return derive_proximity_key(self.reader_identity().private_key, point)
+        return derive_proximity_key(self.reader_key().private_key, point)
 
     def _store_proximity_key(self, db: sqlite3.Connection, credential_id: str, point: bytes,
                              key: bytes) -> None:

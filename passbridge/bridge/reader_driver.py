@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable, Generator, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from passbridge.protocol.aliro_crypto import Interface
 from passbridge.protocol.aliro_reader import (
     Authenticated,
@@ -38,10 +40,12 @@ from passbridge.protocol.aliro_reader import (
 __all__ = [
     "CredentialDirectory",
     "InMemoryCredentials",
+    "ReaderKeyMaterial",
     "ReaderOutcome",
     "Report",
     "Transmit",
     "new_transaction",
+    "reader_identity",
     "reader_steps",
     "run_reader",
     "run_reader_async",
@@ -69,6 +73,23 @@ class CredentialDirectory(Protocol):
     def remember_persistent_key(self, credential_id: str, public_key: bytes,
                                 kpersistent: bytes) -> None:
         """Store the key a STANDARD tap yielded so the next tap can be FAST."""
+
+
+class ReaderKeyMaterial(Protocol):
+    """The reader key as the key store keeps it (adapters.keystore.ReaderKey)."""
+
+    @property
+    def private_key(self) -> ec.EllipticCurvePrivateKey: ...
+    @property
+    def group_id(self) -> bytes: ...
+    @property
+    def sub_id(self) -> bytes: ...
+
+
+def reader_identity(key: ReaderKeyMaterial) -> ReaderIdentity:
+    """The Aliro reader's identity from the key store's plain key material:
+    the bridge builds protocol objects, the key store only keeps keys."""
+    return ReaderIdentity(key.private_key, key.group_id, key.sub_id)
 
 
 def new_transaction(identity: ReaderIdentity, *,

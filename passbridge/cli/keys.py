@@ -24,7 +24,7 @@ from passbridge.ids import file_for_id
 def _keys_show(args: argparse.Namespace) -> int:
     store = open_store(args.db)
     try:
-        reader = store.reader_identity()
+        reader = store.reader_key()
         bridge = store.bridge_key()
         print(f"key store: {args.db}")
         print(f"reader group id: {reader.group_id.hex()}  sub id: {reader.sub_id.hex()}")
@@ -45,7 +45,7 @@ def _keys_show(args: argparse.Namespace) -> int:
 def _keys_reader_public(args: argparse.Namespace) -> int:
     store = open_store(args.db)
     try:
-        point = store.reader_identity().public_key
+        point = store.reader_key().public_key
     finally:
         store.close()
     print(point.hex())

@@ -42,6 +42,7 @@ from passbridge.bridge.nfc_tap import (
     TapResult,
     report_exchange,
 )
+from passbridge.bridge.reader_driver import reader_identity
 from passbridge.core.model import Side
 from passbridge.service.runtime import Services
 from passbridge.service.storage import StartupError
@@ -123,7 +124,7 @@ class NfcDoorReader:
 
     async def start(self) -> None:
         services, place = self._services, self.placement
-        identity = services.keystore.reader_identity()
+        identity = reader_identity(services.keystore.reader_key())
         keys = FastKeyOrder(services.keystore, DoorPhones(lambda: services.core.site, place.door))
         reader: NfcReader[TapResult] = NfcReader(
             place.device,
@@ -262,7 +263,7 @@ class BleDoorRadio:
         unlocker = BleDoorUnlocker(
             services.controller,
             self._client,
-            services.keystore.reader_identity(),
+            reader_identity(services.keystore.reader_key()),
             services.keystore,
             place.door,
             place.side,

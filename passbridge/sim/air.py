@@ -170,7 +170,7 @@ async def describe(request: web.Request) -> web.Response:
     return web.json_response({
         "simulated": {"nfc": air.nfc, "ble": air.ble},
         "phones": sorted(air.phones),
-        "reader_public_key": services.keystore.reader_identity().public_key.hex(),
+        "reader_public_key": services.keystore.reader_key().public_key.hex(),
     })
 
 

@@ -31,6 +31,7 @@ from passbridge.bridge.nfc_tap import (
     TapResult,
     report_exchange,
 )
+from passbridge.bridge.reader_driver import reader_identity
 from passbridge.clock import Clock
 from passbridge.controller import DoorController
 from passbridge.core.decision import Decision
@@ -105,7 +106,7 @@ class SimulatedRadios:
                              ) -> NfcTapReport:
         """The phone taps the door's reader once; the decision and what the phone saw."""
         self._controller.core.door(door)  # UnknownDoor before any radio work
-        identity = self._keystore.reader_identity()
+        identity = reader_identity(self._keystore.reader_key())
         applet = self.phone(phone_id).applet(identity.public_key)
         decider = NfcDoorDecider(self._controller, door, side)
         keys = self._fast_keys.get(door)
@@ -148,7 +149,7 @@ class SimulatedRadios:
                 await ble_phone.stop_advertising()
             self._proximity.forget(ble_phone.adv_id)
             adv_id = self.phone(phone_id).adv_id_at(
-                self._keystore.reader_identity().public_key, self._clock.now().timestamp()
+                self._keystore.reader_key().public_key, self._clock.now().timestamp()
             )
             self._proximity.forget(adv_id)
             if rssi is not None:
@@ -186,7 +187,7 @@ class SimulatedRadios:
         unlocker = BleDoorUnlocker(
             self._controller,
             self._ble_client(),
-            self._keystore.reader_identity(),
+            reader_identity(self._keystore.reader_key()),
             self._keystore,
             door,
             side,
@@ -208,7 +209,7 @@ class SimulatedRadios:
         if existing is not None:
             return existing
         air = await self._air_up()
-        identity = self._keystore.reader_identity()
+        identity = reader_identity(self._keystore.reader_key())
         applet = self.phone(phone_id).applet(identity.public_key, interface=Interface.BLE)
         ble_phone = SimulatedBlePhone(air, applet.process)
         await ble_phone.start()
