@@ -79,6 +79,7 @@ async def test_thousands_of_idle_and_slow_connections_do_not_starve_the_service(
     conns: dict[str, list[tuple[asyncio.StreamWriter, asyncio.Task[tuple[float, bytes]]]]] = {
         kind: [] for kind in heads}
     gate = asyncio.Semaphore(50)  # stay within the listen backlog while connecting
+    opened_at: dict[asyncio.StreamWriter, float] = {}
 
     async def watch(reader: asyncio.StreamReader, opened: float) -> tuple[float, bytes]:
         """How long after opening the server closed it, and what it said first."""
@@ -90,8 +91,13 @@ async def test_thousands_of_idle_and_slow_connections_do_not_starve_the_service(
 
     async def open_one(kind: str) -> None:
         async with gate:
+            # Stamped before connecting: the server starts its clock on the
+            # connection later than this (at accept or first byte), so a close
+            # timed from here is never early for a server keeping its limits,
+            # however late this loop gets to the connection under load.
+            opened = time.monotonic()
             reader, writer = await asyncio.open_connection(host, port)
-        opened = time.monotonic()
+        opened_at[writer] = opened
         writer.write(heads[kind])
         conns[kind].append((writer, asyncio.create_task(watch(reader, opened))))
 
@@ -112,10 +118,17 @@ async def test_thousands_of_idle_and_slow_connections_do_not_starve_the_service(
             assert (decision["result"], decision["reason"]) == ("granted", "access_granted")
             async with s.get(f"{srv.url}/metrics") as resp:
                 metrics = await resp.text()
-        # Every slow connection was still open while the service answered.
-        assert all(not closed.done() for held in conns.values() for _, closed in held)
+            answered = time.monotonic()
+        # The service answered while it held the slow connections: every one
+        # still within its limit when the metrics came back was open when
+        # they were rendered (all of them unless the machine is very slow, as
+        # on a quiet one; one closed sooner than its limit fails the checks below).
+        limit = {"idle": DEFAULTS.idle_timeout, "head": DEFAULTS.header_timeout,
+                 "body": DEFAULTS.body_timeout}
+        within = sum(1 for kind, held in conns.items() for writer, _ in held
+                     if opened_at[writer] + limit[kind] > answered)
         open_now = metric_sample(metrics, "passbridge_http_connections_open")
-        assert open_now is not None and open_now >= 3 * PER_GROUP
+        assert open_now is not None and open_now >= within
         # Then the server closes each one: head drippers and body drippers at
         # their timeouts (the body ones with a JSON 408), idle ones at the idle timeout.
         bound = DEFAULTS.idle_timeout + CLOSE_SLACK
