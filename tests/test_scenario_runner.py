@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import secrets
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from passbridge.adapters.audit_sqlite import AuditUnavailable
 from passbridge.cli import main
+from passbridge.scenario.loader import load_scenario
+from passbridge.scenario.rig import ScenarioRig
 from tests.conftest import shared_path
 
 PASSBRIDGE = [sys.executable, "-m", "passbridge"]
@@ -252,3 +258,34 @@ def test_nfc_steps_show_the_status_the_phone_received() -> None:
     lines = run("scenario", "run", str(path)).stdout.splitlines()
     assert any("door_locked" in line and "phone=0025" in line for line in lines)
     assert any("unknown_credential" in line and "phone=nothing" in line for line in lines)
+
+
+async def test_a_scenario_serves_on_loopback_and_closes_every_part_even_on_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 9: the rig serves the real app with aiohttp's public runner on
+    127.0.0.1 (no test harness), and ``close`` frees the port, the audit log
+    and the temporary folder even when a part before them fails to close."""
+    path = shared_path("scenarios", "05-nearby-and-remote-bypass.yaml")
+    scenario = load_scenario(path, pin_key=secrets.token_bytes(32))
+    step = next(s for s in scenario.steps if s.action == "remote")
+    start = step.at or scenario.steps[0].at or datetime.now(UTC)
+    rig = await ScenarioRig.start(scenario, pin_key=secrets.token_bytes(32), start=start)
+    outcome = await rig.perform(step)
+    assert outcome.error is None and outcome.result is not None, outcome
+    url, folder = rig._base_url, Path(rig._folder.name)
+    assert url.startswith("http://127.0.0.1:")
+    host, port = url.removeprefix("http://").split(":")
+    assert folder.exists()
+
+    async def broken_close() -> None:
+        raise RuntimeError("radio would not stop")
+
+    monkeypatch.setattr(rig.radios, "close", broken_close)
+    with pytest.raises(RuntimeError, match="radio would not stop"):
+        await rig.close()
+    assert not folder.exists()
+    with pytest.raises(OSError):
+        await asyncio.open_connection(host, int(port))
+    with pytest.raises(AuditUnavailable):
+        await rig.services.audit.store.record_change("probe", {})
