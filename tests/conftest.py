@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-PROJECT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+PROJECT = TESTS.parent
 SHARED = PROJECT.parent / "shared"
 
 
@@ -25,32 +26,34 @@ def shared_dir() -> Path:
 
 # --- the `slow` marker: `pytest -m "not slow"` is the inner loop, CI runs all --------
 
-# Whole modules that are slow, and why. Tests in mixed modules carry
+# Whole modules that are slow, and why, by their path under tests/ (the
+# folders mirror the package: see tests/README.md). Tests in mixed modules carry
 # `@pytest.mark.slow` themselves. Keep this list short: a module belongs
 # here only when every test in it is process-level, waits out real time,
 # or is a property test with hundreds of examples.
 SLOW_MODULES = {
     # every test starts `passbridge serve` (or runs schemathesis against one)
-    "test_service_process.py",
+    "process/test_service_process.py",
     # `serve --nfc` and the Bluetooth radio over bumble, each a real process or link
-    "test_service_hardware.py",
+    "process/test_service_hardware.py",
     # nfcpy's udp driver over loopback sockets: each test waits out real
     # frame timeouts, presence checks and hold-offs
-    "test_nfc_udp_reader.py",
-    "test_nfc_udp_card.py",
-    "test_nfc_udp_aliro.py",
+    "adapters/test_nfc_udp_reader.py",
+    "sim/test_nfc_udp_card.py",
+    "adapters/test_nfc_udp_aliro.py",
     # property-heavy: 60 generated scenario files, each run on a whole rig
-    "test_scenario_fuzz.py",
+    "scenario/test_scenario_fuzz.py",
     # property-heavy: the engine against a reference model, 300 step sequences
-    "test_two_factor_properties.py",
+    "core/test_two_factor_properties.py",
     # property-heavy: state resolution and overlaps against brute force
     # (300 and 2 x 150 examples; the one plain test checks their time zones)
-    "test_schedule_properties.py",
+    "core/test_schedule_properties.py",
 }
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test of SLOW_MODULES slow; nothing is skipped or deselected here."""
     for item in items:
-        if item.path.name in SLOW_MODULES:
+        path = item.path.resolve()
+        if path.is_relative_to(TESTS) and path.relative_to(TESTS).as_posix() in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)

@@ -28,7 +28,7 @@ from passbridge.sim.bleak_bumble import BumbleAir
 from passbridge.sim.nfc_card import SimulatedCard
 from passbridge.sim.phone import SimulatedPhone
 from passbridge.site_file import parse_site
-from tests.test_service_process import PASSBRIDGE, READY
+from tests.process.test_service_process import PASSBRIDGE, READY
 
 SITE = {
     "site": {"id": "hq", "timezone": "UTC"},

@@ -32,8 +32,8 @@ from passbridge.service.runtime import memory_services
 from passbridge.sim.nfc_card import SimulatedCard
 from passbridge.sim.phone import SimulatedPhone
 from passbridge.site_file import parse_site
+from tests.bridge.test_nfc_door_status_paths import SITE as NFC_SITE
 from tests.service_support import Rig, make_rig, metric_sample, remote_token
-from tests.test_nfc_door_status_paths import SITE as NFC_SITE
 
 OPENMETRICS = "application/openmetrics-text"
 # What Prometheus itself sends when it prefers OpenMetrics.

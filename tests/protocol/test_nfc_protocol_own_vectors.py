@@ -19,8 +19,9 @@ from passbridge.protocol.aliro_reader import (
     ReaderTransaction,
     SendCommand,
 )
+from tests.conftest import PROJECT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT
 VECTORS = sorted((ROOT / "protocols" / "nfc" / "vectors").glob("*.json"))
 
 

@@ -24,8 +24,8 @@ from passbridge.adapters.audit_sqlite import AuditLog, AuditUnavailable, verify_
 from passbridge.clock import ManualClock
 from passbridge.core.decision import Decision, new_decision_id
 from passbridge.core.model import DoorState, Factor, Reason, Side
+from tests.conftest import PROJECT
 
-PROJECT = Path(__file__).resolve().parent.parent
 AT = datetime(2027, 3, 1, 9, 0, tzinfo=UTC)
 
 

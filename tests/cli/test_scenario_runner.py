@@ -16,7 +16,7 @@ from passbridge.adapters.audit_sqlite import AuditUnavailable
 from passbridge.cli import main
 from passbridge.scenario.loader import load_scenario
 from passbridge.scenario.rig import ScenarioRig
-from tests.conftest import shared_path
+from tests.conftest import PROJECT, shared_path
 
 PASSBRIDGE = [sys.executable, "-m", "passbridge"]
 
@@ -43,7 +43,7 @@ def test_every_shared_scenario_passes(capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_project_scenarios_pass(capsys: pytest.CaptureFixture[str]) -> None:
     """passbridge's own scenarios: every reason each radio path can reach."""
-    files = sorted((Path(__file__).parent / "scenarios").glob("*.yaml"))
+    files = sorted((PROJECT / "tests" / "scenarios").glob("*.yaml"))
     assert files
     code = main(["scenario", "run", *map(str, files)])
     out = capsys.readouterr().out
@@ -241,7 +241,7 @@ def test_malformed_steps_are_placed_errors(tmp_path: Path, step: str, place: str
 @pytest.mark.slow
 def test_nfc_steps_show_the_status_the_phone_received() -> None:
     """Lines and JSON carry ``phone_status`` for nfc steps only (docs/decisions.md)."""
-    path = Path(__file__).parent / "scenarios" / "nfc-door-status.yaml"
+    path = PROJECT / "tests" / "scenarios" / "nfc-door-status.yaml"
     result = run("scenario", "run", "--json", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
     steps = json.loads(result.stdout)["scenarios"][0]["steps"]

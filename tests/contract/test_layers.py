@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-PROJECT = Path(__file__).resolve().parent.parent
+from tests.conftest import PROJECT
+
 PACKAGE = PROJECT / "passbridge"
 
 # Modules that do I/O or run an event loop, a thread pool or a child

@@ -29,8 +29,8 @@ from passbridge.core.tokens import load_private_key_pem
 from passbridge.service.edge import tls_context
 from passbridge.service.http import HttpLimits
 from passbridge.service.sim_client import backend_token
+from tests.process.test_service_process import PASSBRIDGE, Server, start_server
 from tests.service_support import BACKEND, metric_sample
-from tests.test_service_process import PASSBRIDGE, Server, start_server
 
 DEFAULTS = HttpLimits()
 # Per group: idle (connect, send nothing), dripping a request head, dripping a body.
@@ -241,7 +241,7 @@ def test_bad_tls_files_are_one_line_naming_the_file(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("-----BEGIN NOTHING-----\nxx\n")
     missing = tmp_path / "missing.pem"
-    from tests.test_service_process import write_site
+    from tests.process.test_service_process import write_site
 
     site = write_site(tmp_path)
     cases = [
@@ -266,7 +266,7 @@ def test_bad_tls_files_are_one_line_naming_the_file(tmp_path: Path) -> None:
 def _serve_with_open_files(tmp_path: Path, soft: int, hard: int) -> tuple[int, list[str]]:
     """Start serve with RLIMIT_NOFILE set to (soft, hard); its soft limit once
     it is serving (from /proc) and what it printed until then."""
-    from tests.test_service_process import READY, write_site
+    from tests.process.test_service_process import READY, write_site
 
     site = write_site(tmp_path)
 

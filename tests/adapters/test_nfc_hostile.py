@@ -37,9 +37,9 @@ from passbridge.service.runtime import Services, memory_services
 from passbridge.sim.nfc_card import CardFaults, SimulatedCard
 from passbridge.sim.phone import SimulatedPhone
 from passbridge.site_file import parse_site
+from tests.process.test_service_hardware import SITE, cli, free_udp_port
+from tests.process.test_service_process import PASSBRIDGE, READY
 from tests.service_support import metric_sample
-from tests.test_service_hardware import SITE, cli, free_udp_port
-from tests.test_service_process import PASSBRIDGE, READY
 
 SERVED_WITHIN = 2.0  # the bound: a phone is served within 2 s of a hostile arrival
 WAIT = 20.0  # generous bound on things that must happen eventually

@@ -23,8 +23,8 @@ from passbridge.clock import ManualClock
 from passbridge.service.app import create_app
 from passbridge.service.runtime import assemble
 from passbridge.service.storage import SqliteEventStore
+from tests.adapters.test_audit import AT, decision, writer_held
 from tests.service_support import MONDAY_10, Keys, admin_token, make_rig, make_site, remote_token
-from tests.test_audit import AT, decision, writer_held
 
 # The table as it was before the hash chain (what a log written by an older
 # passbridge looks like).

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import test_service_process
-from tests.test_service_process import start_server
+from tests.process import test_service_process
+from tests.process.test_service_process import start_server
 
 pytestmark = pytest.mark.slow
 

@@ -382,7 +382,7 @@ async def test_connections_over_the_cap_are_closed_at_once(tight: Edge) -> None:
 async def test_a_tls_handshake_that_never_comes_is_closed_at_the_header_timeout(
     tmp_path: Path,
 ) -> None:
-    from tests.test_service_edge_process import make_certificate
+    from tests.process.test_service_edge_process import make_certificate
 
     cert, key = make_certificate(tmp_path)
     # Before the handshake aiohttp's own keep-alive clock is not running yet;

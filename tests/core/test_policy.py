@@ -5,14 +5,14 @@ read it from there rather than spell it again."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
 from passbridge.core import policy
+from tests.conftest import PROJECT, SHARED
 
-SPEC = Path(__file__).resolve().parent.parent.parent / "shared" / "spec"
-PACKAGE = Path(__file__).resolve().parent.parent / "passbridge"
+SPEC = SHARED / "spec"
+PACKAGE = PROJECT / "passbridge"
 
 
 def _spec(name: str) -> str:

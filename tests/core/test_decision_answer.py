@@ -13,8 +13,8 @@ from passbridge.core.decision import Decision
 from passbridge.core.model import DoorState, Factor, Reason, Result
 from passbridge.scenario.rig import StepOutcome
 from passbridge.service.openapi import document
+from tests.core.test_engine import MONDAY_9, SITE
 from tests.engine_helpers import Harness
-from tests.test_engine import MONDAY_9, SITE
 
 
 def decisions() -> list[Decision]:

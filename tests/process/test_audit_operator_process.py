@@ -27,8 +27,8 @@ import pytest
 
 from passbridge.core.tokens import load_private_key_pem
 from passbridge.service.sim_client import backend_token
+from tests.process.test_service_process import PASSBRIDGE, audit_decisions, start_server
 from tests.service_support import BACKEND
-from tests.test_service_process import PASSBRIDGE, audit_decisions, start_server
 
 # Rounds of operator work while the service is under load. One round was
 # enough to lose records on the code this test was written against; several

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_service_process import PASSBRIDGE, Server, device_keys, start_server
+from tests.process.test_service_process import PASSBRIDGE, Server, device_keys, start_server
 
 pytestmark = pytest.mark.slow
 

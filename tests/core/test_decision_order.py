@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import inspect
 import re
-from pathlib import Path
 
 from passbridge.core.engine import DoorCore
+from tests.conftest import PROJECT
 
-DECISIONS = Path(__file__).resolve().parent.parent / "docs" / "decisions.md"
+DECISIONS = PROJECT / "docs" / "decisions.md"
 
 
 def _documented_steps() -> list[tuple[int, str]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,8 +27,9 @@ from passbridge.protocol.ble_framing import (
     MessageAssembler,
     frame_message,
 )
+from tests.conftest import PROJECT
 
-VECTORS = Path(__file__).resolve().parent.parent / "protocols" / "ble" / "vectors"
+VECTORS = PROJECT / "protocols" / "ble" / "vectors"
 
 
 def load(name: str) -> dict[str, Any]:

@@ -42,8 +42,8 @@ from passbridge.sim.ble_phone import Fault, Rogue, SimulatedBlePhone
 from passbridge.sim.bleak_bumble import BumbleAir
 from passbridge.sim.phone import SimulatedPhone
 from passbridge.site_file import parse_site
+from tests.process.test_service_hardware import SITE
 from tests.service_support import metric_sample
-from tests.test_service_hardware import SITE
 
 
 def nothing(message: bytes) -> bytes:

@@ -1,4 +1,4 @@
-"""The ``slow`` marker's module list names modules that exist.
+"""The ``slow`` marker's module list names modules that exist, by their path under tests/.
 
 A renamed module would silently leave the list and its slow tests would
 land in the inner loop (``pytest -m "not slow"``); nothing is ever skipped
@@ -8,9 +8,9 @@ every test.
 
 from __future__ import annotations
 
-from tests.conftest import PROJECT, SLOW_MODULES
+from tests.conftest import SLOW_MODULES, TESTS
 
 
 def test_every_listed_slow_module_exists() -> None:
-    missing = sorted(name for name in SLOW_MODULES if not (PROJECT / "tests" / name).is_file())
+    missing = sorted(name for name in SLOW_MODULES if not (TESTS / name).is_file())
     assert not missing, f"tests/conftest.py SLOW_MODULES names missing modules: {missing}"

@@ -25,7 +25,7 @@ from passbridge.scenario.shape import ScenarioFile, file_schema
 from passbridge.site_file import load_document, parse_site
 from passbridge.site_file.shape import SiteFile
 from tests.conftest import PROJECT, shared_path
-from tests.test_site_file import _paths, _values, base
+from tests.site_file.test_site_file import _paths, _values, base
 
 KEY = b"installation-secret"
 

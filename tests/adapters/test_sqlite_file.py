@@ -17,7 +17,7 @@ from pathlib import Path
 from passbridge.adapters.audit_sqlite import AuditLog
 from passbridge.adapters.keystore import SqliteKeyStore
 from passbridge.adapters.sqlite_file import connect_private
-from tests.test_audit import decision
+from tests.adapters.test_audit import decision
 
 OTHER_PROCESS_READS = """
 import sqlite3, sys
