@@ -6,7 +6,7 @@ the OpenAPI document's ``Decision`` component (``service.openapi``, built
 from this model), and the scenario rig, which reads the answers of remote
 and nearby unlocks back (``scenario.rig``, through this model). The core
 still writes the JSON itself (``core.decision``: it stays free of pydantic,
-and the hot path is a plain dict); tests/test_decision_answer.py holds what
+and the hot path is a plain dict); tests/core/test_decision_answer.py holds what
 it writes against this model, field by field.
 """
 
