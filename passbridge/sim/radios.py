@@ -45,6 +45,12 @@ from passbridge.sim.nfc_card import SimulatedCard
 from passbridge.sim.phone import SimulatedPhone
 
 TAP_TIMEOUT = 10.0
+# The simulated reader's own limits per APDU and per decision. A production
+# reader keeps its short per-APDU deadline (it bounds hostile cards); here the
+# card is the in-process simulated phone, so its answer is late only when the
+# machine is busy, and a scenario's result must not depend on that.
+SIM_APDU_TIMEOUT = 4.0
+SIM_DECIDE_TIMEOUT = 4.0
 SIGHTING_TIMEOUT = 5.0  # real seconds for the scanner to hear a fresh advertisement
 
 
@@ -119,6 +125,8 @@ class SimulatedRadios:
                 card.device,
                 lambda: AliroTapHandler(identity, keys, on_authenticated=keys.authenticated),
                 decider=decider,
+                apdu_timeout=SIM_APDU_TIMEOUT,
+                decide_timeout=SIM_DECIDE_TIMEOUT,
             )
             async with reader:
                 outcome = await reader.tap_once(TAP_TIMEOUT)
