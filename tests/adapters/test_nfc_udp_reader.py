@@ -269,7 +269,8 @@ async def test_continuous_mode_reports_every_tap(card: SimulatedCard) -> None:
     async def on_tap(outcome: TapOutcome[list[bytes]]) -> None:
         await delivered.put(outcome)
 
-    async with NfcReader(card.device, script_factory([]), on_tap=on_tap, apdu_timeout=0.3):
+    async with NfcReader(card.device, script_factory([]), on_tap=on_tap, apdu_timeout=1.0,
+                         field_hold=WAIT):  # read again only after the test takes it away
         first = await asyncio.wait_for(delivered.get(), WAIT)
         await retap(card, CardFaults(drop_after=0))
         second = await asyncio.wait_for(delivered.get(), WAIT)
