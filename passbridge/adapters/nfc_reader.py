@@ -281,6 +281,9 @@ class NfcReader(Generic[T]):
         self._fwt_max = frame_waiting_time(fwi_max)
         self._on_field_held = on_field_held
         self._pace = pace
+        # on_tap / on_field_held calls still running; stop() waits for them.
+        self._callbacks: set[concurrent.futures.Future[None]] = set()
+        self._callbacks_lock = threading.Lock()
 
     @property
     def device(self) -> str:
@@ -317,6 +320,15 @@ class NfcReader(Generic[T]):
             if thread.is_alive():
                 log.warning("NFC reader %s did not stop within %.1fs", self._device, timeout)
                 return
+        # The last taps' callbacks (an audit write, a summary count) finish
+        # before stop returns: whoever stops the reader next closes the audit log.
+        with self._callbacks_lock:
+            running = [asyncio.wrap_future(future) for future in self._callbacks]
+        if running:
+            _, late = await asyncio.wait(running, timeout=timeout)
+            if late:
+                log.warning("NFC reader %s: %d tap callbacks still running after %.1fs",
+                            self._device, len(late), timeout)
         clf, self._clf = self._clf, None
         if clf is not None:
             await asyncio.to_thread(clf.close)
@@ -388,7 +400,7 @@ class NfcReader(Generic[T]):
             return
         try:
             future = asyncio.run_coroutine_threadsafe(callback(held), loop)
-            future.add_done_callback(self._log_callback_failure)
+            self._track(future)
         except RuntimeError:
             log.warning("NFC reader %s: event loop gone, held field not reported", self._device)
 
@@ -526,7 +538,7 @@ class NfcReader(Generic[T]):
             loop.call_soon_threadsafe(self._enqueue, outcome)
             if self._on_tap is not None:
                 future = asyncio.run_coroutine_threadsafe(self._on_tap(outcome), loop)
-                future.add_done_callback(self._log_callback_failure)
+                self._track(future)
         except RuntimeError:
             log.warning("NFC reader %s: event loop gone, tap outcome dropped", self._device)
 
@@ -535,7 +547,14 @@ class NfcReader(Generic[T]):
             self._outcomes.get_nowait()  # nobody reads the backlog: keep the newest
         self._outcomes.put_nowait(outcome)
 
+    def _track(self, future: concurrent.futures.Future[None]) -> None:
+        with self._callbacks_lock:
+            self._callbacks.add(future)
+        future.add_done_callback(self._log_callback_failure)
+
     def _log_callback_failure(self, future: concurrent.futures.Future[None]) -> None:
+        with self._callbacks_lock:
+            self._callbacks.discard(future)
         if future.cancelled():
             return
         error = future.exception()

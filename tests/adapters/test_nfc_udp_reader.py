@@ -280,6 +280,22 @@ async def test_continuous_mode_reports_every_tap(card: SimulatedCard) -> None:
     assert isinstance(second.error, FieldLost) and second.apdus == 0
 
 
+async def test_stop_waits_for_the_last_taps_callback(card: SimulatedCard) -> None:
+    """The service closes the audit log after its readers stop: a tap's
+    callback (its audit write) still running must finish first."""
+    finished: list[bool] = []
+
+    async def on_tap(outcome: TapOutcome[list[bytes]]) -> None:
+        await asyncio.sleep(0.5)  # a slow audit write
+        finished.append(outcome.ok)
+
+    reader = NfcReader(card.device, script_factory([]), on_tap=on_tap, field_hold=WAIT)
+    await reader.start()
+    await reader.tap_once(WAIT)
+    await reader.stop()
+    assert finished == [True]
+
+
 async def test_unknown_device_is_reader_unavailable() -> None:
     reader = NfcReader("tty:passbridge-none:pn532", script_factory([]))
     with pytest.raises(ReaderUnavailable, match="cannot open NFC reader"):
