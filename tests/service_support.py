@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import jwt
+import yaml
 from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -25,6 +26,7 @@ from passbridge.core.tokens import (
 )
 from passbridge.protocol.ble_advert import derive_proximity_key, rotating_id, slot_at
 from passbridge.service.runtime import Services, memory_services
+from passbridge.sim.phone import SimulatedPhone
 from passbridge.site_file import parse_site
 
 PIN_KEY = b"k" * 32
@@ -172,3 +174,18 @@ def metric_sample(text: str, name: str, **labels: str) -> float | None:
             if found.name == name and found.labels == labels:
                 return float(found.value)
     return None
+
+
+def services_with_phones(
+    site_yaml: str, clock: Clock, phones: dict[str, str]
+) -> tuple[Services, MemoryKeyStore, dict[str, SimulatedPhone]]:
+    """In-memory services for a site given as YAML text, with a simulated
+    phone made and enrolled for each ``phone id -> user``: the set-up every
+    radio-path test starts from."""
+    keystore = MemoryKeyStore(clock=clock)
+    site = parse_site(yaml.safe_load(site_yaml), file="site.yaml", pin_key=keystore.pin_key())
+    services = memory_services(site, clock=clock, keystore=keystore)
+    made = {phone_id: SimulatedPhone.create(phone_id) for phone_id in phones}
+    for phone_id, user in phones.items():
+        keystore.enroll_phone(phone_id, user, made[phone_id].public_key_point)
+    return services, keystore, made

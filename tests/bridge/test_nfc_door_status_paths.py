@@ -14,21 +14,18 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
-import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
-from passbridge.adapters.keystore import MemoryKeyStore
 from passbridge.bridge import nfc_tap
 from passbridge.bridge.nfc_tap import TapRequest, tap_reader_status
 from passbridge.clock import ManualClock, SystemClock
 from passbridge.core.model import DoorState, Factor, Reason, Result, Side
 from passbridge.service.app import create_app
 from passbridge.service.hardware import NfcDoorReader, Placement
-from passbridge.service.runtime import Services, memory_services
+from passbridge.service.runtime import Services
 from passbridge.sim.nfc_card import SimulatedCard
-from passbridge.sim.phone import SimulatedPhone
 from passbridge.sim.radios import SimulatedRadios
-from passbridge.site_file import parse_site
+from tests.service_support import services_with_phones
 
 SITE = """
 site: {id: hq, timezone: America/Los_Angeles}
@@ -54,12 +51,8 @@ class Air:
 @pytest.fixture
 async def air() -> AsyncIterator[Air]:
     clock = ManualClock(datetime(2026, 11, 30, 9, tzinfo=ZoneInfo("America/Los_Angeles")))
-    keystore = MemoryKeyStore(clock=clock)
-    site = parse_site(yaml.safe_load(SITE), file="site.yaml", pin_key=keystore.pin_key())
-    services = memory_services(site, clock=clock, keystore=keystore)
-    phones = {p: SimulatedPhone.create(p) for p in ("alice-phone", "dave-phone")}
-    for phone_id, user in (("alice-phone", "alice"), ("dave-phone", "dave")):
-        keystore.enroll_phone(phone_id, user, phones[phone_id].public_key_point)
+    services, keystore, phones = services_with_phones(
+        SITE, clock, {"alice-phone": "alice", "dave-phone": "dave"})
     radios = SimulatedRadios(services.controller, keystore, clock, services.proximity,
                              phones, refusals=services.metrics)
     yield Air(services, radios)
@@ -129,11 +122,8 @@ async def test_a_phone_refusing_the_door_status_is_logged_and_counted(
 ) -> None:
     """serve's own reader placement over nfcpy's udp driver, /metrics over HTTP."""
     clock = SystemClock()
-    keystore = MemoryKeyStore(clock=clock)
-    site = parse_site(yaml.safe_load(SITE), file="site.yaml", pin_key=keystore.pin_key())
-    services = memory_services(site, clock=clock, keystore=keystore)
-    phone = SimulatedPhone.create("alice-phone")
-    keystore.enroll_phone("alice-phone", "alice", phone.public_key_point)
+    services, keystore, phones = services_with_phones(SITE, clock, {"alice-phone": "alice"})
+    phone = phones["alice-phone"]
     applet = phone.applet(keystore.reader_key().public_key)
     # A regression: the reader sends 0000, which passbridge used to send on refusals.
     monkeypatch.setattr(nfc_tap, "exchange_status", lambda result, reason: 0x0000)

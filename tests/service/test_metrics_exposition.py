@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.openmetrics.parser import (
@@ -20,7 +19,6 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from passbridge.adapters.keystore import MemoryKeyStore
 from passbridge.bridge import nfc_tap
 from passbridge.clock import SystemClock
 from passbridge.core.model import Side
@@ -28,12 +26,9 @@ from passbridge.service.app import create_app
 from passbridge.service.hardware import NfcDoorReader, Placement
 from passbridge.service.metrics import OTHER
 from passbridge.service.openapi import document
-from passbridge.service.runtime import memory_services
 from passbridge.sim.nfc_card import SimulatedCard
-from passbridge.sim.phone import SimulatedPhone
-from passbridge.site_file import parse_site
 from tests.bridge.test_nfc_door_status_paths import SITE as NFC_SITE
-from tests.service_support import Rig, make_rig, metric_sample, remote_token
+from tests.service_support import Rig, make_rig, metric_sample, remote_token, services_with_phones
 
 OPENMETRICS = "application/openmetrics-text"
 # What Prometheus itself sends when it prefers OpenMetrics.
@@ -152,11 +147,8 @@ async def test_a_phone_chosen_status_word_creates_no_series(
     ISO 7816 words the reader knows get a series; the log names the real one.
     Over nfcpy's udp driver, serve's reader placement, /metrics over HTTP."""
     clock = SystemClock()
-    keystore = MemoryKeyStore(clock=clock)
-    site = parse_site(yaml.safe_load(NFC_SITE), file="site.yaml", pin_key=keystore.pin_key())
-    services = memory_services(site, clock=clock, keystore=keystore)
-    phone = SimulatedPhone.create("alice-phone")
-    keystore.enroll_phone("alice-phone", "alice", phone.public_key_point)
+    services, keystore, phones = services_with_phones(NFC_SITE, clock, {"alice-phone": "alice"})
+    phone = phones["alice-phone"]
     applet = phone.applet(keystore.reader_key().public_key)
     # Any status the phone refuses (it answers 6701), then rewritten to 1234.
     monkeypatch.setattr(nfc_tap, "exchange_status", lambda result, reason: 0x0000)

@@ -10,16 +10,14 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
-import yaml
 
 from passbridge.adapters.keystore import MemoryKeyStore
 from passbridge.clock import ManualClock
 from passbridge.core.model import Reason, Result
 from passbridge.protocol.aliro_phone import PhoneApplet
-from passbridge.service.runtime import Services, memory_services
-from passbridge.sim.phone import SimulatedPhone
+from passbridge.service.runtime import Services
 from passbridge.sim.radios import SimulatedRadios
-from passbridge.site_file import parse_site
+from tests.service_support import services_with_phones
 
 SITE = """
 site: {id: hq, timezone: America/Los_Angeles}
@@ -41,11 +39,8 @@ class Air:
 @pytest.fixture
 async def air() -> AsyncIterator[Air]:
     clock = ManualClock(datetime(2026, 11, 30, 9, tzinfo=ZoneInfo("America/Los_Angeles")))
-    keystore = MemoryKeyStore(clock=clock)
-    site = parse_site(yaml.safe_load(SITE), file="site.yaml", pin_key=keystore.pin_key())
-    services = memory_services(site, clock=clock, keystore=keystore)
-    phone = SimulatedPhone.create("alice-phone")
-    keystore.enroll_phone("alice-phone", "alice", phone.public_key_point)
+    services, keystore, phones = services_with_phones(SITE, clock, {"alice-phone": "alice"})
+    phone = phones["alice-phone"]
     radios = SimulatedRadios(
         services.controller, keystore, clock, services.proximity, {"alice-phone": phone}
     )
