@@ -234,6 +234,17 @@ class DoorCore:
     def lockdown(self) -> tuple[bool, frozenset[str]]:
         return self._site_lockdown, frozenset(self._door_lockdowns)
 
+    def pending_steps(self, door_id: str, moment: Moment) -> list[tuple[Side, PendingCard, float]]:
+        """The door's cards still waiting for their entry code, by side, with
+        the seconds each has left: what an admin sees as "entry code needed"
+        (the console's doors view). Reads only: an expired card is left for
+        the next decision at that side to end, as it always was."""
+        door = self.door(door_id)
+        now = moment.elapsed
+        return [(side, card, door.pin_timeout - (now - card.started))
+                for side, card in self._memory.pending_at(door_id)
+                if not card.expired(now, door.pin_timeout)]
+
     # --- decisions -------------------------------------------------------
     def decide(self, presentation: Presentation, moment: Moment) -> Decision:
         """A wired factor (card or PIN). Mobile factors come only as tokens."""

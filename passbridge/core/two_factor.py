@@ -85,6 +85,12 @@ class TwoFactorMemory:
     def clear(self, door: str, side: Side) -> None:
         self._pending.pop((door, side), None)
 
+    def pending_at(self, door: str) -> list[tuple[Side, PendingCard]]:
+        """The door's waiting cards, by side (expired ones included: the
+        caller knows the door's timeout)."""
+        return sorted(((side, card) for (d, side), card in self._pending.items() if d == door),
+                      key=lambda found: found[0].value)
+
     def forget_door(self, door: str) -> None:
         for key in [k for k in self._pending if k[0] == door]:
             del self._pending[key]

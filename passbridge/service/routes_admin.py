@@ -48,7 +48,8 @@ def require_admin(request: web.Request, services: Services) -> str:
 
 def door_json(services: Services, door_id: str) -> dict[str, Any]:
     door = services.core.door(door_id)
-    resolved = services.core.door_state(door_id, services.clock.moment())
+    moment = services.clock.moment()
+    resolved = services.core.door_state(door_id, moment)
     override = services.core.override(door_id)
     site_lockdown, door_lockdowns = services.core.lockdown()
     return {
@@ -65,6 +66,12 @@ def door_json(services: Services, door_id: str) -> dict[str, Any]:
             if override is not None else None
         ),
         "lockdown": site_lockdown or door_id in door_lockdowns,
+        # Cards waiting for their entry code (the console's "entry code needed").
+        "pending": [
+            {"side": side.value, "user": card.user, "factor": card.factor.value,
+             "seconds_left": max(0, int(left))}
+            for side, card, left in services.core.pending_steps(door_id, moment)
+        ],
         "at": services.clock.now().isoformat(),
     }
 
