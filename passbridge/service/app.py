@@ -15,7 +15,7 @@ from typing import Protocol
 
 from aiohttp import hdrs, web
 
-from passbridge.service import routes_admin, routes_decisions, routes_events
+from passbridge.service import console, routes_admin, routes_decisions, routes_events
 from passbridge.service.http import (
     LIMITS,
     MAX_BODY_BYTES,
@@ -117,6 +117,7 @@ def create_app(
     routes_decisions.add_routes(app)
     routes_admin.add_routes(app)
     routes_events.add_routes(app)
+    console.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/openapi.json", openapi)

@@ -254,6 +254,7 @@ def document(*, simulated: bool = False) -> dict[str, Any]:
                 "get": {"summary": "This document", "responses": {"200": {
                     "description": "OpenAPI 3", "content": _json({"type": "object"})}}},
             },
+            **_console_paths(),
         },
         "components": {
             "securitySchemes": {
@@ -263,6 +264,9 @@ def document(*, simulated: bool = False) -> dict[str, Any]:
                              "description": "informational: the phone's JWS is the body"},
                 "bridgeToken": {"type": "http", "scheme": "bearer",
                                 "description": "informational: the factor token is the body"},
+                "consoleSession": {"type": "apiKey", "in": "cookie", "name": "passbridge_session",
+                                   "description": "a console session (state-changing calls "
+                                   "also send X-CSRF-Token)"},
             },
             "schemas": {
                 "Error": {
@@ -287,6 +291,13 @@ def document(*, simulated: bool = False) -> dict[str, Any]:
                         "state_source": {"type": "string"},
                         "override": {"type": "object", "nullable": True},
                         "lockdown": {"type": "boolean"},
+                        "pending": {"type": "array", "items": {
+                            "type": "object", "description": "a card waiting for its "
+                            "entry code at one side of the door",
+                            "properties": {
+                                "side": _SIDE, "user": {"type": "string"},
+                                "factor": {"type": "string"},
+                                "seconds_left": {"type": "integer", "minimum": 0}}}},
                         "at": {"type": "string", "format": "date-time"},
                     },
                 },
@@ -296,6 +307,44 @@ def document(*, simulated: bool = False) -> dict[str, Any]:
     if simulated:
         doc["paths"].update(_simulation_paths())
     return doc
+
+
+def _console_paths() -> dict[str, Any]:
+    """The browser console (service/console): its pages and versioned assets,
+    and the QR code it draws for an enrolment code."""
+    html = {"text/html": {"schema": {"type": "string"}}}
+
+    def page(summary: str) -> dict[str, Any]:
+        return {"get": {"summary": summary, "tags": ["console"], "responses": {
+            "200": {"description": "the page (no-cache, ETag)", "content": html},
+            "304": {"description": "not modified"}}}}
+
+    return {
+        "/console": page("The console (HTML; its data comes from the API with a session)"),
+        "/console/sign-in": page("Redeems the sign-in link's #token= for a session"),
+        "/console/": {"get": {"summary": "Redirects to /console", "tags": ["console"],
+                              "responses": {"301": {"description": "to /console"}}}},
+        "/console/assets/{version}/{name}": {
+            "parameters": [
+                {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "get": {"summary": "A console file of one release (cached for a year)",
+                    "tags": ["console"], "responses": {
+                        "200": {"description": "the file", "content": {
+                            media: {"schema": {"type": "string"}} for media in (
+                                "text/javascript", "text/css")}},
+                        "304": {"description": "not modified"},
+                        **_errors(404)}}},
+        "/console/qr": {"post": {
+            "summary": "An SVG QR code of a short text (the console's enrolment codes)",
+            "tags": ["console"], "security": [{"backendJwt": []}, {"consoleSession": []}],
+            "requestBody": {"required": True, "content": _json({
+                "type": "object", "required": ["text"], "properties": {
+                    "text": {"type": "string", "minLength": 1, "maxLength": 512}}})},
+            "responses": {"200": {"description": "the QR code", "content": {
+                "image/svg+xml": {"schema": {"type": "string"}}}},
+                **_errors(400, 401, 403, 413)}}},
+    }
 
 
 def _simulation_paths() -> dict[str, Any]:
@@ -308,7 +357,8 @@ def _simulation_paths() -> dict[str, Any]:
     def op(summary: str, ok: dict[str, Any], body: dict[str, Any] | None) -> dict[str, Any]:
         operation: dict[str, Any] = {
             "summary": summary, "tags": ["simulation"],
-            "security": [{"deviceKey": []}],
+            # The door side's reader key, or a site admin's console session (tester panel).
+            "security": [{"deviceKey": []}, {"consoleSession": []}],
             "responses": {"200": ok, **_errors(400, 401, 403, 404, 409, 413, 503)},
         }
         if body is not None:
@@ -317,7 +367,8 @@ def _simulation_paths() -> dict[str, Any]:
 
     return {
         "/v1/sim": {"get": {"summary": "The simulated radios: phones, reader public key",
-                            "tags": ["simulation"], "security": [{"deviceKey": []}],
+                            "tags": ["simulation"],
+                            "security": [{"deviceKey": []}, {"consoleSession": []}],
                             "responses": {"200": {
                                 "description": "simulation", "content": _json(
                                     {"type": "object"})}, **_errors(401)}}},
@@ -325,6 +376,29 @@ def _simulation_paths() -> dict[str, Any]:
             "A simulated phone taps the door's NFC reader", decision, phone_body)},
         "/v1/sim/doors/{door}/ble": {"parameters": [_DOOR_PARAM], "post": op(
             "A simulated phone makes a Bluetooth unlock", decision, phone_body)},
+        "/v1/sim/doors/{door}/nearby": {"parameters": [_DOOR_PARAM], "post": op(
+            "A simulated phone advertises near the door side's radio (rssi null: not "
+            "seen), then asks for a Nearby unlock signed with its own key", decision,
+            phone_body)},
+        "/v1/sim/doors/{door}/card": {"parameters": [_DOOR_PARAM], "post": op(
+            "A badge at the door side's reader", decision,
+            {"type": "object", "required": ["number"], "properties": {
+                "number": {"type": "string", "minLength": 1, "maxLength": 64}, "side": _SIDE}})},
+        "/v1/sim/doors/{door}/keypad": {"parameters": [_DOOR_PARAM], "post": op(
+            "An entry code on the door side's keypad", decision,
+            {"type": "object", "required": ["code"], "properties": {
+                "code": {"type": "string", "pattern": "^[0-9]{1,32}$"}, "side": _SIDE}})},
+        "/v1/sim/scenario": {"post": {
+            "summary": "Run an uploaded scenario file in its own in-memory rig (the "
+                       "scenario's site, never this service's doors); the per-step report",
+            "tags": ["simulation"], "security": [{"deviceKey": []}, {"consoleSession": []}],
+            "requestBody": {"required": True, "content": {
+                "application/yaml": {"schema": {"type": "string"}}}},
+            "responses": {"200": {"description": "the report", "content": _json({
+                "type": "object", "properties": {
+                    "name": {"type": "string"}, "passed": {"type": "boolean"},
+                    "steps": {"type": "array", "items": {"type": "object"}}}})},
+                **_errors(401, 403, 409, 413, 422, 503)}}},
         "/v1/sim/phones/{phone}/advertise": {
             "parameters": [{"name": "phone", "in": "path", "required": True,
                             "schema": {"type": "string"}}],
