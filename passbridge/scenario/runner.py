@@ -101,7 +101,8 @@ async def run_scenario(scenario: Scenario, pin_key: bytes) -> ScenarioReport:
     return ScenarioReport(scenario, reports)
 
 
-def _describe(step: Step) -> str:
+def describe_step(step: Step) -> str:
+    """One line for a step, never its entry code (the CLI report and the console's table)."""
     a = step.args
     side = "" if step.side.value == "in" else "/out"
     if step.action == "card":
@@ -149,7 +150,8 @@ def _line(report: StepReport, site_tz: Any) -> str:
             f"{k}={getattr(v, 'value', v)}" for k, v in (report.step.expect or {}).items()
         )
         verdict = f"FAILED, expected {wanted}" if wanted else "FAILED"
-    return f"  [{report.step.index}] {when} {_describe(report.step)} -> {got}  {verdict}".rstrip()
+    step = describe_step(report.step)
+    return f"  [{report.step.index}] {when} {step} -> {got}  {verdict}".rstrip()
 
 
 def run_files(

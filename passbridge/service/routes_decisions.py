@@ -90,8 +90,15 @@ async def remote_unlock(request: web.Request) -> web.Response:
 
 async def nearby_unlock(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    door = request.match_info["door"]
-    token = await body_text(request)
+    return _answer(await decide_nearby(services, request.match_info["door"],
+                                       await body_text(request)))
+
+
+async def decide_nearby(services: Services, door: str, token: str) -> Decision:
+    """A phone's signed nearby request for ``door``, verified and decided
+    (ApiError 401 for a request no enrolled phone signed, 404 for an unknown
+    door once the phone is authenticated). The simulated phones of the
+    console's tester panel go through here too (sim/air.py)."""
     found: list[PhoneEnrolment] = []
 
     def phone_key(credential: str) -> bytes | None:
@@ -108,31 +115,30 @@ async def nearby_unlock(request: web.Request) -> web.Response:
     )
     if isinstance(checked, TokenRejection):
         raise refused(services, "nearby", checked)
-    _door(request, services)  # 404 only now that the phone is authenticated
+    services.core.door(door)  # UnknownDoor -> 404, only now that the phone is authenticated
     if isinstance(checked, RefusedNearbyRequest):
         # Signed by an enrolled phone, so attributable: a recorded denial.
         rejection = checked.rejection
         services.metrics.token_failure("nearby", rejection.reason)
-        return _answer(await services.controller.bridge_failure(
+        return await services.controller.bridge_failure(
             door, Side.IN, Factor.NEARBY, rejection.reason, rejection.detail,
             credential=checked.credential,
-        ))
+        )
     enrolment = found[-1]
     if enrolment.revoked:
-        return _answer(await services.controller.bridge_failure(
+        return await services.controller.bridge_failure(
             door, Side.IN, Factor.NEARBY, Reason.UNKNOWN_CREDENTIAL, "phone enrolment revoked",
             credential=checked.credential,
-        ))
+        )
     # The side is the side of the door radio that heard the phone, never the request's.
     found_nearby = nearby_evidence(
         services.proximity, services.resolver, services.clock, door=door,
         credential=checked.credential, adv=checked.adv, claimed_side=checked.claimed_side,
     )
-    decision = await services.controller.mobile_factor(
+    return await services.controller.mobile_factor(
         user=enrolment.user_id, door=door, side=found_nearby.side, factor=Factor.NEARBY,
         credential=checked.credential, evidence=found_nearby.evidence,
     )
-    return _answer(decision)
 
 
 async def factor_token(request: web.Request) -> web.Response:
@@ -171,7 +177,7 @@ def require_device(
                        "this device key is for another door, side or kind of device")
 
 
-def _text_field(data: dict[str, Any], name: str, limit: int, *, digits: bool) -> str:
+def text_field(data: dict[str, Any], name: str, limit: int, *, digits: bool) -> str:
     value = data.get(name)
     if not isinstance(value, str) or not 0 < len(value) <= limit or not value.isascii():
         raise ApiError(400, "malformed_body", f"{name}: expected a string of 1-{limit} characters")
@@ -193,7 +199,7 @@ async def _wired_input(request: web.Request, kind: DeviceKind, field: str, limit
     services = request.app[SERVICES]
     key = device_caller(request, services)
     data = await json_body(request)
-    value = _text_field(data, field, limit, digits=digits)
+    value = text_field(data, field, limit, digits=digits)
     side = _side(data.get("side", key.side.value), "side")
     door = request.match_info["door"]
     require_device(services, key, door, side, kind)

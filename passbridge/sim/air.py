@@ -13,7 +13,14 @@ exist for a radio kind that is real hardware.
 The routes stand in for a door side's radio, so they take that door side's
 reader device key, exactly like ``POST /v1/doors/{door}/card``; and they
 never say where anything lives on disk (the sim command finds the phone
-keys beside the database it is pointed at).
+keys beside the database it is pointed at). The console's tester panel
+drives them with a site admin's session instead (cookie and CSRF header,
+no Authorization header): a site admin may stand in for any door side's
+device of a simulated service. The panel's badge, keypad and Nearby
+buttons have routes here too (``card``, ``keypad``, ``nearby``: the same
+controller calls as the wired routes and the same Nearby verification as
+the phone's route), and ``POST /v1/sim/scenario`` runs an uploaded scenario
+file in its own in-memory rig, never on this service's doors.
 
 This module lives with the simulators, not in the service: the service
 never imports a simulator. ``serve --simulate`` (cli/serve.py) makes the
@@ -23,8 +30,10 @@ air and hands it to ``create_app``, which mounts its routes through
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +44,16 @@ from passbridge.core.decision import Decision
 from passbridge.core.model import Side
 from passbridge.core.tokens import load_private_key_pem, private_key_to_pem
 from passbridge.ids import file_for_id
-from passbridge.service.http import ApiError, json_body
-from passbridge.service.routes_decisions import device_caller, require_device
+from passbridge.service.http import ApiError, json_body, read_body
+from passbridge.service.routes_admin import require_admin
+from passbridge.service.routes_decisions import (
+    MAX_CARD_CHARS,
+    MAX_CODE_CHARS,
+    decide_nearby,
+    device_caller,
+    require_device,
+    text_field,
+)
 from passbridge.service.runtime import Services
 from passbridge.service.state import SERVICES
 from passbridge.sim.phone import SimulatedPhone
@@ -146,20 +163,38 @@ def _answer(decision: Decision) -> web.Response:
     return web.json_response(decision.to_json())
 
 
-def _device(request: web.Request) -> DeviceKey:
-    """The caller's device key (401 without a valid one), before anything else."""
-    return device_caller(request, request.app[SERVICES])
-
-
-async def _door_side(request: web.Request, key: DeviceKey) -> tuple[str, Side, dict[str, Any]]:
-    """The door side this call drives, its body; 403 unless ``key`` is that
-    side's reader key, then 404 for a door the site does not have."""
+def _device(request: web.Request) -> DeviceKey | None:
+    """Who is calling, before anything else: a device key (Authorization
+    header; 401 without a valid one), or else a site admin's console session
+    (cookie, and the CSRF header on a POST; 401/403 otherwise), returned as
+    None: an admin may stand in for any door side's device."""
     services = request.app[SERVICES]
-    data = await json_body(request)
-    data.setdefault("side", key.side.value)
-    door, side = request.match_info["door"], _side(data)
-    require_device(services, key, door, side, DeviceKind.READER)
+    if "Authorization" in request.headers:
+        return device_caller(request, services)
+    require_admin(request, services)
+    return None
+
+
+def _check_device(
+    request: web.Request, key: DeviceKey | None, door: str, side: Side, kind: DeviceKind
+) -> None:
+    """403 unless ``key`` is that door side's device of ``kind`` (an admin's
+    session may drive any), then 404 for a door the site does not have."""
+    services = request.app[SERVICES]
+    if key is not None:
+        require_device(services, key, door, side, kind)
     services.core.door(door)  # UnknownDoor -> 404
+
+
+async def _door_side(
+    request: web.Request, key: DeviceKey | None, kind: DeviceKind = DeviceKind.READER
+) -> tuple[str, Side, dict[str, Any]]:
+    """The door side this call drives (default: the key's own side, or ``in``),
+    and its body; see _check_device."""
+    data = await json_body(request)
+    data.setdefault("side", key.side.value if key is not None else Side.IN.value)
+    door, side = request.match_info["door"], _side(data)
+    _check_device(request, key, door, side, kind)
     return door, side, data
 
 
@@ -217,12 +252,11 @@ async def advertise(request: web.Request) -> web.Response:
     air = request.app[SIM_AIR]
     _simulated(air, "ble")
     data = await json_body(request)
-    door = data.get("door", key.door)
+    door = data.get("door", key.door if key is not None else None)
     if not isinstance(door, str):
         raise ApiError(400, "malformed_body", "door must be a door id")
-    data.setdefault("side", key.side.value)
-    require_device(request.app[SERVICES], key, door, _side(data), DeviceKind.READER)
-    request.app[SERVICES].core.door(door)  # UnknownDoor -> 404
+    data.setdefault("side", key.side.value if key is not None else Side.IN.value)
+    _check_device(request, key, door, _side(data), DeviceKind.READER)
     data["phone"] = request.match_info["phone"]
     try:
         adv = await air.radios.advertise(_phone(data, air), _rssi(data, -70), door, _side(data))
@@ -231,10 +265,89 @@ async def advertise(request: web.Request) -> web.Response:
     return web.json_response({"adv": adv})
 
 
+async def nearby_unlock(request: web.Request) -> web.Response:
+    """The whole Nearby path for a simulated phone: it advertises near the
+    door side's radio (``rssi`` null: it is not seen), then signs the
+    request the app would send with its own key, and the service verifies
+    and decides it exactly as ``POST /v1/doors/{door}/nearby-unlock``."""
+    key = _device(request)
+    air = request.app[SIM_AIR]
+    _simulated(air, "ble")
+    door, side, data = await _door_side(request, key)
+    phone = _phone(data, air)
+    services = request.app[SERVICES]
+    try:
+        adv = await air.radios.advertise(phone, _rssi(data, -60), door, side)
+    except SimulationError as error:
+        raise ApiError(503, "simulation_failed", str(error)) from None
+    token = air.phones[phone].nearby_request(door, adv,
+                                             issued_at=services.clock.now().timestamp())
+    return _answer(await decide_nearby(services, door, token))
+
+
+async def card(request: web.Request) -> web.Response:
+    """A badge presented at the door side's reader (what ``POST
+    /v1/doors/{door}/card`` does for a wired reader)."""
+    key = _device(request)
+    door, side, data = await _door_side(request, key)
+    number = text_field(data, "number", MAX_CARD_CHARS, digits=False)
+    return _answer(await request.app[SERVICES].controller.card(door, number, side))
+
+
+async def keypad(request: web.Request) -> web.Response:
+    """An entry code typed on the door side's keypad (``POST /v1/doors/{door}/keypad``)."""
+    key = _device(request)
+    door, side, data = await _door_side(request, key, DeviceKind.KEYPAD)
+    code = text_field(data, "code", MAX_CODE_CHARS, digits=True)
+    return _answer(await request.app[SERVICES].controller.pin(door, code, side))
+
+
+# One uploaded scenario at a time: each runs a whole rig (radios, audit file).
+_SCENARIO_LOCK = web.AppKey("sim_scenario_lock", asyncio.Lock)
+SCENARIO_SECONDS = 120.0
+
+
+async def run_scenario(request: web.Request) -> web.Response:
+    """Run an uploaded scenario file (YAML, as ``passbridge scenario run``
+    reads it) in its own fresh in-memory rig: the scenario's site, clock,
+    phones and audit log, never this service's doors or log. Answers the
+    per-step report of ``scenario run --json``, or 422 with placed errors."""
+    _device(request)
+    # Only here: a service that never runs an uploaded scenario never loads the runner.
+    from passbridge.scenario.loader import parse_scenario
+    from passbridge.scenario.runner import describe_step
+    from passbridge.scenario.runner import run_scenario as run
+    from passbridge.site_file.document import parse_document
+
+    raw = await read_body(request)
+    pin_key = secrets.token_bytes(32)
+    # Placed problems are ConfigError, answered 422 by the service's error middleware.
+    document = parse_document(raw, "uploaded scenario")
+    scenario = parse_scenario(document, file="uploaded scenario", pin_key=pin_key)
+    lock = request.app[_SCENARIO_LOCK]
+    if lock.locked():
+        raise ApiError(409, "scenario_running", "another scenario is running; try again soon")
+    async with lock:
+        try:
+            async with asyncio.timeout(SCENARIO_SECONDS):
+                report = await run(scenario, pin_key)
+        except TimeoutError:
+            raise ApiError(503, "simulation_failed",
+                           f"the scenario did not finish within {SCENARIO_SECONDS:g} s") from None
+    tz = scenario.site.timezone
+    steps = [{**step.to_json(tz), "step": describe_step(step.step)} for step in report.steps]
+    return web.json_response({"name": scenario.name, "passed": report.passed, "steps": steps})
+
+
 def add_simulated_radios(app: web.Application, air: SimulatedAir) -> None:
     """Mount the simulation routes; the air itself is one of services.radios."""
     app[SIM_AIR] = air
+    app[_SCENARIO_LOCK] = asyncio.Lock()
     app.router.add_get("/v1/sim", describe)
     app.router.add_post("/v1/sim/doors/{door}/nfc", nfc_tap)
     app.router.add_post("/v1/sim/doors/{door}/ble", ble_unlock)
     app.router.add_post("/v1/sim/phones/{phone}/advertise", advertise)
+    app.router.add_post("/v1/sim/doors/{door}/nearby", nearby_unlock)
+    app.router.add_post("/v1/sim/doors/{door}/card", card)
+    app.router.add_post("/v1/sim/doors/{door}/keypad", keypad)
+    app.router.add_post("/v1/sim/scenario", run_scenario)

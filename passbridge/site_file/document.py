@@ -66,13 +66,29 @@ def load_document(path: Path) -> tuple[Mapping[str, Any], str]:
     """
     label = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError([Problem(label, "", f"not UTF-8 text ({exc.reason})")]) from None
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError([Problem(label, "", f"cannot read: {exc.strerror or exc}")]) from None
+    return parse_document(raw, label, json_only=path.suffix.lower() == ".json"), label
+
+
+def parse_document(raw: str | bytes, label: str, *, json_only: bool = False) -> Mapping[str, Any]:
+    """A document already in memory (a file's bytes, a ``PUT /v1/site`` body)
+    as a mapping; every failure is a ConfigError placed at ``label``.
+
+    YAML is a superset of JSON, so a JSON body reads as YAML too, with the
+    same duplicate-key refusal; ``json_only`` reads strictly as JSON (a
+    ``.json`` file, whose errors then speak JSON's terms).
+    """
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError([Problem(label, "", f"not UTF-8 text ({exc.reason})")]) from None
+    else:
+        text = raw
     try:
-        if path.suffix.lower() == ".json":
+        if json_only:
             data = json.loads(text)
         else:
             data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a safe loader)
@@ -94,4 +110,4 @@ def load_document(path: Path) -> tuple[Mapping[str, Any], str]:
             [Problem(label, "", f"expected a mapping with keys site, doors, users, trust; "
                                 f"the file holds {kind_of(data)}")]
         )
-    return data, label
+    return data

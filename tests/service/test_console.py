@@ -1,0 +1,222 @@
+"""The console's server side in-process: its pages and assets (caching, CSP),
+the plain-language table, the QR code, the doors' waiting steps, and the
+/v1/sim routes the tester panel drives. The browser itself: tests/process/
+test_console_browser.py."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from passbridge.adapters.keystore import MemoryKeyStore
+from passbridge.clock import ManualClock
+from passbridge.core.model import DoorState, Factor, Reason, Result
+from passbridge.service.app import create_app
+from passbridge.service.console import load_assets
+from passbridge.service.console.reasons import (
+    FACTOR_TEXT,
+    REASON_TEXT,
+    RESULT_TEXT,
+    STATE_TEXT,
+)
+from passbridge.service.runtime import memory_services
+from passbridge.sim.air import SimulatedAir
+from tests.service_support import (
+    MONDAY_10,
+    Keys,
+    Rig,
+    admin_token,
+    error_of,
+    make_rig,
+    make_site,
+)
+
+Client = TestClient[web.Request, web.Application]
+SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[tuple[Rig, Client]]:
+    r = make_rig()
+    async with TestClient(TestServer(create_app(r.services))) as client:
+        yield r, client
+
+
+@pytest.fixture
+async def sim(tmp_path: Path) -> AsyncIterator[tuple[Rig, Client]]:
+    """The test site with simulated radios: their phones enrol themselves."""
+    keys, clock = Keys(), ManualClock(MONDAY_10)
+    keystore = MemoryKeyStore(clock=clock)
+    services = memory_services(make_site(keys, keystore.pin_key()), clock=clock,
+                               keystore=keystore)
+    services.device_keys.ensure(services.site)
+    r = Rig(keys, clock, keystore, services)
+    air = SimulatedAir(r.services, tmp_path / "sim-phones")
+    async with TestClient(TestServer(create_app(r.services, simulated=air))) as client:
+        yield r, client
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+# --- plain language: one table, every enum value --------------------------------
+
+
+def test_every_reason_state_result_and_factor_has_plain_words() -> None:
+    assert set(REASON_TEXT) == set(Reason)
+    assert set(STATE_TEXT) == set(DoorState)
+    assert set(RESULT_TEXT) == set(Result)
+    assert set(FACTOR_TEXT) == set(Factor)
+    assert REASON_TEXT[Reason.PIN_REQUIRED] == "Entry code needed"
+    assert all(text and text[0].isupper() for text in REASON_TEXT.values())
+
+
+# --- pages and assets --------------------------------------------------------------
+
+
+async def test_pages_are_revalidated_and_assets_cached_by_version(rig: tuple[Rig, Client]) -> None:
+    _, client = rig
+    version = load_assets().version
+    page = await client.get("/console")
+    assert page.status == 200 and page.content_type == "text/html"
+    assert page.headers["Cache-Control"] == "no-cache"
+    csp = page.headers["Content-Security-Policy"]
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp
+    html = await page.text()
+    assert f'src="/console/assets/{version}/main.js"' in html
+    assert "<script>" not in html and " on" + "click=" not in html  # no inline script
+    again = await client.get("/console", headers={"If-None-Match": page.headers["ETag"]})
+    assert again.status == 304
+    script = await client.get(f"/console/assets/{version}/main.js")
+    assert script.status == 200
+    assert script.headers["Content-Type"].startswith("text/javascript")
+    assert "immutable" in script.headers["Cache-Control"]
+    assert script.headers["Content-Security-Policy"] == csp
+    # Every module the pages import is served under the same version.
+    for name in re.findall(r'from "\./([\w-]+\.js)"', await script.text()):
+        assert (await client.get(f"/console/assets/{version}/{name}")).status == 200, name
+    old = await client.get("/console/assets/0123456789ab/main.js")
+    assert await error_of(old, 404) == "not_found"
+    missing = await client.get(f"/console/assets/{version}/nope.js")
+    assert await error_of(missing, 404) == "not_found"
+    sign_in = await client.get("/console/sign-in")
+    assert f"/console/assets/{version}/sign-in.js" in await sign_in.text()
+    slash = await client.get("/console/", allow_redirects=False)
+    assert (slash.status, slash.headers["Location"]) == (301, "/console")
+
+
+async def test_the_words_module_is_made_from_the_reason_table(rig: tuple[Rig, Client]) -> None:
+    _, client = rig
+    version = load_assets().version
+    words = await (await client.get(f"/console/assets/{version}/words.js")).text()
+    assert '"pin_required": "Entry code needed"' in words
+    assert all(f'"{reason.value}"' in words for reason in Reason)
+
+
+async def test_qr_code_is_svg_for_site_admins_only(rig: tuple[Rig, Client]) -> None:
+    r, client = rig
+    body = {"text": '{"code":"ABCD-2345"}'}
+    assert await error_of(await client.post("/console/qr", json=body), 401) == (
+        "missing_credentials")
+    bob = auth(admin_token(r.keys, r.clock, user="bob"))
+    assert await error_of(await client.post("/console/qr", json=body, headers=bob), 403) == (
+        "forbidden")
+    resp = await client.post("/console/qr", json=body,
+                             headers=auth(admin_token(r.keys, r.clock)))
+    assert resp.status == 200 and resp.content_type == "image/svg+xml"
+    svg = await resp.text()
+    assert svg.startswith("<svg") and "<path" in svg and "<script" not in svg
+    too_long = await client.post("/console/qr", json={"text": "x" * 513},
+                                 headers=auth(admin_token(r.keys, r.clock)))
+    assert await error_of(too_long, 400) == "malformed_body"
+
+
+# --- doors: waiting entry-code steps ---------------------------------------------------
+
+
+async def test_a_door_shows_the_card_waiting_for_its_code(rig: tuple[Rig, Client]) -> None:
+    r, client = rig
+
+    async def front() -> dict[str, Any]:
+        resp = await client.get("/v1/doors/front", headers=auth(admin_token(r.keys, r.clock)))
+        return dict(await resp.json())
+
+    assert (await front())["pending"] == []
+    card = await client.post("/v1/doors/front/card", json={"number": "10001"},
+                             headers=auth(r.device("front", "reader")))
+    assert (await card.json())["reason"] == "pin_required"
+    door = await front()
+    assert door["pending"] == [{"side": "in", "user": "alice", "factor": "card",
+                                "seconds_left": 15}]
+    r.clock.advance(16)  # past the door's 15 s entry-code timeout
+    assert (await front())["pending"] == []
+
+
+# --- the tester panel's /v1/sim routes ------------------------------------------------
+
+
+async def test_sim_badge_and_keypad_drive_the_real_decisions(sim: tuple[Rig, Client]) -> None:
+    r, client = sim
+    reader = auth(r.device("front", "reader"))
+    keypad = auth(r.device("front", "keypad"))
+    card = await client.post("/v1/sim/doors/front/card", json={"number": "10001"},
+                             headers=reader)
+    assert (await card.json())["reason"] == "pin_required"
+    # A keypad key is not a reader key, and the other way round.
+    wrong = await client.post("/v1/sim/doors/front/keypad", json={"code": "2468"},
+                              headers=reader)
+    assert await error_of(wrong, 403) == "wrong_device"
+    code = await client.post("/v1/sim/doors/front/keypad", json={"code": "2468"},
+                             headers=keypad)
+    decision = await code.json()
+    assert (decision["result"], decision["reason"], decision["user"]) == (
+        "granted", "two_factor_complete", "alice")
+    bad = await client.post("/v1/sim/doors/front/keypad", json={"code": "12a"}, headers=keypad)
+    assert await error_of(bad, 400) == "malformed_body"
+    events = await r.services.audit.page(0, 10)
+    assert [e["reason"] for e in events] == ["pin_required", "two_factor_complete"]
+
+
+async def test_sim_nearby_is_verified_like_the_phones_own_request(
+    sim: tuple[Rig, Client],
+) -> None:
+    r, client = sim
+    reader = auth(r.device("front", "reader"))
+    near = await client.post("/v1/sim/doors/front/nearby",
+                             json={"phone": "alice-phone", "rssi": -50}, headers=reader)
+    decision = await near.json()
+    assert (decision["factor"], decision["user"], decision["reason"]) == (
+        "nearby", "alice", "bypass_nearby")
+    unseen = await client.post("/v1/sim/doors/front/nearby",
+                               json={"phone": "alice-phone", "rssi": None}, headers=reader)
+    assert (await unseen.json())["reason"] == "not_nearby"
+
+
+async def test_sim_scenario_runs_in_its_own_rig(sim: tuple[Rig, Client]) -> None:
+    r, client = sim
+    key = auth(r.device("front", "reader"))
+    text = (SCENARIOS / "lockdown-and-admin.yaml").read_bytes()
+    resp = await client.post("/v1/sim/scenario", data=text, headers=key)
+    report = await resp.json()
+    assert resp.status == 200, report
+    assert report["passed"] is True and report["name"].startswith("Lockdown")
+    first = report["steps"][0]
+    assert (first["index"], first["step"], first["result"], first["ok"]) == (
+        0, "card lobby #10001", "granted", True)
+    # Nothing of it reached this service's own audit log or doors.
+    assert await r.services.audit.page(0, 10) == []
+    broken = await client.post("/v1/sim/scenario", data=b"site: {id: hq}\nsteps: 3\n",
+                               headers=key)
+    problems = (await broken.json())["error"]["problems"]
+    assert broken.status == 422 and problems
+    assert all(p["place"] for p in problems)
+    assert await error_of(await client.post("/v1/sim/scenario", data=text), 401) == (
+        "missing_credentials")
