@@ -35,7 +35,7 @@ class Harness:
     def __init__(self, text: str, start: datetime) -> None:
         self.site = site_from_yaml(text)
         self.clock = ManualClock(start.replace(tzinfo=LA) if start.tzinfo is None else start)
-        key = generate_private_key("ES256")
+        key = self.bridge_key = generate_private_key("ES256")
         # Like the in-process bridge's key: every door, every factor.
         trusted = TrustedKey(
             "bridge-test", "ES256", public_key_to_pem(key), factors=TOKEN_FACTORS

@@ -83,6 +83,28 @@ class _Context:
         return self.resolved.state is DoorState.TWO_FACTOR and self.side is Side.IN
 
 
+@dataclass(frozen=True, slots=True)
+class DroppedState:
+    """Runtime state a new site ended (``DoorCore.replace_site``), as the
+    reload's audit record names it: door sides ``door/side``, user lockouts
+    ``user@door``, doors by id. Never a code or a card number."""
+
+    pending: tuple[str, ...] = ()
+    lockouts: tuple[str, ...] = ()
+    keypad_lockouts: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
+    door_lockdowns: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, list[str]]:
+        return {
+            "pending_pin_steps": list(self.pending),
+            "lockouts": list(self.lockouts),
+            "keypad_lockouts": list(self.keypad_lockouts),
+            "overrides": list(self.overrides),
+            "door_lockdowns": list(self.door_lockdowns),
+        }
+
+
 class DoorCore:
     """Decides; keeps the little runtime state decisions depend on.
 
@@ -115,29 +137,76 @@ class DoorCore:
     def site(self) -> Site:
         return self._site
 
-    def replace_site(self, site: Site) -> None:
-        """Apply a new, already validated configuration.
+    def replace_site(
+        self, site: Site, *, tokens: FactorTokenVerifier | None = None
+    ) -> DroppedState:
+        """Apply a new, already validated configuration, keeping the runtime
+        state that still means the same thing (a live reload,
+        ``service/site_reload.py``). Synchronous and in place: the
+        controller, bridges and routes all hold this one core, and no
+        decision can run between the first and the last assignment.
 
-        Pending cards and overrides of doors that no longer exist go; an
-        override that the new door cannot hold (two-factor without a
-        keypad) goes too, rather than make the configuration invalid.
+        ``tokens``: the verifier for the new site's trusted keys (it should
+        share the old one's replay cache: ``FactorTokenVerifier.with_keys``);
+        None keeps the current one.
+
+        What survives and what goes (docs/decisions.md "Live site reload"):
+
+        - a pending PIN step, while its door can still take one (reader and
+          keypad) and its user still exists, may open the door, has a card
+          and a code, and has the same cards, phones and code as when the
+          step began (the step was started on those terms);
+        - a user's lockout at a door, and a keypad's lockout, while the door
+          (and the user) exist: a reload must never hand out fresh tries;
+        - an override, while its door exists and can hold its state;
+        - a door's lockdown while the door exists; the site lockdown always.
+
+        Returns what went, for the reload's audit record.
         """
-        for door_id in list(self._overrides):
+        old = self._site
+
+        def keep_pending(door_id: str, side: Side, card: PendingCard) -> bool:
+            door = site.doors.get(door_id)
+            user, before = site.users.get(card.user), old.users.get(card.user)
+            return (door is not None and door.supports_two_factor
+                    and (side is Side.IN or door.in_out)
+                    and user is not None and before is not None
+                    and user.may_open(door_id) and _profile_complete(user)
+                    and (user.cards, user.phones, user.pin_hash)
+                    == (before.cards, before.phones, before.pin_hash))
+
+        pending, lockouts, keypads = self._memory.retain(
+            pending=keep_pending,
+            lockout=lambda user, door: user in site.users and door in site.doors,
+            keypad=lambda door, _side: door in site.doors,
+        )
+        overrides: list[str] = []
+        for door_id in sorted(self._overrides):
             door = site.doors.get(door_id)
             override = self._overrides[door_id]
             if door is None or (
                 override.state is DoorState.TWO_FACTOR and not door.supports_two_factor
             ):
                 del self._overrides[door_id]
-        for door_id in list(self._door_lockdowns):
-            if door_id not in site.doors:
-                self._door_lockdowns.discard(door_id)
-        for door_id in self._site.doors:
-            if door_id not in site.doors:
-                self._memory.forget_door(door_id)
-                self._memory.forget_keypads(door_id)
+                overrides.append(door_id)
+        lockdowns = sorted(d for d in self._door_lockdowns if d not in site.doors)
+        self._door_lockdowns.difference_update(lockdowns)
         self._schedule_cache.clear()
+        if tokens is not None:
+            self._tokens = tokens
         self._site = site
+        return DroppedState(
+            pending=tuple(f"{d}/{s.value}" for d, s in pending),
+            lockouts=tuple(f"{u}@{d}" for u, d in lockouts),
+            keypad_lockouts=tuple(f"{d}/{s.value}" for d, s in keypads),
+            overrides=tuple(overrides),
+            door_lockdowns=tuple(lockdowns),
+        )
+
+    @property
+    def tokens(self) -> FactorTokenVerifier | None:
+        """The verifier of factor tokens (a reload builds the next from it)."""
+        return self._tokens
 
     def door(self, door_id: str) -> Door:
         door = self._site.doors.get(door_id)

@@ -10,6 +10,7 @@ a step means, this module only remembers what happened.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from passbridge.core.model import Factor, Side
@@ -95,14 +96,27 @@ class TwoFactorMemory:
         for key in [k for k in self._pending if k[0] == door]:
             del self._pending[key]
 
-    def forget_keypads(self, door: str) -> None:
-        """A door that no longer exists: its keypads' records go too.
-
-        Not part of ``forget_door``: an override ends pending cards, but
-        must not give a keypad under attack fresh tries.
-        """
-        for key in [k for k in self._keypads if k[0] == door]:
-            del self._keypads[key]
+    def retain(
+        self,
+        *,
+        pending: Callable[[str, Side, PendingCard], bool],
+        lockout: Callable[[str, str], bool],
+        keypad: Callable[[str, Side], bool],
+    ) -> tuple[list[tuple[str, Side]], list[tuple[str, str]], list[tuple[str, Side]]]:
+        """Keep what each predicate accepts (a new site: core.engine
+        ``replace_site``); returns what went: pending (door, side), user
+        lockouts (user, door), keypad records (door, side), each sorted."""
+        gone_pending = sorted(k for k, card in self._pending.items()
+                              if not pending(k[0], k[1], card))
+        gone_lockouts = sorted(k for k in self._lockouts if not lockout(*k))
+        gone_keypads = sorted(k for k in self._keypads if not keypad(*k))
+        for p in gone_pending:
+            del self._pending[p]
+        for u in gone_lockouts:
+            del self._lockouts[u]
+        for k in gone_keypads:
+            del self._keypads[k]
+        return gone_pending, gone_lockouts, gone_keypads
 
     # --- lockouts ------------------------------------------------------
     def locked_out(self, user: str, door: str, now: float) -> bool:

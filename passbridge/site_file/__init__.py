@@ -45,14 +45,16 @@ A file with shape problems gets all of them at once; the checks of meaning
 run once the shape is right.
 """
 
-from passbridge.site_file.document import load_document
+from passbridge.site_file.document import load_document, parse_document
 from passbridge.site_file.shape import KEY_ALGORITHMS
-from passbridge.site_file.site import SITE_KEYS, load_site, parse_site
+from passbridge.site_file.site import SITE_KEYS, load_site, parse_site, site_from_text
 
 __all__ = [
     "KEY_ALGORITHMS",
     "SITE_KEYS",
     "load_document",
     "load_site",
+    "parse_document",
     "parse_site",
+    "site_from_text",
 ]

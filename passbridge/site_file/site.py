@@ -9,7 +9,7 @@ from typing import Any
 from passbridge.core.model import Site
 from passbridge.errors import ConfigError
 from passbridge.site_file.checker import Checker
-from passbridge.site_file.document import load_document
+from passbridge.site_file.document import load_document, parse_document
 from passbridge.site_file.doors import parse_doors
 from passbridge.site_file.header import parse_site_header
 from passbridge.site_file.revision import site_revision
@@ -25,6 +25,15 @@ def load_site(path: Path, *, pin_key: bytes) -> Site:
     """Load and validate a site file; key files are found relative to it."""
     data, label = load_document(path)
     return parse_site(data, file=label, pin_key=pin_key, base_dir=path.parent)
+
+
+def site_from_text(
+    raw: str | bytes, *, file: str, pin_key: bytes, base_dir: Path | None
+) -> Site:
+    """A site document already in memory (a reload: ``PUT /v1/site``, a
+    fleet revision), checked exactly like a file; ``file`` names it in every
+    problem, and ``public_key_file`` entries are read relative to ``base_dir``."""
+    return parse_site(parse_document(raw, file), file=file, pin_key=pin_key, base_dir=base_dir)
 
 
 def parse_site(

@@ -158,7 +158,17 @@ class FactorTokenVerifier:
         self._resolve = by_kid(self._keys)
         self._clock = clock
         self.replay_cache = replay_cache if replay_cache is not None else ReplayCache(leeway=leeway)
+        self._leeway = leeway
         self.policy: TokenPolicy = factor_policy(site_id, leeway)
+
+    def with_keys(
+        self, keys: Mapping[str, VerificationKey | TrustedKey] | Collection[TrustedKey]
+    ) -> FactorTokenVerifier:
+        """The same verifier trusting ``keys`` instead (a site reload): same
+        site, clock and leeway, and the SAME replay cache, so a token used
+        before the reload cannot be used again after it."""
+        return FactorTokenVerifier(self.site_id, keys, clock=self._clock, leeway=self._leeway,
+                                   replay_cache=self.replay_cache)
 
     def verify(self, token: object) -> VerifiedFactor | TokenRejection:
         """Never raises: every token either becomes a VerifiedFactor or is refused."""
