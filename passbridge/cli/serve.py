@@ -3,7 +3,9 @@
 Start-up failures are one line on stderr and a non-zero exit (a bad site
 file: each placed problem, exit 2, via cli.main); SIGINT/SIGTERM stop
 accepting, let in-flight decisions finish and commit, then close the
-audit log. The service's parts are imported inside the command, so that
+audit log. SIGHUP re-reads the site file and puts it in force without a
+restart (service/site_reload.py); a bad file is logged with its places and
+the running site stays. The service's parts are imported inside the command, so that
 the other commands do not load aiohttp and the service to start.
 """
 
@@ -20,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from passbridge.cli.common import DEFAULT_DB, EXIT_USAGE
+
+log = logging.getLogger(__name__)
 
 EXIT_STARTUP = 1
 SHUTDOWN_SECONDS = 10.0
@@ -195,6 +199,8 @@ async def _serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    reloading: set[asyncio.Task[None]] = set()
+    loop.add_signal_handler(signal.SIGHUP, _on_sighup, services, reloading)
     bound = runner.addresses[0] if runner.addresses else (host, port)
     print(
         f"passbridge: serving site {services.site.id} on "
@@ -203,10 +209,40 @@ async def _serve(
         flush=True,
     )
     await stop.wait()
+    loop.remove_signal_handler(signal.SIGHUP)
     print("passbridge: stopping: finishing in-flight decisions", flush=True)
+    if reloading:  # a reload under way finishes (and is audited) first
+        await asyncio.gather(*reloading, return_exceptions=True)
     await runner.cleanup()  # stop accepting, drain handlers, then close the audit log
     print("passbridge: stopped", flush=True)
     return 0
+
+
+def _on_sighup(services: Any, reloading: set[asyncio.Task[None]]) -> None:
+    """SIGHUP: re-read the site file ``serve`` started with, in a task (a
+    signal handler must not await); the task is kept until it ends."""
+    task = asyncio.get_running_loop().create_task(_reload_site_file(services),
+                                                  name="site-reload")
+    reloading.add(task)
+    task.add_done_callback(reloading.discard)
+
+
+async def _reload_site_file(services: Any) -> None:
+    """A SIGHUP reload: applied and logged, or refused and logged with every
+    problem's place while the running site stays in force; never fatal."""
+    from passbridge.errors import ConfigError
+    from passbridge.service.site_reload import reload_site_file
+
+    path = services.reloads.path
+    if path is None:
+        log.warning("SIGHUP: this service was not started from a site file; nothing to reload")
+        return
+    try:
+        await reload_site_file(services, path, source="sighup", actor="operator (SIGHUP)")
+    except ConfigError:
+        pass  # reload_site logged each problem with its place, counted and audited it
+    except Exception:
+        log.exception("SIGHUP: the site reload failed; the running site stays in force")
 
 
 def _seconds(text: str) -> float:

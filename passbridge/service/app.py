@@ -15,7 +15,13 @@ from typing import Protocol
 
 from aiohttp import hdrs, web
 
-from passbridge.service import console, routes_admin, routes_decisions, routes_events
+from passbridge.service import (
+    console,
+    routes_admin,
+    routes_decisions,
+    routes_events,
+    routes_site,
+)
 from passbridge.service.http import (
     LIMITS,
     MAX_BODY_BYTES,
@@ -118,6 +124,7 @@ def create_app(
     routes_admin.add_routes(app)
     routes_events.add_routes(app)
     console.add_routes(app)
+    routes_site.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/openapi.json", openapi)

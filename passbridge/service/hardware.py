@@ -259,7 +259,7 @@ class BleDoorRadio:
                 f"--ble {self.placement.device}: cannot scan: {type(error).__name__}: {error}"
             ) from None
         services, place = self._services, self.placement
-        door = services.core.door(place.door)
+        core = services.core
         unlocker = BleDoorUnlocker(
             services.controller,
             self._client,
@@ -273,7 +273,8 @@ class BleDoorRadio:
         self.approaches = BleApproachLoop(
             unlocker,
             self._client,
-            lambda: self.table.strong(door.ble_rssi_min),
+            # The door's floor as the site in force says now (a reload may change it).
+            lambda: self.table.strong(core.door(place.door).ble_rssi_min),
             services.clock,
             self.settings,
             on_event=lambda event: services.metrics.radio_event(

@@ -23,6 +23,9 @@ from passbridge.errors import ConfigError, PassbridgeError, UnknownDoor
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+# A whole site document (PUT /v1/site, site admins only): a site with thousands
+# of users outgrows MAX_BODY_BYTES.
+MAX_SITE_BYTES = 4 * 1024 * 1024
 # What every response says in its Server header: no library or Python version.
 SERVER_HEADER = "passbridge"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -137,18 +140,39 @@ async def set_server_header(_request: web.Request, response: web.StreamResponse)
     response.headers["Server"] = SERVER_HEADER
 
 
-async def read_body(request: web.Request) -> bytes:
+async def read_body(request: web.Request, *, limit: int | None = None) -> bytes:
     """The whole body (at most MAX_BODY_BYTES, else 413), within the body
     timeout: a client that drips its body slowly gets 408 and the connection
-    is closed, instead of holding a handler for ever."""
+    is closed, instead of holding a handler for ever.
+
+    ``limit``: another cap for this route (a site document: MAX_SITE_BYTES),
+    read only after the route has authenticated its caller.
+    """
     limits = request.app[LIMITS]
     try:
         async with asyncio.timeout(limits.body_timeout):
-            return await request.read()
+            if limit is None:
+                return await request.read()
+            return await _read_capped(request, limit)
     except TimeoutError:
         raise ApiError(408, "request_timeout",
                        f"the request body did not arrive within {limits.body_timeout:g} s"
                        ) from None
+
+
+async def _read_capped(request: web.Request, limit: int) -> bytes:
+    """The body, refused with 413 once it passes ``limit`` bytes (declared or sent)."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=declared)
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def body_text(request: web.Request) -> str:

@@ -44,6 +44,8 @@ TOKEN_REASONS = frozenset({Reason.TOKEN_INVALID, Reason.TOKEN_EXPIRED, Reason.TO
 # the reader does not know).
 OTHER = "other"
 _KNOWN_STATUS_WORDS = frozenset(int(sw) for sw in SW)
+# Where a live site reload came from (service/site_reload.py).
+RELOAD_SOURCES = frozenset({"sighup", "api", "fleet"})
 
 
 class Metrics:
@@ -82,10 +84,14 @@ class Metrics:
         self._connections_refused = Counter(
             "passbridge_http_connections_refused",
             "Connections closed at once because --max-connections were open.", registry=None)
+        self._site_reloads = Counter(
+            "passbridge_site_reloads",
+            "Live site reloads by source (sighup, api, fleet, other) and result "
+            "(applied, unchanged, refused).", ("source", "result"), registry=None)
         # Exposition order: decisions and their latency first, as before the library.
         self._all = (self._decisions, self._latency, self._token_failures,
                      self._exchange_refused, self._radio_events, self._connections_open,
-                     self._connections_refused)
+                     self._connections_refused, self._site_reloads)
 
     def _door(self, door: str) -> str:
         return door if door in self._doors() else OTHER
@@ -119,6 +125,12 @@ class Metrics:
         that ended without an authenticated phone (``ble_no_answer_<reason>``,
         ``ble_not_authenticated``, ``ble_preempted``: bridge.ble_approach)."""
         self._radio_events.labels(radio, self._door(door), side, event).inc()
+
+    def site_reload(self, source: str, result: str) -> None:
+        """A live reload (service/site_reload.py); ``source`` outside the known
+        ones is counted as ``other``, so a caller cannot add series."""
+        known = source if source in RELOAD_SOURCES else OTHER
+        self._site_reloads.labels(known, result).inc()
 
     def connections_open(self, count: int) -> None:
         self._connections_open.set(count)

@@ -31,7 +31,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
     text = {
         400: "malformed request", 401: "caller not authenticated",
         403: "not allowed: not a site admin, or a device key of another door, side or kind",
-        404: "unknown door", 413: "request too large", 422: "configuration rejected",
+        404: "unknown door", 413: "request too large",
+        422: "configuration rejected: every problem placed in error.problems [{place, message}]",
         409: "that radio is real hardware here", 503: "simulated radio failed",
     }
     return {str(s): {"description": text[s], "content": _json(_ERROR)} for s in statuses}
@@ -86,6 +87,63 @@ def _admin_op(summary: str, ok: dict[str, Any], statuses: tuple[int, ...],
     if params:
         op["parameters"] = params
     return op
+
+
+def _site_paths() -> dict[str, Any]:
+    """GET and PUT /v1/site (service/routes_site.py): the revision in force,
+    and a live reload with the same checks and swap as SIGHUP."""
+    changes = {"type": "object", "properties": {
+        k: {"type": "array", "items": {"type": "string"}} for k in ("added", "removed", "changed")}}
+    outcome = {
+        "type": "object",
+        "required": ["site", "old_revision", "new_revision", "changed", "changes", "dropped"],
+        "properties": {
+            "site": {"type": "string"},
+            "old_revision": {"type": "string"},
+            "new_revision": {"type": "string"},
+            "changed": {"type": "boolean"},
+            "source": {"type": "string"},
+            "actor": {"type": "string"},
+            "seq": {"type": "integer", "nullable": True,
+                    "description": "the site_reloaded audit record (null: nothing changed)"},
+            "changes": {"type": "object", "properties": {
+                "doors": changes, "users": changes,
+                "trust": {"type": "object", "properties": {"bridges": changes,
+                                                           "backends": changes}},
+                "timezone": {"type": "object", "nullable": True}}},
+            "dropped": {"type": "object", "description": "runtime state the new site ended "
+                        "(pending PIN steps, lockouts, overrides, door lockdowns)"},
+        },
+    }
+    document = {"schema": {"type": "string", "maxLength": 4 * 1024 * 1024}}
+    return {
+        "get": _admin_op(
+            "The site configuration in force: id, revision, doors, and the last reload "
+            "(never the document: it holds entry codes)",
+            {"description": "the site", "content": _json({
+                "type": "object", "required": ["site", "revision"], "properties": {
+                    "site": {"type": "string"}, "revision": {"type": "string"},
+                    "timezone": {"type": "string"},
+                    "doors": {"type": "array", "items": {"type": "string"}},
+                    "users": {"type": "integer"},
+                    "last_reload": {**outcome, "nullable": True}}})},
+            (),
+        ),
+        "put": {
+            **_admin_op(
+                "Replace the site configuration while the service runs: the whole "
+                "document is validated first (422 error.code invalid_site, every problem "
+                "placed; nothing changes), then swapped atomically (decisions name the "
+                "revision they used). The site id cannot change",
+                {"description": "the reload: old and new revision, what changed",
+                 "content": _json(outcome)},
+                (400, 413, 422),
+            ),
+            "requestBody": {"required": True, "content": {
+                "application/yaml": document, "application/json": {"schema": {
+                    "type": "object"}}}},
+        },
+    }
 
 
 class _OpenApi30(GenerateJsonSchema):
@@ -187,6 +245,7 @@ def document(*, simulated: bool = False) -> dict[str, Any]:
                                     "maximum": OVERRIDE_MINUTES_RANGE[1]}}},
                 ),
             },
+            "/v1/site": _site_paths(),
             "/v1/site/lockdown": {
                 "put": _admin_op(
                     "Start or end a lockdown of the site or of one door",

@@ -8,10 +8,12 @@ and keys. ``create_app`` takes either and cannot tell them apart.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from passbridge.adapters.ble_central import ProximityRadios
 from passbridge.adapters.keystore import KeyStore, MemoryKeyStore
@@ -30,6 +32,29 @@ from passbridge.core.tokens import (
 from passbridge.service.device_keys import DeviceKeys
 from passbridge.service.events import EventStore, MemoryEventStore, PublishingAudit
 from passbridge.service.metrics import Metrics
+
+if TYPE_CHECKING:
+    from passbridge.service.site_reload import ReloadOutcome
+
+SiteListener = Callable[[Site, Site], None]
+
+
+@dataclass
+class SiteReloads:
+    """What a live reload needs beside the site itself (service/site_reload.py).
+
+    ``path``: the site file ``serve`` started with (SIGHUP re-reads it, and
+    ``public_key_file`` entries of any new document are read relative to
+    its folder); None for a service built from a site in memory.
+    ``listeners`` are told ``(old, new)`` right after each swap, in the same
+    step (no await): parts that keep their own copy of something in the
+    site (the simulated phones; sign-in sessions of admins) follow it there.
+    """
+
+    path: Path | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    listeners: list[SiteListener] = field(default_factory=list)
+    last: ReloadOutcome | None = None
 
 
 class Radio(Protocol):
@@ -71,6 +96,8 @@ class Services:
     # Set when the app owns the audit store and must close it at shutdown.
     close_audit: bool = True
     started: float = field(default_factory=time.monotonic)
+    # Live site reloads (SIGHUP, PUT /v1/site, the fleet): service/site_reload.py.
+    reloads: SiteReloads = field(default_factory=SiteReloads)
     # Rotating BLE id -> enrolled credential, from the key store's proximity keys.
     resolver: AdvertResolver = field(init=False)
 
@@ -90,6 +117,19 @@ class Services:
                 if line is not None:
                     found[radio.health_name] = line
         return found
+
+
+def bridge_trust(site: Site, keystore: KeyStore) -> dict[str, VerificationKey]:
+    """The keys whose factor tokens the core accepts: the site's
+    ``trust.bridges``, bridges trusted in the key store, and the in-process
+    bridge's own key (at start and at every reload)."""
+    return verification_keys([*site.bridges, *keystore.trusted_keys("bridge"),
+                              keystore.bridge_key().trusted()])
+
+
+def backend_trust(site: Site, keystore: KeyStore) -> dict[str, VerificationKey]:
+    """The app backends' keys: the site's ``trust.backends`` and the key store's."""
+    return verification_keys([*site.backends, *keystore.trusted_keys("backend")])
 
 
 def assemble(
@@ -112,9 +152,7 @@ def assemble(
     because of where it came from).
     """
     bridge = keystore.bridge_key()
-    trusted = verification_keys([*site.bridges, *keystore.trusted_keys("bridge"),
-                                 bridge.trusted()])
-    verifier = FactorTokenVerifier(site.id, trusted, clock=clock)
+    verifier = FactorTokenVerifier(site.id, bridge_trust(site, keystore), clock=clock)
     core = DoorCore(site, pin_key=keystore.pin_key(), tokens=verifier)
     minter = FactorTokenMinter(bridge.id, bridge.private_key, alg=bridge.alg, site_id=site.id,
                                clock=clock)
@@ -129,7 +167,7 @@ def assemble(
         audit=audit,
         keystore=keystore,
         proximity=proximity if proximity is not None else ProximityRadios(clock),
-        backends=verification_keys([*site.backends, *keystore.trusted_keys("backend")]),
+        backends=backend_trust(site, keystore),
         device_keys=DeviceKeys(keystore),
         metrics=metrics,
         close_audit=close_audit,
@@ -185,9 +223,11 @@ def build_services(
     storage = open_storage(db_path)
     try:
         site = load_site(site_path, pin_key=storage.keystore.pin_key())
-        return assemble(
+        services = assemble(
             site, clock=clock, keystore=storage.keystore, store=storage.events,
         )
+        services.reloads.path = site_path
+        return services
     except BaseException:
         storage.close_now()
         raise

@@ -41,7 +41,7 @@ from aiohttp import web
 
 from passbridge.adapters.keystore import DeviceKey, DeviceKind
 from passbridge.core.decision import Decision
-from passbridge.core.model import Side
+from passbridge.core.model import Side, Site
 from passbridge.core.tokens import load_private_key_pem, private_key_to_pem
 from passbridge.ids import file_for_id
 from passbridge.service.http import ApiError, json_body, read_body
@@ -95,21 +95,34 @@ class SimulatedAir:
         services = self._services
         self.phones_dir.mkdir(parents=True, exist_ok=True)
         for phone_id, user_id in services.site.user_by_phone.items():
-            phone = self._load_or_create(phone_id)
-            enrolment = services.keystore.phone(phone_id)
-            if enrolment is None:
-                services.keystore.enroll_phone(phone_id, user_id, phone.public_key_point)
-            elif enrolment.public_key != phone.public_key_point:
-                log.warning(
-                    "phone %s is enrolled with another key; its simulated taps will be "
-                    "refused (unknown_credential)", phone_id,
-                )
-            self.phones[phone_id] = phone
+            self._add_phone(phone_id, user_id)
+        services.reloads.listeners.append(self._site_changed)
         self._radios = SimulatedRadios(
             services.controller, services.keystore, services.clock, services.proximity,
             self.phones, refusals=services.metrics,
         )
         log.info("simulated radios: %d phones (keys in %s)", len(self.phones), self.phones_dir)
+
+    def _add_phone(self, phone_id: str, user_id: str) -> None:
+        """Host a simulated phone for a phone of the site file, enrolled on first use."""
+        keystore = self._services.keystore
+        phone = self._load_or_create(phone_id)
+        enrolment = keystore.phone(phone_id)
+        if enrolment is None:
+            keystore.enroll_phone(phone_id, user_id, phone.public_key_point)
+        elif enrolment.public_key != phone.public_key_point:
+            log.warning(
+                "phone %s is enrolled with another key; its simulated taps will be "
+                "refused (unknown_credential)", phone_id,
+            )
+        self.phones[phone_id] = phone
+
+    def _site_changed(self, _old: Site, new: Site) -> None:
+        """A live reload added phones: host them too (a removed phone's
+        simulated twin stays, and the core refuses it as unknown)."""
+        for phone_id, user_id in new.user_by_phone.items():
+            if phone_id not in self.phones:
+                self._add_phone(phone_id, user_id)
 
     def _load_or_create(self, phone_id: str) -> SimulatedPhone:
         path = phone_key_path(self.phones_dir, phone_id)
@@ -123,6 +136,8 @@ class SimulatedAir:
         return phone
 
     async def stop(self) -> None:
+        if self._site_changed in self._services.reloads.listeners:
+            self._services.reloads.listeners.remove(self._site_changed)
         if self._radios is not None:
             await self._radios.close()
             self._radios = None
