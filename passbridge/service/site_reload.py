@@ -196,6 +196,11 @@ def _door_path(new: Site, door: str) -> str:
     return f"doors[{index}]"
 
 
+def _has_exit(site: Site, door: str) -> bool:
+    found = site.doors.get(door)
+    return found is not None and found.in_out
+
+
 def _running_problems(services: Services, new: Site, origin: str) -> list[Problem]:
     """What only the running service can refuse: another site id, or a door
     side that a real radio is placed at going away."""
@@ -217,7 +222,7 @@ def _running_problems(services: Services, new: Site, origin: str) -> list[Proble
                 origin, "doors",
                 f"door {place.door!r} is missing, but the radio {place.device} is placed at "
                 f"it: keep the door, or restart serve without that radio"))
-        elif place.side is Side.OUT and not door.in_out:
+        elif place.side is Side.OUT and not door.in_out and _has_exit(old, place.door):
             problems.append(Problem(
                 origin, f"{_door_path(new, place.door)}.in_out",
                 f"door {place.door!r} no longer has an exit side, but the radio "

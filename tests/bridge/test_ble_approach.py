@@ -93,7 +93,7 @@ class Door:
 
     async def decisions(self) -> list[tuple[object, object, object]]:
         events = await self.services.audit.store.page(0, 1000)
-        return [(e["factor"], e["result"], e["user"]) for e in events]
+        return [(e["factor"], e["result"], e["user"]) for e in events if e["kind"] == "decision"]
 
 
 @pytest.fixture
@@ -390,3 +390,31 @@ async def test_a_connect_timeout_is_not_retried_and_leaves_the_radio_usable(door
     assert err.value.reason == "connect_failed" and not err.value.retry
     assert door.air.connect_attempts[rogue.address.upper()] == 1  # the back-off decides, later
     assert await client.run(good.address, lambda link: link.exchange(b"ab")) == b"ba"
+
+
+# --------------------------------------------------------------------------- live reload
+
+
+@pytest.mark.slow
+async def test_a_reload_moves_the_rssi_floor_of_a_running_radio(door: Door) -> None:
+    """The radio reads its door's ``ble_rssi_min`` from the site in force, not
+    from the site it started with: a reload that lowers the floor lets a
+    phone at -70 dBm in without restarting the radio."""
+    import yaml
+
+    from passbridge.service.site_reload import reload_site
+
+    phone = await door.device(door.enrolled_phone(), rssi=-70)
+    radio = door.radio()
+    await radio.start()
+    try:
+        await eventually(lambda: radio.table.seen(phone.adv_id, min_rssi=-127) is not None, 30)
+        await asyncio.sleep(BleSettings().connect_timeout)  # the loop has had its chance
+        assert await door.decisions() == []  # -70 is below the site's -60
+        lowered = {**SITE, "doors": [{**SITE["doors"][0], "ble_rssi_min": -80}]}
+        await reload_site(door.services, yaml.safe_dump(lowered), source="api", actor="test")
+        async with asyncio.timeout(30):
+            while ("ble", "granted", "alice") not in await door.decisions():
+                await asyncio.sleep(0.01)
+    finally:
+        await radio.stop()

@@ -25,6 +25,7 @@ from passbridge.core.model import Side
 from passbridge.core.tokens import public_key_to_pem
 from passbridge.errors import ConfigError
 from passbridge.service.app import create_app
+from passbridge.service.hardware import Placement
 from passbridge.service.runtime import Services, build_services
 from passbridge.service.site_reload import reload_site
 from tests.service_support import (
@@ -318,3 +319,38 @@ async def test_reload_site_raises_the_placed_error_for_callers(live: Live) -> No
                           origin="fleet revision 7")
     assert all(p.file == "fleet revision 7" for p in refused.value.problems)
     assert {p.path for p in refused.value.problems} >= {"site.timezone"}
+
+
+@dataclass
+class _PlacedReader:
+    """A stand-in for a real reader placed at a door side (``serve --nfc``):
+    hardware, the one thing these tests do not have."""
+
+    placement: Placement
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+
+async def test_a_door_a_real_radio_is_placed_at_cannot_go(live: Live) -> None:
+    live.services.radios.append(_PlacedReader(Placement("usb:054c:06c3", "vault", Side.IN)))
+    live.services.radios.append(_PlacedReader(Placement("hci1", "side", Side.OUT)))
+    # The exit reader at "side" was placed before the door had an exit side:
+    # that does not block a reload, and this one gives the door its exit.
+    with_exit = live.edited(lambda doc: doc["doors"][1].update(in_out=True))
+    assert (await live.put(with_exit)).status == 200
+    old = live.services.site.revision
+
+    def edit(doc: dict[str, Any]) -> None:
+        doc["doors"] = [d for d in doc["doors"] if d["id"] != "vault"]
+        doc["doors"][1]["in_out"] = False
+    resp = await live.put(live.edited(edit))
+    assert await error_of(resp, 422) == "invalid_site"
+    problems = (await resp.json())["error"]["problems"]
+    places = [p["place"] for p in problems]
+    assert places == ["doors", "doors[1].in_out"], problems
+    assert "usb:054c:06c3" in problems[0]["message"]
+    assert live.services.site.revision == old
