@@ -144,11 +144,47 @@ class DeviceKey:
         return f"{self.id}.{self.secret}"
 
 
+OSDP_KEY_BYTES = 16
+
+
+class OsdpKeyExists(KeyStoreError):
+    """The door side already has an OSDP reader key: install mode gives a
+    reader its key once (``passbridge osdp install --again`` replaces it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OsdpKey:
+    """The secure channel base key (SCBK) of the OSDP reader at a door side,
+    set once by install mode. Kept sealed at rest; never printed."""
+
+    door: str
+    side: Side
+    installed_at: datetime
+    scbk: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.scbk) != OSDP_KEY_BYTES:
+            raise ValueError(f"an OSDP SCBK is {OSDP_KEY_BYTES} bytes")
+
+
+def new_osdp_key() -> bytes:
+    """A fresh SCBK from the OS's secure random source (libosdp's
+    ``KeyStore.gen_key`` uses ``random``, which is not)."""
+    return secrets.token_bytes(OSDP_KEY_BYTES)
+
+
 def _new_device_key(slot: DeviceSlot, at: datetime) -> DeviceKey:
     """A fresh key for a slot: a random public id (no dot) and a random secret."""
     door, side, kind = slot
     return DeviceKey(f"dk-{secrets.token_hex(8)}", door, Side(side), DeviceKind(kind), at,
                      secrets.token_urlsafe(DEVICE_SECRET_BYTES))
+
+
+def _osdp_key_exists(old: OsdpKey) -> OsdpKeyExists:
+    return OsdpKeyExists(
+        f"door {old.door!r} side {old.side.value} already has an OSDP reader key "
+        f"(installed {old.installed_at.isoformat(timespec='seconds')}); a reader takes the "
+        f"install key once: pass --again to install a new or factory-reset reader there")
 
 
 class KeyStore(Protocol):
@@ -174,6 +210,10 @@ class KeyStore(Protocol):
     def rotate_device_key(self, slot: DeviceSlot) -> DeviceKey | None: ...
     def device_key(self, key_id: str) -> DeviceKey | None: ...
     def device_keys(self) -> list[DeviceKey]: ...
+    def osdp_key(self, door: str, side: Side) -> OsdpKey | None: ...
+    def osdp_keys(self) -> list[OsdpKey]: ...
+    def set_osdp_key(self, door: str, side: Side, scbk: bytes, *, replace: bool = False
+                     ) -> OsdpKey: ...
     def close(self) -> None: ...
 
 
@@ -237,6 +277,7 @@ class MemoryKeyStore:
         self._proximity: dict[str, bytes] = {}
         self._proximity_changes = 0
         self._devices: dict[DeviceSlot, DeviceKey] = {}
+        self._osdp: dict[tuple[str, Side], OsdpKey] = {}
 
     def __repr__(self) -> str:
         return f"MemoryKeyStore(phones={len(self._phones)})"
@@ -371,6 +412,24 @@ class MemoryKeyStore:
         with self._lock:
             return sorted(self._devices.values(), key=lambda k: k.slot)
 
+    def osdp_key(self, door: str, side: Side) -> OsdpKey | None:
+        with self._lock:
+            return self._osdp.get((door, Side(side)))
+
+    def osdp_keys(self) -> list[OsdpKey]:
+        with self._lock:
+            return sorted(self._osdp.values(), key=lambda k: (k.door, k.side))
+
+    def set_osdp_key(self, door: str, side: Side, scbk: bytes, *, replace: bool = False
+                     ) -> OsdpKey:
+        key = OsdpKey(door, Side(side), self._clock.now().astimezone(UTC), scbk)
+        with self._lock:
+            old = self._osdp.get((door, key.side))
+            if old is not None and not replace:
+                raise _osdp_key_exists(old)
+            self._osdp[(door, key.side)] = key
+        return key
+
     def close(self) -> None:
         return None
 
@@ -426,6 +485,14 @@ CREATE TABLE IF NOT EXISTS ks_device_keys (
     secret     BLOB NOT NULL,       -- sealed, bound to 'device:<id>'
     created_at TEXT NOT NULL,
     UNIQUE (door, side, kind)
+);
+-- The SCBK of each door side's OSDP reader (passbridge osdp install), sealed.
+CREATE TABLE IF NOT EXISTS ks_osdp_keys (
+    door         TEXT NOT NULL,
+    side         TEXT NOT NULL,     -- 'in' | 'out'
+    scbk         BLOB NOT NULL,     -- sealed, bound to 'osdp:<door>:<side>'
+    installed_at TEXT NOT NULL,
+    PRIMARY KEY (door, side)
 );
 """
 
@@ -799,6 +866,41 @@ class SqliteKeyStore:
         rows = self._query(f"SELECT {self._DEVICE_COLUMNS} FROM ks_device_keys "  # noqa: S608
                            "ORDER BY door, side, kind")
         return [self._device(r) for r in rows]
+
+    # -- OSDP readers ---------------------------------------------------------------------
+
+    def _osdp(self, row: tuple[Any, ...]) -> OsdpKey:
+        door, side, sealed, at = row
+        try:
+            scbk = self._open(f"osdp:{door}:{side}", sealed)
+            return OsdpKey(str(door), Side(side), datetime.fromisoformat(str(at)), scbk)
+        except ValueError as exc:
+            raise KeyStoreError(f"stored OSDP key of {door}/{side} is damaged") from exc
+
+    def osdp_key(self, door: str, side: Side) -> OsdpKey | None:
+        rows = self._query("SELECT door, side, scbk, installed_at FROM ks_osdp_keys "
+                           "WHERE door = ? AND side = ?", (door, Side(side).value))
+        return self._osdp(rows[0]) if rows else None
+
+    def osdp_keys(self) -> list[OsdpKey]:
+        rows = self._query("SELECT door, side, scbk, installed_at FROM ks_osdp_keys "
+                           "ORDER BY door, side")
+        return [self._osdp(r) for r in rows]
+
+    def set_osdp_key(self, door: str, side: Side, scbk: bytes, *, replace: bool = False
+                     ) -> OsdpKey:
+        key = OsdpKey(door, Side(side), self._clock.now().astimezone(UTC), scbk)
+        with self._tx() as db:
+            row = db.execute("SELECT door, side, scbk, installed_at FROM ks_osdp_keys "
+                             "WHERE door = ? AND side = ?", (door, key.side.value)).fetchone()
+            if row is not None and not replace:
+                raise _osdp_key_exists(self._osdp(row))
+            db.execute("INSERT OR REPLACE INTO ks_osdp_keys (door, side, scbk, installed_at) "
+                       "VALUES (?, ?, ?, ?)",
+                       (door, key.side.value,
+                        self._sealer.seal(f"osdp:{door}:{key.side.value}", scbk),
+                        key.installed_at.isoformat()))
+        return key
 
     def close(self) -> None:
         with self._lock, contextlib.suppress(sqlite3.Error):
