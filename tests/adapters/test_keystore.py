@@ -261,3 +261,38 @@ def test_sealing_key_from_the_environment(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv(SEALING_KEY_ENV, "not hex")
     with pytest.raises(KeyStoreError, match=SEALING_KEY_ENV):
         SqliteKeyStore(tmp_path / "other.sqlite3")
+
+
+def test_an_osdp_reader_key_is_set_once_unless_replaced(store: KeyStore) -> None:
+    from passbridge.adapters.keystore import OsdpKeyExists, new_osdp_key
+
+    assert store.osdp_key("front", Side.IN) is None
+    first = new_osdp_key()
+    key = store.set_osdp_key("front", Side.IN, first)
+    assert store.osdp_key("front", Side.IN) == key and key.scbk == first
+    assert first.hex() not in repr(key)
+    with pytest.raises(OsdpKeyExists, match="--again"):
+        store.set_osdp_key("front", Side.IN, new_osdp_key())
+    assert store.osdp_key("front", Side.IN) == key  # the refused one changed nothing
+    second = new_osdp_key()
+    store.set_osdp_key("front", Side.IN, second, replace=True)
+    store.set_osdp_key("front", Side.OUT, new_osdp_key())
+    assert store.osdp_key("front", Side.IN).scbk == second  # type: ignore[union-attr]
+    assert [(k.door, k.side) for k in store.osdp_keys()] == [("front", Side.IN),
+                                                            ("front", Side.OUT)]
+    with pytest.raises(ValueError, match="16 bytes"):
+        store.set_osdp_key("garage", Side.IN, b"short")
+
+
+def test_osdp_reader_keys_are_sealed_and_persist(tmp_path: Path) -> None:
+    from passbridge.adapters.keystore import new_osdp_key
+
+    db = tmp_path / "ks.sqlite3"
+    scbk = new_osdp_key()
+    with SqliteKeyStore(db) as store:
+        store.set_osdp_key("front", Side.IN, scbk)
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("ks.sqlite3*")
+                   if not p.name.endswith("sealing-key"))
+    assert scbk not in raw and scbk.hex().encode() not in raw
+    with SqliteKeyStore(db) as again:
+        assert again.osdp_key("front", Side.IN).scbk == scbk  # type: ignore[union-attr]
