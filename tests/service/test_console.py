@@ -5,6 +5,7 @@ test_console_browser.py."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -220,3 +221,54 @@ async def test_sim_scenario_runs_in_its_own_rig(sim: tuple[Rig, Client]) -> None
     assert all(p["place"] for p in problems)
     assert await error_of(await client.post("/v1/sim/scenario", data=text), 401) == (
         "missing_credentials")
+
+
+# --- live streams for many consoles ------------------------------------------------
+
+
+async def test_many_streams_cost_one_encoding_per_record_and_few_writes(
+    rig: tuple[Rig, Client], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Twenty consoles must not cost the doors twenty encodings and twenty
+    writes per decision: a record is encoded once for all streams, and the
+    records of a busy moment go out to each stream in one write."""
+    import json as json_module
+
+    from passbridge.service import routes_events
+
+    r, client = rig
+    encodings = 0
+    dumps = json_module.dumps
+
+    def counting_dumps(*args: Any, **kwargs: Any) -> str:
+        nonlocal encodings
+        encodings += 1
+        return dumps(*args, **kwargs)
+
+    writes: dict[int, int] = {}
+    write = web.StreamResponse.write
+
+    async def counting_write(self: web.StreamResponse, data: bytes) -> None:
+        if b"event: decision" in data:
+            writes[id(self)] = writes.get(id(self), 0) + 1
+        await write(self, data)
+
+    streams = [await client.get("/v1/events?stream=1", headers=auth(
+        admin_token(r.keys, r.clock))) for _ in range(3)]
+    monkeypatch.setattr(routes_events.json, "dumps", counting_dumps)
+    monkeypatch.setattr(web.StreamResponse, "write", counting_write)
+
+    async def badge() -> None:
+        await client.post("/v1/doors/side/card", json={"number": "20002"},
+                          headers=auth(r.device("side", "reader")))
+
+    await badge()  # the first goes out at once ...
+    await asyncio.gather(*(badge() for _ in range(10)))  # ... these right after, together
+    for stream in streams:
+        seen = 0
+        while seen < 11:
+            line = await asyncio.wait_for(stream.content.readline(), 10)
+            seen += line.startswith(b"event: decision")
+        stream.close()
+    assert encodings == 11  # one per record, not one per record and stream
+    assert len(writes) == 3 and all(count <= 6 for count in writes.values()), writes
