@@ -126,8 +126,29 @@ class _Pending:
     waiter: asyncio.Future[int] | None = None
 
 
+@dataclass(slots=True)
+class _WriterTask:
+    """A small write other than a record (the fleet cursor), run by the writer
+    thread on the write connection between two commits: the file keeps one
+    writer, and nobody opens a second handle on it (adapters.sqlite_file)."""
+
+    run: Callable[[sqlite3.Connection], Any]
+    future: Future[Any]
+
+
 Subscriber = Callable[[list[dict[str, Any]]], None]
 _STOP = object()
+
+# The fleet link's cursors (passbridge.fleet.site_link): the last audit seq the
+# hub's stream acknowledged, the last fleet statement seq applied, and per KV
+# key the seq of the statement applied from it. Made on first use only: a
+# site that never joins a fleet has no such table.
+FLEET_CURSOR_SCHEMA = """
+CREATE TABLE IF NOT EXISTS fleet_cursor (
+    name TEXT PRIMARY KEY,
+    seq  INTEGER NOT NULL
+)
+"""
 
 
 def _iso(at: datetime) -> str:
@@ -323,8 +344,9 @@ class AuditLog:
             if self._writer_idle:
                 self._cond.notify()
 
-    def _take(self) -> tuple[list[_Pending], bool]:
-        """Wait for work; return a batch and whether the stop marker was reached."""
+    def _take(self) -> tuple[list[_Pending], object]:
+        """Wait for work; return a batch of records, or else the control item
+        (stop marker or writer task) that comes next (None after a batch)."""
         with self._cond:
             while not self._queue:
                 self._writer_idle = True
@@ -334,32 +356,42 @@ class AuditLog:
             limit = 1 if self.one_per_commit else len(self._queue)
             while self._queue and len(batch) < limit:
                 item = self._queue[0]
-                if item is _STOP:
+                if not isinstance(item, _Pending):
                     if batch:
                         break
                     self._queue.popleft()
-                    return batch, True
+                    return batch, item
                 self._queue.popleft()
-                assert isinstance(item, _Pending)
                 batch.append(item)
-            return batch, False
+            return batch, None
 
     def _run(self) -> None:
         try:
             while True:
-                batch, stop = self._take()
+                batch, control = self._take()
                 if batch:
                     self._commit(batch)
-                if stop:
+                if isinstance(control, _WriterTask):
+                    self._run_task(control)
+                elif control is _STOP:
                     return
         except BaseException as exc:  # a dead writer must not leave callers waiting forever
             log.critical("audit writer stopped: %s", exc)
             with self._cond:
                 self._failed = f"audit writer stopped: {exc}"
                 left = [p for p in self._queue if isinstance(p, _Pending)]
+                tasks = [t for t in self._queue if isinstance(t, _WriterTask)]
                 self._queue.clear()
             _settle(left, None, self._failed)
+            for task in tasks:
+                task.future.set_exception(AuditUnavailable(self._failed))
             raise
+
+    def _run_task(self, task: _WriterTask) -> None:
+        try:
+            task.future.set_result(task.run(self._write))
+        except Exception as exc:  # the task's caller hears of it; the writer goes on
+            task.future.set_exception(exc)
 
     def _commit(self, batch: list[_Pending]) -> None:
         try:
@@ -442,6 +474,50 @@ class AuditLog:
         self._head_seq, self._head_hash = seq, previous
         return list(range(first, seq + 1))
 
+    def _writer_task(self, run: Callable[[sqlite3.Connection], Any]) -> Future[Any]:
+        future: Future[Any] = Future()
+        future.set_running_or_notify_cancel()
+        with self._cond:
+            if self._closed:
+                raise AuditUnavailable("audit log is closed")
+            if self._failed is not None:
+                raise AuditUnavailable(self._failed)
+            self._queue.append(_WriterTask(run, future))
+            if self._writer_idle:
+                self._cond.notify()
+        return future
+
+    # -- the fleet link's cursors ------------------------------------------------
+
+    def fleet_cursors(self) -> Future[dict[str, int]]:
+        """Every fleet cursor (name -> seq), the table made if missing; read
+        on the write connection, so a value just set is always seen."""
+
+        def run(conn: sqlite3.Connection) -> dict[str, int]:
+            conn.execute(FLEET_CURSOR_SCHEMA)
+            return {str(name): _whole(seq) for name, seq in
+                    conn.execute("SELECT name, seq FROM fleet_cursor")}
+
+        return self._writer_task(run)
+
+    def set_fleet_cursors(self, cursors: Mapping[str, int]) -> Future[None]:
+        """Store fleet cursors in one transaction (durable: synchronous=FULL)."""
+        items = [(str(name), int(seq)) for name, seq in cursors.items()]
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(FLEET_CURSOR_SCHEMA)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany("INSERT INTO fleet_cursor (name, seq) VALUES (?, ?) "
+                                 "ON CONFLICT (name) DO UPDATE SET seq = excluded.seq", items)
+                conn.execute("COMMIT")
+            except sqlite3.Error:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+
+        return self._writer_task(run)
+
     # -- live events -------------------------------------------------------------
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
@@ -485,6 +561,18 @@ class AuditLog:
         except sqlite3.Error as exc:
             raise AuditUnavailable(f"audit read failed: {exc}") from exc
         return [_row(r) for r in rows]
+
+    def rows(self, after_seq: int, limit: int) -> list[tuple[Any, ...]]:
+        """Committed records with ``seq > after_seq``, oldest first, at most
+        ``limit``, exactly as stored: ``audit_chain.COLUMNS`` then ``hash``
+        (what the fleet link publishes and the hub re-hashes)."""
+        sql = (f"SELECT {', '.join(_ALL_COLUMNS)} FROM events "  # noqa: S608 - fixed names
+               "WHERE seq > ? ORDER BY seq LIMIT ?")
+        try:
+            with self._read_lock:
+                return list(self._read.execute(sql, (int(after_seq), int(limit))).fetchall())
+        except sqlite3.Error as exc:
+            raise AuditUnavailable(f"audit read failed: {exc}") from exc
 
     def latest_seq(self) -> int:
         try:

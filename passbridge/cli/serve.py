@@ -58,6 +58,68 @@ def attach_radios(
     return air
 
 
+def attach_fleet(services: Any, args: argparse.Namespace) -> None:
+    """``--fleet URL``: join the fleet (passbridge.fleet.site_link). Opt-in:
+    without the flag nothing of the fleet, and no nats, is imported. The
+    link starts first and stops last of the radios, so its cursor is stored
+    before the audit log closes."""
+    if args.fleet is None:
+        for flag in ("fleet_creds", "fleet_tls_ca", "fleet_tls_cert", "fleet_tls_key"):
+            if getattr(args, flag) is not None:
+                raise _startup_error(f"--{flag.replace('_', '-')} needs --fleet URL")
+        if args.fleet_admin_key:
+            raise _startup_error("--fleet-admin-key needs --fleet URL")
+        return
+    from passbridge.fleet.site_link import (
+        FleetSettings,
+        FleetSetupError,
+        SiteLink,
+        check_settings,
+        load_admin_keys,
+    )
+    from passbridge.service.storage import SqliteEventStore
+
+    def path(value: str | None) -> Path | None:
+        return Path(value) if value is not None else None
+
+    try:
+        settings = FleetSettings(
+            url=args.fleet, creds=path(args.fleet_creds), tls_ca=path(args.fleet_tls_ca),
+            tls_cert=path(args.fleet_tls_cert), tls_key=path(args.fleet_tls_key),
+            admin_keys=load_admin_keys(args.fleet_admin_key))
+        check_settings(settings)
+    except FleetSetupError as exc:
+        raise _startup_error(str(exc)) from exc
+    store = services.audit.store
+    assert isinstance(store, SqliteEventStore)
+    services.radios.insert(0, SiteLink(services, settings, store))
+
+
+def _startup_error(message: str) -> Exception:
+    from passbridge.service.storage import StartupError
+
+    return StartupError(message)
+
+
+def add_fleet_flags(serve: argparse.ArgumentParser) -> None:
+    """Fleet mode (README "Joining a fleet"): NATS options as nats clients take them."""
+    serve.add_argument("--fleet", metavar="URL",
+                       help="join a fleet through NATS at URL (nats://[USER:PASS@]HOST:PORT, "
+                            "tls://...); the site keeps deciding locally when NATS is down")
+    serve.add_argument("--fleet-creds", metavar="FILE",
+                       help="NATS user credentials file (JWT and nkey seed, .creds)")
+    serve.add_argument("--fleet-tls-ca", metavar="FILE",
+                       help="CA bundle (PEM) that signed the NATS server's certificate")
+    serve.add_argument("--fleet-tls-cert", metavar="FILE",
+                       help="client certificate (PEM) for NATS with TLS client auth")
+    serve.add_argument("--fleet-tls-key", metavar="FILE",
+                       help="the client certificate's private key (PEM)")
+    serve.add_argument("--fleet-admin-key", metavar="[KID=]FILE", action="append", default=[],
+                       help="a fleet admin public key (PEM) whose signed site documents and "
+                            "enrolments this site applies; kid = the file's stem unless "
+                            "given (repeatable)")
+
+
 def make_device_keys(services: Any, db: Path) -> None:
     """Make the keys of the site's wired devices that have none yet (first
     start, or a door added), and tell the operator where to see them: the
@@ -109,6 +171,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             raise StartupError(str(exc)) from exc
         air = attach_radios(services, nfc=args.nfc, ble=args.ble, db=db,
                             nfc_settings=_nfc_settings(args), simulate=args.simulate)
+        attach_fleet(services, args)
     except StartupError as exc:
         asyncio.run(services.audit.store.close())
         print(f"error: {exc}", file=sys.stderr)
@@ -325,4 +388,5 @@ def register(commands: Any) -> None:
                        help="failed authentications a reader takes back to back "
                             "(default %(default)s)")
     add_http_flags(serve)
+    add_fleet_flags(serve)
     serve.set_defaults(func=_cmd_serve)

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Protocol
 
 from passbridge.adapters.audit_chain import AuditHead
 from passbridge.core.decision import Decision
+
+log = logging.getLogger(__name__)
 
 Event = dict[str, Any]
 
@@ -79,23 +82,38 @@ class MemoryEventStore:
 
 
 class PublishingAudit:
-    """The controller's audit sink: durable first, then live subscribers."""
+    """The controller's audit sink: durable first, then live subscribers.
+
+    ``on_durable`` callbacks hear the ``seq`` of every record once it is
+    durable (the fleet link wakes its publisher with it); they must be quick
+    and never raise into a decision.
+    """
 
     def __init__(self, store: EventStore) -> None:
         self.store = store
         self._subscribers: set[asyncio.Queue[Event | None]] = set()
+        self.on_durable: list[Callable[[int], None]] = []
 
     async def record(self, decision: Decision) -> int:
         seq = await self.store.record(decision)
         if self._subscribers:
             self._publish(decision_event(seq, decision))
+        self._durable(seq)
         return seq
 
     async def record_change(self, kind: str, payload: Mapping[str, Any]) -> int:
         seq = await self.store.record_change(kind, payload)
         if self._subscribers:
             self._publish(change_event(seq, kind, payload))
+        self._durable(seq)
         return seq
+
+    def _durable(self, seq: int) -> None:
+        for callback in self.on_durable:
+            try:
+                callback(seq)
+            except Exception:  # a listener never fails a decision already made
+                log.exception("audit listener failed")
 
     async def page(self, after_seq: int, limit: int) -> list[Event]:
         return await self.store.page(after_seq, limit)

@@ -95,24 +95,37 @@ def http_exception_response(exc: web.HTTPException) -> web.Response:
     return response
 
 
+def error_answer(exc: Exception) -> tuple[int, dict[str, Any]] | None:
+    """The status and JSON error body our own refusals answer (ApiError, an
+    unknown door, a bad configuration); None for anything else. The HTTP
+    middleware and the fleet link's remote unlock answer alike through it."""
+    if isinstance(exc, ApiError):
+        status, code, message, extra = exc.status, exc.code, exc.message, exc.extra
+    elif isinstance(exc, UnknownDoor):
+        status, code, message, extra = 404, "unknown_door", str(exc), {}
+    elif isinstance(exc, ConfigError):
+        problems = [{"place": p.path, "message": p.message} for p in exc.problems]
+        status, code, extra = 422, "invalid_configuration", {"problems": problems}
+        message = "; ".join(p.message for p in exc.problems)
+    else:
+        return None
+    return status, {"error": {"code": code, "message": message, **extra}}
+
+
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except ApiError as exc:
-        response = error_response(exc.status, exc.code, exc.message, **exc.extra)
-        if exc.status == 408:
+    except (ApiError, UnknownDoor, ConfigError) as exc:
+        answer = error_answer(exc)
+        assert answer is not None
+        status, body = answer
+        response = error_response(status, body["error"].pop("code"),
+                                  body["error"].pop("message"), **body["error"])
+        if status == 408:
             # The rest of a body that stopped arriving is not worth waiting for.
             response.force_close()
         return response
-    except UnknownDoor as exc:
-        return error_response(404, "unknown_door", str(exc))
-    except ConfigError as exc:
-        problems = [{"place": p.path, "message": p.message} for p in exc.problems]
-        return error_response(
-            422, "invalid_configuration", "; ".join(p.message for p in exc.problems),
-            problems=problems,
-        )
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -126,7 +139,11 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 def bearer(request: web.Request) -> str:
     """The bearer credential, or a 401 naming what is missing."""
-    header = request.headers.get("Authorization", "")
+    return bearer_value(request.headers.get("Authorization", ""))
+
+
+def bearer_value(header: str) -> str:
+    """The credential of an ``Authorization`` value, or a 401 naming what is missing."""
     scheme, _, value = header.partition(" ")
     value = value.strip()
     if scheme.lower() != "bearer" or not value:

@@ -28,6 +28,7 @@ from prometheus_client import (
     ProcessCollector,
 )
 from prometheus_client.exposition import choose_encoder, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import Metric
 
 from passbridge.core.decision import ENUM_TEXT, Decision
@@ -89,9 +90,15 @@ class Metrics:
             "Live site reloads by source (sighup, api, fleet, other) and result "
             "(applied, unchanged, refused).", ("source", "result"), registry=None)
         # Exposition order: decisions and their latency first, as before the library.
-        self._all = (self._decisions, self._latency, self._token_failures,
-                     self._exchange_refused, self._radio_events, self._connections_open,
-                     self._connections_refused, self._site_reloads)
+        self._all: tuple[MetricWrapperBase, ...] = (
+            self._decisions, self._latency, self._token_failures, self._exchange_refused,
+            self._radio_events, self._connections_open, self._connections_refused,
+            self._site_reloads)
+
+    def add(self, *collectors: MetricWrapperBase) -> None:
+        """More metrics in the same scrape, from an opt-in part (the fleet
+        link): they are only there when that part runs."""
+        self._all = (*self._all, *collectors)
 
     def _door(self, door: str) -> str:
         return door if door in self._doors() else OTHER

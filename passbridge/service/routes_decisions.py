@@ -25,7 +25,7 @@ from passbridge.core.tokens import (
     verify_backend_request,
     verify_nearby_request,
 )
-from passbridge.service.http import ApiError, bearer, body_text, json_body
+from passbridge.service.http import ApiError, bearer, bearer_value, body_text, json_body
 from passbridge.service.runtime import Services
 from passbridge.service.state import SERVICES
 
@@ -65,8 +65,14 @@ def refused(services: Services, path: str, rejection: TokenRejection) -> ApiErro
 def authenticate_backend(
     request: web.Request, services: Services, *, door: str | None, path: str
 ) -> VerifiedBackendRequest:
+    return _backend_caller(bearer(request), services, door=door, path=path)
+
+
+def _backend_caller(
+    token: str, services: Services, *, door: str | None, path: str
+) -> VerifiedBackendRequest:
     checked = verify_backend_request(
-        bearer(request), services.backends, site_id=services.site.id, clock=services.clock,
+        token, services.backends, site_id=services.site.id, clock=services.clock,
         replay_cache=services.request_replay, door=door, require_door=door is not None,
     )
     if isinstance(checked, TokenRejection):
@@ -75,17 +81,31 @@ def authenticate_backend(
 
 
 async def remote_unlock(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
     # The body carries nothing the decision uses, but must be empty or a JSON
     # object (interfaces.md); checked before the token, so a refused body
     # never uses up the backend's single-use jti (and it names no door).
     await json_body(request, empty_ok=True)
-    caller = authenticate_backend(request, services, door=request.match_info["door"],
-                                  path="remote")
-    door = _door(request, services)
+    decision = await decide_remote_unlock(
+        request.app[SERVICES], request.match_info["door"],
+        request.headers.get("Authorization", ""))
+    return _answer(decision)
+
+
+async def decide_remote_unlock(services: Services, door: str, authorization: str) -> Decision:
+    """A remote unlock once its body was found acceptable: the one path for
+    ``POST /v1/doors/{door}/remote-unlock`` and the fleet hub's forwarded
+    request (passbridge.fleet.site_link), so verification, the replay cache
+    and the audit record cannot differ between them.
+
+    ``authorization`` is the ``Authorization`` value as received. Raises
+    ApiError (401 for the token, 400 for a bad side claim) or UnknownDoor
+    (404, only to an authenticated caller) like the route answers them.
+    """
+    caller = _backend_caller(bearer_value(authorization), services, door=door, path="remote")
+    services.core.door(door)  # UnknownDoor -> 404, now that the caller is authenticated
     side = _side(caller.claims.get("side"), "claim side")
     # The backend's verified request is what the core decides on: no re-minting.
-    return _answer(await services.controller.remote(caller, door, side))
+    return await services.controller.remote(caller, door, side)
 
 
 async def nearby_unlock(request: web.Request) -> web.Response:

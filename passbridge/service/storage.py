@@ -41,6 +41,22 @@ class SqliteEventStore:
     async def head(self) -> AuditHead | None:
         return await asyncio.to_thread(self.log.head)
 
+    # What the fleet link reads and keeps (passbridge.fleet.site_link): the
+    # stored rows with their hashes and its cursors, all through this log's
+    # own connections.
+
+    async def rows_after(self, seq: int, limit: int) -> list[tuple[Any, ...]]:
+        return await asyncio.to_thread(self.log.rows, seq, limit)
+
+    async def latest_seq(self) -> int:
+        return await asyncio.to_thread(self.log.latest_seq)
+
+    async def fleet_cursors(self) -> dict[str, int]:
+        return await asyncio.wrap_future(self.log.fleet_cursors())
+
+    async def set_fleet_cursors(self, cursors: Mapping[str, int]) -> None:
+        await asyncio.wrap_future(self.log.set_fleet_cursors(cursors))
+
     async def close(self) -> None:
         """Commit what is queued and close; the key store shares the file, so it goes too."""
         await asyncio.to_thread(self.close_now)

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from passbridge.adapters.audit_chain import COLUMNS
 from passbridge.adapters.audit_sqlite import AuditLog, AuditUnavailable, verify_database
 from passbridge.clock import ManualClock
 from passbridge.core.decision import Decision, new_decision_id
@@ -308,3 +309,33 @@ async def test_a_cancelled_waiter_does_not_cancel_the_record(db: Path) -> None:
         audit.close()
         with AuditLog(db) as again:
             assert {r["user"] for r in again.events()} == {"u1", "u2"}
+
+
+# --- the fleet link's cursors (passbridge.fleet.site_link) ----------------------------
+
+
+def test_fleet_cursors_are_written_by_the_writer_and_survive_a_reopen(tmp_path: Path) -> None:
+    db = tmp_path / "audit.sqlite3"
+    with AuditLog(db) as log:
+        with sqlite3.connect(db) as raw:  # a site that never joined a fleet has no table
+            tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master")}
+        assert "fleet_cursor" not in tables
+        assert log.fleet_cursors().result(10) == {}
+        log.set_fleet_cursors({"audit": 7, "config": 3}).result(10)
+        log.set_fleet_cursors({"audit": 9}).result(10)
+        assert log.fleet_cursors().result(10) == {"audit": 9, "config": 3}
+    with AuditLog(db) as log:
+        assert log.fleet_cursors().result(10) == {"audit": 9, "config": 3}
+        with pytest.raises(AuditUnavailable):
+            log.close()
+            log.set_fleet_cursors({"audit": 10})
+
+
+def test_rows_are_the_stored_columns_and_hash(tmp_path: Path) -> None:
+    with AuditLog(tmp_path / "audit.sqlite3") as log:
+        log.append_change("override", {"door": "front"}).result(10)
+        log.append_change("override", {"door": "side"}).result(10)
+        rows = log.rows(0, 10)
+        assert [r[0] for r in rows] == [1, 2] and len(rows[0]) == len(COLUMNS) + 1
+        assert rows[1][-1] == log.head().hash
+        assert log.rows(1, 10) == rows[1:]
