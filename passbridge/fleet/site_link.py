@@ -39,7 +39,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from prometheus_client import Counter, Gauge
 
-from passbridge.errors import PassbridgeError
+from passbridge.errors import ConfigError, PassbridgeError
 from passbridge.fleet import wire
 from passbridge.fleet.wire import (
     AdminKey,
@@ -361,7 +361,7 @@ class SiteLink:
             self._set_state(False)
 
     async def _disconnected(self) -> None:
-        if self._connected:
+        if self._connected and not self._stopping:
             log.warning("fleet: NATS link down; deciding locally, audit is kept for the hub")
         self._set_state(False)
 
@@ -627,18 +627,26 @@ class SiteLink:
             return
         try:
             detail = await self._apply_statement(statement)
+        except ConfigError as exc:
+            await self._refuse(key, StatementRefused(
+                wire.Refusal.INVALID, "; ".join(str(p) for p in exc.problems[:5]),
+                statement.seq, statement.kid))
+            return
         except Exception as exc:
             await self._refuse(key, StatementRefused(
-                wire.Refusal.MALFORMED, f"not applied: {exc}", statement.seq, statement.kid))
+                wire.Refusal.INVALID, f"not applied: {exc}", statement.seq, statement.kid))
             return
+        # Its record, then the cursor: a crash in between applies it again on
+        # the next start (enrolments and revocations are idempotent, an
+        # unchanged site document writes nothing), never leaves it unrecorded.
+        await self.services.audit.record_change(APPLIED_KIND, {
+            "key": key, "seq": statement.seq, "kid": statement.kid,
+            "at": self.services.clock.now().isoformat(), **detail})
         self._cursors[CONFIG_CURSOR] = statement.seq
         self._cursors[KV_CURSOR_PREFIX + key] = statement.seq
         await self.journal.set_fleet_cursors({CONFIG_CURSOR: statement.seq,
                                               KV_CURSOR_PREFIX + key: statement.seq})
         self.metrics.statements.labels("applied").inc()
-        await self.services.audit.record_change(APPLIED_KIND, {
-            "key": key, "seq": statement.seq, "kid": statement.kid,
-            "at": self.services.clock.now().isoformat(), **detail})
 
     async def _apply_statement(self, statement: wire.FleetStatement) -> dict[str, Any]:
         if isinstance(statement, PhoneStatement):
@@ -657,8 +665,14 @@ class SiteLink:
         return await self._apply_site(statement)
 
     async def _apply_site(self, statement: SiteStatement) -> dict[str, Any]:
-        raise FleetSetupError("site documents from the fleet are not applied by this "
-                              "version (phone statements are)")
+        """The same validation and atomic swap as a local reload (its own
+        ``site_reloaded`` or ``site_reload_refused`` record included)."""
+        from passbridge.service.site_reload import reload_site
+
+        outcome = await reload_site(
+            self.services, statement.document, source="fleet",
+            actor=f"fleet:{statement.kid}", origin=f"fleet site document (seq {statement.seq})")
+        return {"typ": "site", "revision": outcome.new_revision, "changed": outcome.changed}
 
     async def _refuse(self, key: str, refused: StatementRefused) -> None:
         log.warning("fleet: statement under %s refused: %s (%s)", key, refused.why.value,

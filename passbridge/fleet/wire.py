@@ -378,6 +378,9 @@ class Refusal(StrEnum):
     MALFORMED = "malformed"
     OTHER_SITE = "other_site"
     STALE = "stale"
+    # Signed and in order, but the site could not apply it (a site document
+    # with problems, a public key enrolled for another phone): not in force.
+    INVALID = "invalid"
 
 
 @dataclass(frozen=True, slots=True)
