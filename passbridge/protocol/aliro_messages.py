@@ -90,6 +90,30 @@ def parse_select_response(data: bytes) -> SelectAnswer:
     return SelectAnswer(versions, tlv.encode(TAG_PROPRIETARY, inner[TAG_PROPRIETARY]))
 
 
+class SelectAnswers:
+    """A reader's last SELECT answer, kept with what it parsed to.
+
+    Phones of one kind answer SELECT with the same bytes tap after tap, and
+    the strict parse (three nested TLV lists, the A5 field encoded again)
+    costs a tap about 3 us of reader CPU (scripts/bench_nfc.py). Only the
+    very same bytes reuse the last parse, so a tap gets exactly what
+    :func:`parse_select_response` gives for its answer. One entry, replaced
+    whole: readers sharing it (the NFC reader thread, Bluetooth on the event
+    loop) never see half of one.
+    """
+
+    def __init__(self) -> None:
+        self._last: tuple[bytes, SelectAnswer] | None = None
+
+    def parse(self, data: bytes) -> SelectAnswer:
+        last = self._last
+        if last is not None and last[0] == data:
+            return last[1]
+        answer = parse_select_response(data)  # raises on anything malformed: nothing kept
+        self._last = (bytes(data), answer)
+        return answer
+
+
 # ---------------------------------------------------------------- AUTH0
 
 

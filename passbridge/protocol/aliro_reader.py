@@ -91,6 +91,9 @@ class ReaderIdentity:
     private_key: ec.EllipticCurvePrivateKey
     group_id: bytes
     sub_id: bytes
+    select_answers: msg.SelectAnswers = field(
+        default_factory=msg.SelectAnswers, init=False, repr=False, compare=False)
+    """The last SELECT answer its readers parsed (:class:`~.aliro_messages.SelectAnswers`)."""
 
     def __post_init__(self) -> None:
         if len(self.group_id) != 16 or len(self.sub_id) != 16:
@@ -416,7 +419,7 @@ class ReaderTransaction:
         return Failed(reason, detail)
 
     def _on_select(self, data: bytes) -> Event:
-        answer = msg.parse_select_response(data)
+        answer = self._identity.select_answers.parse(data)
         if PROTOCOL_VERSION not in answer.versions:
             raise _Abort("unsupported_version",
                          "phone offers " + ",".join(v.hex() for v in answer.versions))

@@ -21,7 +21,8 @@ from passbridge.protocol.aliro_crypto import (
     private_key_from_scalar,
     public_key_bytes,
 )
-from passbridge.protocol.aliro_reader import ReaderIdentity
+from passbridge.protocol.aliro_reader import Failed, ReaderIdentity, ReaderTransaction, SendCommand
+from passbridge.protocol.tlv import MalformedTLV
 
 POINT = public_key_bytes(private_key_from_scalar(bytes(31) + b"\x07"))
 
@@ -95,3 +96,35 @@ def test_auth0_and_auth1_commands_have_the_readme_layout() -> None:
     assert msg.exchange_command(bytes(20)) == bytes.fromhex("80c9000014") + bytes(20) + b"\x00"
     with pytest.raises(ValueError):
         msg.exchange_command(bytes(256))
+
+
+# --- a reader's SELECT answer, parsed once (issue 9, the NFC benchmark) ---------------
+
+
+def test_select_answers_reuse_only_the_very_same_bytes() -> None:
+    answers = msg.SelectAnswers()
+    data = msg.select_response_data()
+    first = answers.parse(data)
+    assert first == msg.parse_select_response(data)
+    assert answers.parse(bytes(data)) is first  # equal bytes: the kept parse
+    newer = msg.select_response_data(versions=(b"\x01\x00", b"\x02\x00"))
+    assert answers.parse(newer).versions == (b"\x01\x00", b"\x02\x00")
+    with pytest.raises(MalformedTLV):  # a malformed answer is parsed (and refused) every time
+        answers.parse(data[:-1])
+    assert answers.parse(newer).versions == (b"\x01\x00", b"\x02\x00")
+
+
+def test_a_reader_refuses_a_bad_select_after_a_good_one() -> None:
+    identity = ReaderIdentity(private_key_from_scalar(bytes(31) + b"\x05"), b"G" * 16, b"S" * 16)
+    good = ReaderTransaction(identity)
+    good.start()
+    assert isinstance(good.receive(msg.select_response_data() + b"\x90\x00"), SendCommand)
+    other_version = ReaderTransaction(identity)
+    other_version.start()
+    event = other_version.receive(
+        msg.select_response_data(versions=(b"\x00\x07",)) + b"\x90\x00")
+    assert isinstance(event, Failed) and event.reason == "unsupported_version"
+    truncated = ReaderTransaction(identity)
+    truncated.start()
+    event = truncated.receive(msg.select_response_data()[:-1] + b"\x90\x00")
+    assert isinstance(event, Failed) and event.reason == "malformed"
