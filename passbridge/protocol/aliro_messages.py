@@ -147,6 +147,47 @@ def auth0_command(command_parameters: int, authentication_policy: int, version: 
     return encode_command(CLA_PROPRIETARY, INS_AUTH0, 0, 0, data, 0x00)
 
 
+@dataclass(frozen=True)
+class Auth0Template:
+    """One reader's AUTH0 command with the two values every tap changes left out.
+
+    A reader sends the same AUTH0 tap after tap but for its fresh ephemeral
+    key and transaction id, so the rest is encoded once per reader (by
+    :func:`auth0_command` itself, there is no second encoder) and a tap only
+    puts its two values in: about 1.5 us less reader CPU per tap, a
+    twentieth of a FAST tap's protocol work (scripts/bench_nfc.py).
+    """
+
+    head: bytes  # APDU header, Lc, 41, 42, 5C, and 87's tag and length
+    middle: bytes  # 4C's tag and length
+    tail: bytes  # 4D with the reader id, and Le
+
+    def command(self, reader_ephemeral_public_key: bytes, transaction_id: bytes) -> bytes:
+        """The same bytes as :func:`auth0_command` with this reader's fixed fields."""
+        if len(reader_ephemeral_public_key) != 65 or len(transaction_id) != 16:
+            raise ValueError("AUTH0 takes a 65-byte ephemeral key and a 16-byte transaction id")
+        return self.head + reader_ephemeral_public_key + self.middle + transaction_id + self.tail
+
+
+def auth0_template(command_parameters: int, authentication_policy: int, version: bytes,
+                   reader_id: bytes) -> Auth0Template:
+    """The :class:`Auth0Template` of one reader.
+
+    The command is encoded twice by :func:`auth0_command`, with the per-tap
+    values all 00 and then all FF: the bytes that differ are where those
+    values go, whatever the reader id holds.
+    """
+    zeros = auth0_command(command_parameters, authentication_policy, version,
+                          bytes(65), bytes(16), reader_id)
+    ones = auth0_command(command_parameters, authentication_policy, version,
+                         b"\xff" * 65, b"\xff" * 16, reader_id)
+    varying = [i for i, (a, b) in enumerate(zip(zeros, ones, strict=True)) if a != b]
+    key_at, id_at = varying[0], varying[65]
+    if varying != [*range(key_at, key_at + 65), *range(id_at, id_at + 16)]:
+        raise AssertionError("AUTH0 layout: the ephemeral key, then the transaction id")
+    return Auth0Template(zeros[:key_at], zeros[key_at + 65:id_at], zeros[id_at + 16:])
+
+
 _AUTH0_SCHEMA = (
     Field(TAG_COMMAND_PARAMETERS, (1,)),
     Field(TAG_POLICY, (1,)),

@@ -113,6 +113,15 @@ class ReaderIdentity:
     def public_x(self) -> bytes:
         return x_coordinate(self.public_key)
 
+    @cached_property
+    def auth0_templates(self) -> dict[int, msg.Auth0Template]:
+        """AUTH0 as these readers send it, by command parameters (FAST or
+        STANDARD preferred): only the ephemeral key and transaction id change
+        from tap to tap."""
+        return {parameters: msg.auth0_template(parameters, POLICY_USER_DEVICE,
+                                               PROTOCOL_VERSION, self.reader_id)
+                for parameters in (COMMAND_FAST, COMMAND_STANDARD)}
+
 FastKey = tuple[str, bytes, bytes]
 """(credential id, credential public key, Kpersistent): one FAST candidate."""
 
@@ -429,9 +438,8 @@ class ReaderTransaction:
             self._ephemeral_x, self.transaction_id, self._command_parameters,
             POLICY_USER_DEVICE, answer.a5_raw)
         self._move(Input.SELECT_OK)
-        return SendCommand(msg.auth0_command(
-            self._command_parameters, POLICY_USER_DEVICE, PROTOCOL_VERSION,
-            self._ephemeral_public, self.transaction_id, identity.reader_id))
+        auth0 = identity.auth0_templates[self._command_parameters]
+        return SendCommand(auth0.command(self._ephemeral_public, self.transaction_id))
 
     def _on_auth0(self, data: bytes) -> Event:
         point, cryptogram, key = msg.read_auth0_response(data)

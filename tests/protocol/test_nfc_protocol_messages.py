@@ -98,7 +98,38 @@ def test_auth0_and_auth1_commands_have_the_readme_layout() -> None:
         msg.exchange_command(bytes(256))
 
 
-# --- a reader's SELECT answer, parsed once (issue 9, the NFC benchmark) ---------------
+# --- per-reader AUTH0 template and SELECT answer (issue 9, the NFC benchmark) ---------------
+
+
+@pytest.mark.parametrize("reader_id", [bytes(range(32)), bytes(32), b"\xff" * 32,
+                                       b"\x00\xff" * 16],
+                         ids=["counting", "zeros", "ones", "alternating"])
+@pytest.mark.parametrize("parameters", [0x00, 0x01])
+def test_auth0_template_gives_the_bytes_of_the_encoder(reader_id: bytes, parameters: int) -> None:
+    template = msg.auth0_template(parameters, 0x01, b"\x01\x00", reader_id)
+    for ephemeral, txid in ((POINT, bytes(range(16))), (bytes(65), bytes(16)),
+                            (b"\xff" * 65, b"\xff" * 16)):
+        assert template.command(ephemeral, txid) == msg.auth0_command(
+            parameters, 0x01, b"\x01\x00", ephemeral, txid, reader_id)
+    with pytest.raises(ValueError):
+        template.command(POINT[:64], bytes(16))
+    with pytest.raises(ValueError):
+        template.command(POINT, bytes(17))
+
+
+def test_reader_sends_auth0_from_its_identity_template() -> None:
+    identity = ReaderIdentity(private_key_from_scalar(bytes(31) + b"\x05"), b"G" * 16, b"S" * 16)
+    for prefer_fast, parameters in ((True, 0x01), (False, 0x00)):
+        ephemeral = private_key_from_scalar(bytes(31) + b"\x09")
+        reader = ReaderTransaction(identity, prefer_fast=prefer_fast,
+                                   ephemeral_private_key=ephemeral)
+        reader.start()
+        event = reader.receive(msg.select_response_data() + b"\x90\x00")
+        assert isinstance(event, SendCommand)
+        assert event.apdu == msg.auth0_command(
+            parameters, 0x01, b"\x01\x00", public_key_bytes(ephemeral),
+            reader.transaction_id, identity.reader_id)
+    assert identity.auth0_templates is identity.auth0_templates  # made once per identity
 
 
 def test_select_answers_reuse_only_the_very_same_bytes() -> None:
