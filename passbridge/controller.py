@@ -67,6 +67,11 @@ class DoorController:
         """Called with each answered decision and its latency (metrics)."""
         self._observers.append(observer)
 
+    def unobserve(self, observer: DecisionObserver) -> None:
+        """Stop calling ``observer`` (a radio that stopped: wired reader feedback)."""
+        if observer in self._observers:
+            self._observers.remove(observer)
+
     # --- wired devices ---------------------------------------------------
     async def card(self, door: str, number: str, side: Side = Side.IN) -> Decision:
         started = time.perf_counter()

@@ -17,6 +17,7 @@ time series (an attacker could otherwise grow the scrape without bound).
 from __future__ import annotations
 
 from collections.abc import Callable, Container, Iterable, Iterator
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import (
@@ -29,10 +30,10 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from passbridge.core.decision import ENUM_TEXT, Decision
-from passbridge.core.model import Reason
+from passbridge.core.model import Reason, Side
 from passbridge.protocol.apdu import SW
 
 # Seconds; decisions include the durable audit write, so milliseconds matter,
@@ -45,6 +46,25 @@ TOKEN_REASONS = frozenset({Reason.TOKEN_INVALID, Reason.TOKEN_EXPIRED, Reason.TO
 # the reader does not know).
 OTHER = "other"
 _KNOWN_STATUS_WORDS = frozenset(int(sw) for sw in SW)
+
+
+class WiredReaderStatus(Protocol):
+    """One wired reader as /metrics shows it (service.osdp.ReaderStatus)."""
+
+    @property
+    def door(self) -> str: ...
+
+    @property
+    def side(self) -> Side: ...
+
+    @property
+    def online(self) -> bool: ...
+
+    @property
+    def last_reply_age(self) -> float | None: ...
+
+
+WiredReaderSource = Callable[[], Iterable[WiredReaderStatus]]
 # Where a live site reload came from (service/site_reload.py).
 RELOAD_SOURCES = frozenset({"sighup", "api", "fleet"})
 
@@ -89,6 +109,8 @@ class Metrics:
             "passbridge_site_reloads",
             "Live site reloads by source (sighup, api, fleet, other) and result "
             "(applied, unchanged, refused).", ("source", "result"), registry=None)
+        # Wired (OSDP) readers, read at scrape time from each running bus.
+        self._wired: list[WiredReaderSource] = []
         # Exposition order: decisions and their latency first, as before the library.
         self._all: tuple[MetricWrapperBase, ...] = (
             self._decisions, self._latency, self._token_failures, self._exchange_refused,
@@ -145,15 +167,43 @@ class Metrics:
     def connection_refused(self) -> None:
         self._connections_refused.inc()
 
+    def watch_wired_readers(self, source: WiredReaderSource) -> None:
+        """Show these wired readers (one OSDP bus) in the scrape while it runs."""
+        self._wired.append(source)
+
+    def unwatch_wired_readers(self, source: WiredReaderSource) -> None:
+        if source in self._wired:
+            self._wired.remove(source)
+
+    def _wired_families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        online = GaugeMetricFamily(
+            "passbridge_osdp_readers_online",
+            "Wired OSDP readers online now (secure channel up where required).")
+        age = GaugeMetricFamily(
+            "passbridge_osdp_reader_last_reply_seconds",
+            "Seconds since each wired OSDP reader last replied to a poll "
+            "(absent until it first replies).", labels=("door", "side"))
+        count = 0
+        for source in list(self._wired):
+            for reader in source():
+                count += reader.online
+                if reader.last_reply_age is not None:
+                    age.add_metric((self._door(reader.door), reader.side.value),
+                                   round(reader.last_reply_age, 3))
+        online.add_metric((), count)
+        return online, age
+
     def collect(self) -> Iterator[Metric]:
         """The prometheus-client collector protocol."""
         for metric in self._all:
             yield from metric.collect()
+        yield from self._wired_families()
 
     def describe(self) -> Iterable[Metric]:
         """Names for the registry's duplicate check, without sampling."""
         for metric in self._all:
             yield from metric.describe()
+        yield from self._wired_families()
 
     def render(self) -> str:
         """The classic text exposition of these metrics alone (tests, debugging)."""

@@ -33,6 +33,7 @@ nothing and writes no record (a fleet hub may send a revision again).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -73,6 +74,23 @@ class PlacedRadio(Protocol):
 
     @property
     def placement(self) -> _Placement: ...
+
+
+@runtime_checkable
+class PlacesRadios(Protocol):
+    """Real devices placed at several door sides by one radio (service/osdp.py's
+    OsdpBus: the readers of one OSDP bus)."""
+
+    @property
+    def placements(self) -> Sequence[_Placement]: ...
+
+
+def _placements(radio: object) -> Sequence[_Placement]:
+    if isinstance(radio, PlacedRadio):
+        return [radio.placement]
+    if isinstance(radio, PlacesRadios):
+        return radio.placements
+    return []
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,10 +230,7 @@ def _running_problems(services: Services, new: Site, origin: str) -> list[Proble
             f"the site id cannot change while the service runs: this service serves "
             f"site {old.id!r}, the document says {new.id!r} (restart serve to serve "
             f"another site)"))
-    for radio in services.radios:
-        if not isinstance(radio, PlacedRadio):
-            continue
-        place = radio.placement
+    for place in (p for radio in services.radios for p in _placements(radio)):
         door: Door | None = new.doors.get(place.door)
         if door is None:
             problems.append(Problem(
