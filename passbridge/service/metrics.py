@@ -175,6 +175,11 @@ class Metrics:
         if source in self._wired:
             self._wired.remove(source)
 
+    def wired_readers(self) -> list[WiredReaderStatus]:
+        """Every wired reader of the running buses now (the doors API shows
+        which are online, door by door)."""
+        return [reader for source in list(self._wired) for reader in source()]
+
     def _wired_families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
         online = GaugeMetricFamily(
             "passbridge_osdp_readers_online",
@@ -184,12 +189,11 @@ class Metrics:
             "Seconds since each wired OSDP reader last replied to a poll "
             "(absent until it first replies).", labels=("door", "side"))
         count = 0
-        for source in list(self._wired):
-            for reader in source():
-                count += reader.online
-                if reader.last_reply_age is not None:
-                    age.add_metric((self._door(reader.door), reader.side.value),
-                                   round(reader.last_reply_age, 3))
+        for reader in self.wired_readers():
+            count += reader.online
+            if reader.last_reply_age is not None:
+                age.add_metric((self._door(reader.door), reader.side.value),
+                               round(reader.last_reply_age, 3))
         online.add_metric((), count)
         return online, age
 

@@ -357,6 +357,10 @@ def document(*, simulated: bool = False) -> dict[str, Any]:
                                 "side": _SIDE, "user": {"type": "string"},
                                 "factor": {"type": "string"},
                                 "seconds_left": {"type": "integer", "minimum": 0}}}},
+                        "wired_readers": {"type": "array", "items": {
+                            "type": "object", "description": "a wired (OSDP) reader of "
+                            "this door and whether it answers its polls",
+                            "properties": {"side": _SIDE, "online": {"type": "boolean"}}}},
                         "at": {"type": "string", "format": "date-time"},
                     },
                 },

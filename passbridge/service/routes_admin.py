@@ -72,6 +72,11 @@ def door_json(services: Services, door_id: str) -> dict[str, Any]:
              "seconds_left": max(0, int(left))}
             for side, card, left in services.core.pending_steps(door_id, moment)
         ],
+        # Wired (OSDP) readers at this door and whether each answers its polls.
+        "wired_readers": [
+            {"side": reader.side.value, "online": reader.online}
+            for reader in services.metrics.wired_readers() if reader.door == door_id
+        ],
         "at": services.clock.now().isoformat(),
     }
 

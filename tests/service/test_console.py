@@ -272,3 +272,21 @@ async def test_many_streams_cost_one_encoding_per_record_and_few_writes(
         stream.close()
     assert encodings == 11  # one per record, not one per record and stream
     assert len(writes) == 3 and all(count <= 6 for count in writes.values()), writes
+
+
+async def test_a_door_says_which_of_its_wired_readers_answer(rig: tuple[Rig, Client]) -> None:
+    """The doors view's "readers online": wired (OSDP) readers as the running
+    buses report them (here a stand-in bus: the status is all the API reads)."""
+    from passbridge.core.model import Side
+    from passbridge.service.osdp import ReaderStatus
+
+    r, client = rig
+    statuses = [ReaderStatus("front", Side.IN, "osdp0:1", True, 0.2),
+                ReaderStatus("front", Side.OUT, "osdp0:2", False, None),
+                ReaderStatus("side", Side.IN, "osdp0:3", True, 0.1)]
+    r.services.metrics.watch_wired_readers(lambda: statuses)
+    resp = await client.get("/v1/doors", headers=auth(admin_token(r.keys, r.clock)))
+    doors = {d["id"]: d for d in (await resp.json())["doors"]}
+    assert doors["front"]["wired_readers"] == [{"side": "in", "online": True},
+                                               {"side": "out", "online": False}]
+    assert doors["vault"]["wired_readers"] == []
