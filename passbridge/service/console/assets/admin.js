@@ -1,7 +1,7 @@
 // Administration: overrides and lockdown (each after a confirmation step),
 // lockouts, enrolment codes with their QR code, and reloading the site file.
 import { ApiError, call, part } from "./api.js";
-import { el, stateText, timeText } from "./plain.js";
+import { duration, el, stateText, timeText } from "./plain.js";
 
 const dialog = () => document.getElementById("confirm");
 
@@ -108,19 +108,17 @@ export class Admin {
       list.replaceChildren(el("li", {}, `Cannot list lockouts: ${problemText(error)}`));
       return;
     }
-    const items = (data.lockouts || []).map((lockout) => {
-      const left = lockout.seconds_left ?? lockout.remaining_seconds;
-      const until = lockout.until || lockout.locked_until;
-      const when = left !== undefined ? `${Math.ceil(left)} s left`
-        : until ? `until ${timeText(until)}` : "";
-      const who = lockout.user || `keypad (${lockout.side || "in"} side)`;
-      const clear = lockout.user ? el("button", { type: "button" }, "Clear") : null;
-      if (clear) {
-        clear.addEventListener("click", () => this.clearLockout(lockout.door, lockout.user));
-      }
-      return el("li", { "data-door": lockout.door, "data-user": lockout.user || "" },
-        `${who} at ${lockout.door} ${when} `, clear);
+    const left = (lockout) => `for ${duration(Math.ceil(lockout.seconds_left))} more ` +
+      `(until ${timeText(lockout.until)})`;
+    const users = (data.users || []).map((lockout) => {
+      const clear = el("button", { type: "button" }, `Clear ${lockout.user} at ${lockout.door}`);
+      clear.addEventListener("click", () => this.clearLockout(lockout.door, lockout.user));
+      return el("li", { "data-door": lockout.door, "data-user": lockout.user },
+        `${lockout.user} at ${lockout.door}, ${left(lockout)} `, clear);
     });
+    const keypads = (data.keypads || []).map((lockout) => el("li", { "data-door": lockout.door },
+      `Keypad at ${lockout.door} (${lockout.side} side): codes alone refused ${left(lockout)}`));
+    const items = [...users, ...keypads];
     list.replaceChildren(...(items.length ? items : [el("li", {}, "Nobody is locked out.")]));
   }
 

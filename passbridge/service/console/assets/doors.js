@@ -56,6 +56,9 @@ export class Doors {
         door.lockdown ? el("p", { class: "warning" }, "Lockdown in force") : null,
         pending.length ? el("ul", { class: "plain", "aria-label": "Waiting steps" }, ...pending)
           : null,
+        ...(door.wired_readers || []).map((reader) => el("p", {
+          class: reader.online ? "hint" : "warning", "data-field": "wired-reader",
+        }, `Wired reader (${reader.side} side) ${reader.online ? "online" : "offline"}`)),
         el("p", { class: "hint" }, has));
     });
     this.list.replaceChildren(...items);

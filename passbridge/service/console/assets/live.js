@@ -8,8 +8,9 @@ import {
 const PAGE = 50;
 const KEEP = 1000;
 // Every kind of audit record the stream names (EventSource needs each by name).
-const KINDS = ["decision", "override", "lockdown", "reload", "lockout_cleared", "enrolment",
-  "phone_revoked", "session"];
+const KINDS = ["decision", "override", "lockdown", "lockout_cleared", "site_reloaded",
+  "site_reload_refused", "enrolment_code_issued", "phone_enrolled", "phone_revoked",
+  "console_link_issued", "session_started", "session_ended"];
 
 export class Live {
   constructor({ table, state, filters, older, announce, onEvent, onEnded }) {

@@ -29,6 +29,7 @@ function show(view) {
     view = "doors";
   }
   for (const name of VIEWS) $(`view-${name}`).hidden = name !== view;
+  $("status").textContent = ""; // a message belongs to the view it was said in
   for (const link of document.querySelectorAll("#tabs a")) {
     if (link.dataset.view === view) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");

@@ -44,14 +44,27 @@ export function decisionLine(event) {
 export function changeLine(event) {
   const p = event.payload || {};
   if (event.kind === "override") {
-    return p.state ? `Override: ${p.door} ${stateText(p.state)} for ${p.minutes} min`
-      : `Override ended: ${p.door}`;
+    return (p.state ? `Override: ${p.door} ${stateText(p.state)} for ${p.minutes} min`
+      : `Override ended: ${p.door}`) + (p.actor ? ` by ${p.actor}` : "");
   }
   if (event.kind === "lockdown") {
     const where = p.door ? p.door : "whole site";
-    return `Lockdown ${p.active ? "started" : "ended"}: ${where}`;
+    return `Lockdown ${p.active ? "started" : "ended"}: ${where}` + (p.actor ? ` by ${p.actor}` : "");
   }
-  return event.kind.replaceAll("_", " ");
+  const sessionOnly = ["console_link_issued", "session_started", "session_ended"];
+  const who = p.actor && !sessionOnly.includes(event.kind) ? ` by ${p.actor}` : "";
+  const words = {
+    lockout_cleared: () => `Lockout cleared: ${p.user} at ${p.door}`,
+    site_reloaded: () => `Site reloaded: revision ${p.revision || p.new_revision || ""}`,
+    site_reload_refused: () => `Site reload refused (${p.problem_count || "some"} problems)`,
+    enrolment_code_issued: () => `Enrolment code made for ${p.user}`,
+    phone_enrolled: () => `Phone enrolled: ${p.phone} for ${p.user}`,
+    phone_revoked: () => `Phone revoked: ${p.phone}`,
+    console_link_issued: () => `Console sign-in link made for ${p.user}`,
+    session_started: () => `${p.user} signed in to the console`,
+    session_ended: () => `${p.user} signed out of the console`,
+  }[event.kind];
+  return (words ? words() : event.kind.replaceAll("_", " ")) + who;
 }
 
 export function timeText(iso) {
