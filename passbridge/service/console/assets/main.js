@@ -9,7 +9,7 @@ import { timeText } from "./plain.js";
 const $ = (id) => document.getElementById(id);
 const VIEWS = ["doors", "live", "admin", "tester"];
 // Background refreshes stop when nobody has touched the page for this long,
-// so an unattended console lets its session reach its idle expiry.
+// so an unattended console does not keep polling (its live stream goes on).
 const ACTIVE_MS = 5 * 60 * 1000;
 let lastActivity = Date.now();
 let live = null;
