@@ -85,6 +85,27 @@ REFUSED_KIND = "fleet_refused"
 APPLIED_KIND = "fleet_applied"
 
 
+async def _cancel(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait for them, cancelling again while one goes on.
+
+    Python 3.11's ``asyncio.wait_for`` can swallow a cancellation that lands
+    just as its inner future completes (nats-py's connect uses it): a task
+    cancelled once may carry on, so it is cancelled until it ends (for at
+    most CLOSE_TIMEOUT_S; a service that is stopping must stop).
+    """
+    pending = {task for task in tasks if not task.done()}
+    deadline = time.monotonic() + CLOSE_TIMEOUT_S
+    while pending and time.monotonic() < deadline:
+        for task in pending:
+            task.cancel()
+        _done, pending = await asyncio.wait(pending, timeout=0.1)
+    if pending:
+        log.warning("fleet: %d tasks did not stop within %s s", len(pending), CLOSE_TIMEOUT_S)
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved, so asyncio does not log it as never seen
+
+
 class FleetSetupError(PassbridgeError, ValueError):
     """A ``--fleet*`` option that cannot be used (names the flag and the file)."""
 
@@ -240,6 +261,8 @@ class SiteLink:
         self._record_pending = False
         self._transitions = 0
         self._stopping = False
+        self._last_error = ""
+        self._last_error_at = 0.0
 
     # -- lifetime ---------------------------------------------------------------
 
@@ -258,11 +281,7 @@ class SiteLink:
         self._stopping = True  # closing the connection is no link transition to record
         with contextlib.suppress(ValueError):
             self.services.audit.on_durable.remove(self._on_durable)
-        for task in [*self._tasks, *self._spawned]:
-            task.cancel()
-        for task in [*self._tasks, *self._spawned]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await _cancel([*self._tasks, *self._spawned])
         self._tasks = []
         await self._store_cursor(force=True)
         nc, self._nc = self._nc, None
@@ -303,7 +322,7 @@ class SiteLink:
     # -- connection ----------------------------------------------------------------
 
     async def _run(self) -> None:
-        import nats
+        from nats.aio.client import Client
 
         options: dict[str, Any] = {
             "servers": [self.settings.url],
@@ -327,7 +346,10 @@ class SiteLink:
         self._spawn(self._first_connect_grace())
         while True:
             try:
-                self._nc = await nats.connect(**options)
+                # The client first, then connect: stop() can close it even
+                # while it is still retrying its first connection.
+                self._nc = Client()
+                await self._nc.connect(**options)
                 break
             except asyncio.CancelledError:
                 raise
@@ -372,7 +394,13 @@ class SiteLink:
         self._resync.set()
 
     async def _error(self, exc: Exception) -> None:
-        log.debug("fleet: NATS client error: %s", exc)
+        """nats-py's errors (refused connections while retrying, a refused
+        login): each distinct one logged once a minute, not once per retry."""
+        text = f"{type(exc).__name__}: {exc}"
+        now = time.monotonic()
+        if text != self._last_error or now - self._last_error_at > 60:
+            log.warning("fleet: NATS client: %s", text)
+            self._last_error, self._last_error_at = text, now
 
     def _set_state(self, up: bool) -> None:
         """Record a transition in the metrics now, and in the audit log at

@@ -53,6 +53,23 @@ def test_serve_without_simulate_loads_no_simulator(
     loaded = _loaded_by_serve(tmp_path, monkeypatch)
     assert "passbridge.service.app" in loaded
     assert _simulators(loaded) == []
+    assert _fleet(loaded) == []
+
+
+# Fleet mode is opt-in (issue 12): without --fleet, no NATS client and no fleet code.
+FLEET = ("nats", "passbridge.fleet")
+
+
+def _fleet(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules
+                  if any(m == name or m.startswith(name + ".") for name in FLEET))
+
+
+def test_serve_with_fleet_loads_the_nats_client_even_with_nats_unreachable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = _loaded_by_serve(tmp_path, monkeypatch, "--fleet", "nats://127.0.0.1:1")
+    assert {"passbridge.fleet.site_link", "nats"} <= loaded
 
 
 def test_serve_with_simulate_loads_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
