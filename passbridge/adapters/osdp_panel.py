@@ -214,6 +214,17 @@ class SerialLink(osdp.Channel):  # type: ignore[misc]  # libosdp ships no type h
     def is_open(self) -> bool:
         return self._port is not None
 
+    def discard_input(self) -> None:
+        """Drop what waits unread on the device. Called before a reader is
+        probed again while no reader of the bus is online: bytes that came
+        while nobody listened (line noise, a flood) answer no probe, and
+        libosdp, reading them first, overflowed its receive buffer and gave
+        the probe up, again and again (tests/service/test_osdp_fuzz.py)."""
+        with self._lock:
+            if self._port is not None:
+                with contextlib.suppress(Exception):
+                    self._port.reset_input_buffer()
+
     def reopen(self) -> bool:
         """Try to open a lost device again (at most every REOPEN_SECONDS);
         True when it is open now."""
@@ -490,6 +501,9 @@ class OsdpPanel:
                 state.phase = _Phase.RESTARTING
                 cp.disable_pd(address)
             elif state.phase is _Phase.RESTARTING and not cp.is_pd_enabled(address):
+                if not any(other.phase in (_Phase.ONLINE, _Phase.PROBING)
+                           for other in self._states.values()) and self._link is not None:
+                    self._link.discard_input()
                 cp.enable_pd(address)
                 loop = asyncio.get_running_loop()
                 # After the disable's own notifications, which may still be queued.
