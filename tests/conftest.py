@@ -36,6 +36,8 @@ SLOW_MODULES = {
     "process/test_service_process.py",
     # `serve --nfc` and the Bluetooth radio over bumble, each a real process or link
     "process/test_service_hardware.py",
+    # `serve --simulate` with simulated OSDP readers on ptys, a real process
+    "process/test_osdp_process.py",
     # SIGHUP reloads of a real `passbridge serve`
     "process/test_site_reload_process.py",
     # nfcpy's udp driver over loopback sockets: each test waits out real

@@ -11,7 +11,7 @@ def _cmd_scenario_run(args: argparse.Namespace) -> int:
     from passbridge.scenario.runner import run_files
 
     _warnings_only()
-    return run_files(args.files, as_json=args.json)
+    return run_files(args.files, as_json=args.json, via=args.via)
 
 
 def _warnings_only() -> None:
@@ -38,4 +38,9 @@ def register(commands: Any) -> None:
     run = scenario_commands.add_parser("run", help="run scenarios and check their expectations")
     run.add_argument("files", nargs="+", metavar="FILE")
     run.add_argument("--json", action="store_true", help="one JSON object instead of lines")
+    run.add_argument("--via", choices=["direct", "osdp"], default="direct",
+                     help="how card and pin steps enter: straight into the wired devices' "
+                          "path (direct, the default), or through a simulated OSDP reader "
+                          "with keypad at each door side, over a pty and the service's own "
+                          "OSDP Control Panel (osdp)")
     run.set_defaults(func=_cmd_scenario_run)

@@ -31,14 +31,16 @@ SHUTDOWN_SECONDS = 10.0
 
 def attach_radios(
     services: Any, *, nfc: list[str], ble: list[str], db: Path, nfc_settings: Any = None,
-    simulate: bool = False,
+    simulate: bool = False, osdp: list[str] | None = None,
 ) -> Any:
     """Put the radios on ``services.radios``; the app starts them after the
     audit log opens and stops them before it closes.
 
     Real devices are named (``--nfc DEVICE=DOOR[:SIDE]``, ``--ble
-    ADAPTER=DOOR[:SIDE]``). Only with ``simulate`` (``serve --simulate``)
-    is each radio kind with no real device simulated. Returns the simulated
+    ADAPTER=DOOR[:SIDE]``, ``--osdp PORT:ADDRESS=DOOR[:SIDE]``). Only with
+    ``simulate`` (``serve --simulate``) is each radio kind with no real
+    device simulated, and each door side with a reader or keypad and no
+    ``--osdp`` reader gets a simulated OSDP reader. Returns the simulated
     air (which adds the /v1/sim routes), or None when nothing is simulated.
     """
     from passbridge.service.hardware import BleDoorRadio, NfcDoorReader, Placement
@@ -48,14 +50,43 @@ def attach_radios(
                                              nfc_settings))
     for spec in ble:
         services.radios.append(BleDoorRadio(services, Placement.parse("--ble", spec, services)))
-    if not simulate or (nfc and ble):
+    buses: list[Any] = []
+    if osdp:
+        from passbridge.service.osdp import osdp_buses
+
+        buses = osdp_buses(services, osdp)
+        services.radios.extend(buses)
+    if not simulate:
+        return None
+    wired = _simulated_wired_doors(services, db, buses)
+    if nfc and ble and wired is None:
         return None
     # Only now: the simulators load bumble and nfcpy's udp driver.
     from passbridge.sim.air import SIM_PHONES_DIR, SimulatedAir
 
-    air = SimulatedAir(services, db.parent / SIM_PHONES_DIR, nfc=not nfc, ble=not ble)
+    air = SimulatedAir(services, db.parent / SIM_PHONES_DIR, nfc=not nfc, ble=not ble,
+                       wired=wired)
     services.radios.append(air)
     return air
+
+
+def _simulated_wired_doors(services: Any, db: Path, real: list[Any]) -> Any:
+    """``serve --simulate``: a simulated OSDP reader (pty bus, libosdp PD) for each
+    door side with a reader or keypad and no real ``--osdp`` reader, driven by
+    the service's own panels; None when there is none to simulate."""
+    from passbridge.service.osdp import buses_for
+    from passbridge.sim.wired import SIM_OSDP_DIR, SimulatedWiredReaders, WiredDoors, reader_sides
+
+    placed = {(p.door, p.side) for bus in real for p in bus.placements}
+    sides = [side for side in reader_sides(services.site) if side not in placed]
+    if not sides:
+        return None
+    sims = SimulatedWiredReaders(services.keystore, db.parent / SIM_OSDP_DIR, sides)
+    buses = buses_for(services, sims.placements())
+    # The readers first: their buses must exist when the panels open them.
+    services.radios.append(sims)
+    services.radios.extend(buses)
+    return WiredDoors(sims, buses)
 
 
 def attach_fleet(services: Any, args: argparse.Namespace) -> None:
@@ -170,7 +201,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         except KeyStoreError as exc:
             raise StartupError(str(exc)) from exc
         air = attach_radios(services, nfc=args.nfc, ble=args.ble, db=db,
-                            nfc_settings=_nfc_settings(args), simulate=args.simulate)
+                            nfc_settings=_nfc_settings(args), simulate=args.simulate,
+                            osdp=args.osdp)
         attach_fleet(services, args)
     except StartupError as exc:
         asyncio.run(services.audit.store.close())
@@ -368,6 +400,14 @@ def register(commands: Any) -> None:
     serve.add_argument("--ble", metavar="ADAPTER=DOOR[:SIDE]", action="append", default=[],
                        help="a real Bluetooth adapter at a door side, e.g. hci0=front "
                             "(repeatable)")
+    serve.add_argument("--osdp", metavar="PORT:ADDRESS=DOOR[:SIDE][,OPTION=VALUE...]",
+                       action="append", default=[],
+                       help="a wired OSDP reader (with keypad) at a door side, e.g. "
+                            "/dev/ttyUSB0:1=front; options: format=auto|h10301|wiegand34|raw, "
+                            "facility=N, keys=SECONDS (inter-key timeout, default 5), "
+                            "baud=9600|19200|38400|57600|115200|230400 (per port); secure "
+                            "channel required, key set by 'passbridge osdp install' "
+                            "(repeatable; several readers may share a port)")
     serve.add_argument("--nfc-field-hold", type=float, metavar="SECONDS",
                        help="how long a card that did not authenticate may stay in a "
                             "reader's field after its tap before the reader polls again "

@@ -32,8 +32,11 @@ from passbridge.service.app import create_app
 from passbridge.service.runtime import Services, audited_services
 from passbridge.sim.phone import SimulatedPhone
 from passbridge.sim.radios import NfcTapReport, SimulatedRadios, SimulationError
+from passbridge.sim.wired import WiredDoors, close_wired_doors, simulated_wired_doors
 
 SCENARIO_BACKEND = "scenario-backend"
+VIA_DIRECT, VIA_OSDP = "direct", "osdp"
+VIAS = (VIA_DIRECT, VIA_OSDP)
 REMOTE_REQUEST_LIFETIME = timedelta(seconds=30)
 
 
@@ -88,6 +91,7 @@ class ScenarioRig:
         phones: dict[str, SimulatedPhone],
         backend_key: Any,
         folder: tempfile.TemporaryDirectory[str],
+        wired: WiredDoors | None = None,
     ) -> None:
         self.scenario = scenario
         self.clock = clock
@@ -100,12 +104,20 @@ class ScenarioRig:
         )
         self._backend_key = backend_key
         self._folder = folder
+        # ``via="osdp"``: card and pin steps go through simulated OSDP readers.
+        self.wired = wired
         self._http_runner: web.AppRunner | None = None
         self._session: ClientSession | None = None
         self._base_url = ""
 
     @classmethod
-    async def start(cls, scenario: Scenario, *, pin_key: bytes, start: datetime) -> ScenarioRig:
+    async def start(cls, scenario: Scenario, *, pin_key: bytes, start: datetime,
+                    via: str = VIA_DIRECT) -> ScenarioRig:
+        """``via``: how card and pin steps enter (VIA_DIRECT: the wired
+        devices' controller calls; VIA_OSDP: a simulated OSDP reader with
+        keypad at each door side, over a pty, through the service's panel)."""
+        if via not in VIAS:
+            raise ValueError(f"via must be one of {', '.join(VIAS)}")
         site = scenario.site
         clock = ManualClock(start)
         keystore = MemoryKeyStore(clock=clock, pin_key=pin_key)
@@ -127,16 +139,29 @@ class ScenarioRig:
             phones[phone_id] = phone
         for phone_id in scenario.stranger_phones:
             phones[phone_id] = SimulatedPhone.create(phone_id)  # keys, but enrolled to nobody
-        return cls(scenario, clock, services, phones, backend_key, folder)
+        wired = None
+        if via == VIA_OSDP:
+            try:
+                wired = await simulated_wired_doors(services, Path(folder.name) / "osdp")
+            except BaseException:
+                await services.audit.store.close()
+                folder.cleanup()
+                raise
+        return cls(scenario, clock, services, phones, backend_key, folder, wired)
 
     async def perform(self, step: Step) -> StepOutcome:
         args, side = step.args, step.side
         try:
             if step.action == "card":
+                if self.wired is not None:
+                    return StepOutcome.of(await self.wired.card(args["door"], args["number"],
+                                                                side))
                 return StepOutcome.of(
                     await self.controller.card(args["door"], args["number"], side)
                 )
             if step.action == "pin":
+                if self.wired is not None:
+                    return StepOutcome.of(await self.wired.pin(args["door"], args["code"], side))
                 return StepOutcome.of(await self.controller.pin(args["door"], args["code"], side))
             if step.action == "configure":
                 return await self._configure(args)
@@ -258,6 +283,8 @@ class ScenarioRig:
             stack.callback(self._folder.cleanup)
             stack.push_async_callback(self.services.audit.store.close)
             stack.push_async_callback(self.radios.close)
+            if self.wired is not None:
+                stack.push_async_callback(close_wired_doors, self.wired)
             if self._http_runner is not None:
                 stack.push_async_callback(self._http_runner.cleanup)
             if self._session is not None:

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 from passbridge.errors import ConfigError
 from passbridge.scenario.loader import load_scenario
 from passbridge.scenario.model import Scenario, Step
-from passbridge.scenario.rig import ScenarioRig, StepOutcome
+from passbridge.scenario.rig import VIA_DIRECT, ScenarioRig, StepOutcome
 
 EXIT_OK, EXIT_FAILED, EXIT_UNLOADABLE = 0, 1, 2
 
@@ -77,10 +77,13 @@ class ScenarioReport:
         return all(step.ok is not False for step in self.steps)
 
 
-async def run_scenario(scenario: Scenario, pin_key: bytes) -> ScenarioReport:
+async def run_scenario(scenario: Scenario, pin_key: bytes, *, via: str = VIA_DIRECT
+                       ) -> ScenarioReport:
+    """``via``: how card and pin steps enter (rig.VIAS; ``osdp``: simulated
+    OSDP readers and keypads through the service's Control Panel)."""
     first = scenario.steps[0]
     start = first.at if first.at is not None else datetime.now(UTC).replace(microsecond=0)
-    rig = await ScenarioRig.start(scenario, pin_key=pin_key, start=start)
+    rig = await ScenarioRig.start(scenario, pin_key=pin_key, start=start, via=via)
     reports: list[StepReport] = []
     try:
         for step in scenario.steps:
@@ -155,7 +158,8 @@ def _line(report: StepReport, site_tz: Any) -> str:
 
 
 def run_files(
-    paths: list[str], *, as_json: bool, out: TextIO | None = None, err: TextIO | None = None
+    paths: list[str], *, as_json: bool, out: TextIO | None = None, err: TextIO | None = None,
+    via: str = VIA_DIRECT,
 ) -> int:
     # Resolved per call: a default bound at import would outlive a redirected stdout.
     out = out if out is not None else sys.stdout
@@ -179,7 +183,7 @@ def run_files(
 
     reports: list[ScenarioReport] = []
     for scenario in scenarios:
-        reports.append(asyncio.run(run_scenario(scenario, pin_key)))
+        reports.append(asyncio.run(run_scenario(scenario, pin_key, via=via)))
 
     passed = sum(1 for r in reports for s in r.steps if s.step.expect is not None and s.ok)
     failed = sum(1 for r in reports for s in r.steps if s.ok is False)

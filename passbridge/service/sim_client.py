@@ -105,13 +105,29 @@ def _device(device_key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {device_key}"}
 
 
+async def _wired(base: str, door: str, side: str, device_key: str) -> bool:
+    """Whether the service simulates an OSDP reader at that door side (``serve
+    --simulate``): then the card or code goes through it, not the HTTP route."""
+    try:
+        info = await _request("GET", f"{base}/v1/sim", headers=_device(device_key))
+    except SimError:  # no /v1/sim: a service that simulates nothing
+        return False
+    wired = info.get("wired")
+    return isinstance(wired, list) and f"{door}/{side}" in wired
+
+
 async def card(base: str, door: str, number: str, side: str, device_key: str) -> dict[str, Any]:
-    return await _request("POST", f"{base}/v1/doors/{door}/card", headers=_device(device_key),
+    """A badge at the door side's reader: through its simulated OSDP reader when
+    the service has one there, else the wired reader's HTTP route."""
+    route = "v1/sim/doors" if await _wired(base, door, side, device_key) else "v1/doors"
+    return await _request("POST", f"{base}/{route}/{door}/card", headers=_device(device_key),
                           body={"number": number, "side": side})
 
 
 async def pin(base: str, door: str, code: str, side: str, device_key: str) -> dict[str, Any]:
-    return await _request("POST", f"{base}/v1/doors/{door}/keypad", headers=_device(device_key),
+    """An entry code on the door side's keypad (simulated OSDP keypad, or HTTP)."""
+    route = "v1/sim/doors" if await _wired(base, door, side, device_key) else "v1/doors"
+    return await _request("POST", f"{base}/{route}/{door}/keypad", headers=_device(device_key),
                           body={"code": code, "side": side})
 
 

@@ -58,6 +58,7 @@ from passbridge.service.runtime import Services
 from passbridge.service.state import SERVICES
 from passbridge.sim.phone import SimulatedPhone
 from passbridge.sim.radios import SimulatedRadios, SimulationError
+from passbridge.sim.wired import WiredDoors, wiegand_number
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +75,18 @@ class SimulatedAir:
     """A Radio (start/stop) holding the simulated phones and the air they share."""
 
     def __init__(
-        self, services: Services, phones_dir: Path, *, nfc: bool = True, ble: bool = True
+        self, services: Services, phones_dir: Path, *, nfc: bool = True, ble: bool = True,
+        wired: WiredDoors | None = None,
     ) -> None:
         """``nfc``/``ble``: which radio kinds are simulated (the others are real
-        hardware, and their /v1/sim routes answer 409)."""
+        hardware, and their /v1/sim routes answer 409). ``wired``: the door
+        sides with a simulated OSDP reader; their card and keypad routes go
+        through it (sim/wired.py) instead of straight to the controller."""
         self._services = services
         self.phones_dir = phones_dir
         self.nfc = nfc
         self.ble = ble
+        self.wired = wired
         self.phones: dict[str, SimulatedPhone] = {}
         self._radios: SimulatedRadios | None = None
 
@@ -220,6 +225,9 @@ async def describe(request: web.Request) -> web.Response:
     return web.json_response({
         "simulated": {"nfc": air.nfc, "ble": air.ble},
         "phones": sorted(air.phones),
+        # Door sides whose card and keypad routes go through a simulated OSDP reader.
+        "wired": [] if air.wired is None else
+        [f"{door}/{side.value}" for door, side in air.wired.sides()],
         "reader_public_key": services.keystore.reader_key().public_key.hex(),
     })
 
@@ -306,6 +314,17 @@ async def card(request: web.Request) -> web.Response:
     key = _device(request)
     door, side, data = await _door_side(request, key)
     number = text_field(data, "number", MAX_CARD_CHARS, digits=False)
+    wired = request.app[SIM_AIR].wired
+    if wired is not None and wired.has(door, side):
+        # The door side's simulated OSDP reader presents it: Wiegand bits, the
+        # panel, the secure channel, the decoder, then the controller.
+        if wiegand_number(number) is None:
+            raise ApiError(400, "malformed_body", "number: a wired reader sends a card "
+                           "number as digits without leading zeros")
+        try:
+            return _answer(await wired.card(door, number, side))
+        except SimulationError as error:
+            raise ApiError(503, "simulation_failed", str(error)) from None
     return _answer(await request.app[SERVICES].controller.card(door, number, side))
 
 
@@ -314,6 +333,12 @@ async def keypad(request: web.Request) -> web.Response:
     key = _device(request)
     door, side, data = await _door_side(request, key, DeviceKind.KEYPAD)
     code = text_field(data, "code", MAX_CODE_CHARS, digits=True)
+    wired = request.app[SIM_AIR].wired
+    if wired is not None and wired.has(door, side):
+        try:  # typed on the simulated OSDP reader's keypad, then '#'
+            return _answer(await wired.pin(door, code, side))
+        except SimulationError as error:
+            raise ApiError(503, "simulation_failed", str(error)) from None
     return _answer(await request.app[SERVICES].controller.pin(door, code, side))
 
 

@@ -29,8 +29,8 @@ from passbridge.service.runtime import Services
 from passbridge.sim.osdp_reader import SimulatedBus, SimulatedReader
 from passbridge.sim.radios import SimulationError
 
-__all__ = ["SIM_OSDP_DIR", "SimulatedWiredReaders", "WiredDoors", "reader_sides",
-           "simulated_wired_doors"]
+__all__ = ["SIM_OSDP_DIR", "SimulatedWiredReaders", "WiredDoors", "close_wired_doors",
+           "reader_sides", "simulated_wired_doors", "wiegand_number"]
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +99,23 @@ class SimulatedWiredReaders:
         self.buses.clear()
 
 
+def wiegand_number(number: str) -> int | None:
+    """The card number as a wired reader sends it (decimal digits, no leading
+    zeros, at most the 512 bits OSDP carries), or None when it cannot."""
+    if not number.isascii() or not number.isdigit() or len(number) > 150:
+        return None
+    value = int(number)
+    return value if str(value) == number and value.bit_length() <= 500 else None
+
+
 class WiredDoors:
     """Present cards and codes at door sides' simulated readers, through OSDP."""
 
     def __init__(self, sims: SimulatedWiredReaders, buses: Sequence[OsdpBus]) -> None:
         self.sims = sims
         self.buses = list(buses)
+        # One presentation at a time per door side: the answer is that input's decision.
+        self._turns: dict[DoorSide, asyncio.Lock] = {}
 
     def sides(self) -> list[DoorSide]:
         return list(self.sims.readers)
@@ -128,6 +139,12 @@ class WiredDoors:
     async def _decided(self, door: str, side: Side, act: str, keys: bytes | None = None,
                        number: int | None = None) -> Decision:
         reader, wired, bus = self._at(door, side)
+        async with self._turns.setdefault((door, side), asyncio.Lock()):
+            return await self._present(reader, wired, bus, door, side, act, keys, number)
+
+    async def _present(self, reader: SimulatedReader, wired: WiredReader, bus: OsdpBus,
+                       door: str, side: Side, act: str, keys: bytes | None,
+                       number: int | None) -> Decision:
         try:
             await self._online(bus, door, side)
         except TimeoutError:
@@ -150,10 +167,11 @@ class WiredDoors:
     async def card(self, door: str, number: str, side: Side) -> Decision:
         """The card ``number`` at the reader, as Wiegand bits (H10301 when it
         fits 16 bits, else raw bits), and the decision the service made."""
-        if not number.isdigit() or str(int(number)) != number:
+        value = wiegand_number(number)
+        if value is None:
             raise SimulationError(f"card {number!r}: a wired reader sends a number (digits, "
                                   "no leading zeros)")
-        return await self._decided(door, side, "card", number=int(number))
+        return await self._decided(door, side, "card", number=value)
 
     async def pin(self, door: str, code: str, side: Side) -> Decision:
         """``code`` and ``#`` typed at the reader's keypad, and the decision."""

@@ -41,6 +41,24 @@ def test_every_shared_scenario_passes(capsys: pytest.CaptureFixture[str]) -> Non
     assert failed == 0 and passed >= len(files)
 
 
+@pytest.mark.slow
+def test_every_shared_scenario_with_cards_and_codes_passes_via_osdp(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Card and pin steps through simulated OSDP readers and keypads (a pty per
+    door side, the service's Control Panel, secure channel, Wiegand and the
+    keypad buffer) decide exactly as the direct path does."""
+    files = [f for f in shared_scenarios()
+             if "card:" in f.read_text() or "pin:" in f.read_text()]
+    assert files, "no shared scenarios with card or pin steps"
+    code = main(["scenario", "run", "--via", "osdp", "--json", *map(str, files)])
+    body = json.loads(capsys.readouterr().out)
+    assert code == 0, body
+    steps = [s for sc in body["scenarios"] for s in sc["steps"]]
+    wired = [s for s in steps if s["action"] in ("card", "pin")]
+    assert len(wired) >= 20 and all(s["ok"] is not False for s in steps)
+
+
 def test_project_scenarios_pass(capsys: pytest.CaptureFixture[str]) -> None:
     """passbridge's own scenarios: every reason each radio path can reach."""
     files = sorted((PROJECT / "tests" / "scenarios").glob("*.yaml"))
