@@ -72,7 +72,14 @@ async function boot() {
   live = new Live({
     table: $("live-table"), state: $("live-state"), filters: $("live-filters"),
     older: $("live-older"), announce: $("announce"),
-    onEvent: () => doors.soon(),
+    // Only what can change a door card: a change record, a card now waiting
+    // for its code, an entry code (which ends a wait). A busy door's plain
+    // badge reads do not make every console ask for the doors again.
+    onEvent: (event) => {
+      if (event.kind !== "decision" || event.result === "pending" || event.factor === "pin") {
+        doors.soon();
+      }
+    },
     onEnded: async (reason) => {
       // Still signed in? Then pick up where the stream stopped; else say so.
       try {
