@@ -172,6 +172,17 @@ class DoorController:
             {"active": active, "door": door, "actor": actor, "at": self.clock.now().isoformat()},
         )
 
+    async def clear_lockout(self, door: str, user: str, *, actor: str) -> bool:
+        """Lift a user's two-factor lockout at a door; the change is recorded
+        naming who lifted it. False (and no record) when none was in force."""
+        if not self.core.clear_lockout(door, user, self.clock.moment()):
+            return False
+        await self.audit.record_change(
+            "lockout_cleared",
+            {"door": door, "user": user, "actor": actor, "at": self.clock.now().isoformat()},
+        )
+        return True
+
     # --- the common tail ----------------------------------------------------
     async def _answer(self, decision: Decision, started: float) -> Decision:
         try:

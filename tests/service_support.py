@@ -189,3 +189,22 @@ def services_with_phones(
     for phone_id, user in phones.items():
         keystore.enroll_phone(phone_id, user, made[phone_id].public_key_point)
     return services, keystore, made
+
+
+async def sign_in(client: Any, keystore: Any, clock: Clock, user: str = "alice") -> str:
+    """Sign ``user`` in through a fresh single-use link, as a browser does
+    (POST /v1/session; the client keeps the cookie); returns the CSRF token."""
+    from passbridge.service.one_time import mint_sign_in_link
+
+    url, _ = mint_sign_in_link(keystore, user, issued_by="test", now=clock.now(),
+                               base="http://test")
+    resp = await client.post("/v1/session", json={"token": link_token(url)})
+    assert resp.status == 200, await resp.text()
+    return str((await resp.json())["csrf_token"])
+
+
+def link_token(url: str) -> str:
+    """The token in a sign-in link's fragment."""
+    _, _, fragment = url.partition("#")
+    assert fragment.startswith("token="), url
+    return fragment.removeprefix("token=")

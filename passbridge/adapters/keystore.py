@@ -21,7 +21,7 @@ import secrets
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import cached_property
@@ -52,6 +52,10 @@ from passbridge.protocol.ble_advert import derive_proximity_key
 PIN_KEY_BYTES = 32
 TRUST_KINDS = frozenset({"backend", "bridge"})
 DEVICE_SECRET_BYTES = 32
+ONE_TIME_KEY_BYTES = 32
+# How long an expired one-time code's row is kept before the next new code
+# prunes it (seconds): only a replay's "used" vs "unknown" answer depends on it.
+ONE_TIME_KEPT = 24 * 3600.0
 
 
 class KeyStoreError(PassbridgeError, RuntimeError):
@@ -108,6 +112,20 @@ class PhoneEnrolment:
     public_key: bytes  # 65-byte uncompressed P-256 point
     enrolled_at: datetime
     revoked: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OneTimeCode:
+    """A sign-in link's token or a phone enrolment code, as stored: only its
+    keyed hash (``digest``), never the code itself, so a copy of the database
+    cannot be used to sign in or enrol (service/one_time.py makes and checks them)."""
+
+    digest: bytes
+    kind: str
+    user_id: str
+    issued_by: str
+    expires_at: float  # seconds since the epoch (UTC)
+    used: bool = False
 
 
 class DeviceKind(StrEnum):
@@ -214,6 +232,10 @@ class KeyStore(Protocol):
     def osdp_keys(self) -> list[OsdpKey]: ...
     def set_osdp_key(self, door: str, side: Side, scbk: bytes, *, replace: bool = False
                      ) -> OsdpKey: ...
+    def one_time_key(self) -> bytes: ...
+    def add_one_time_code(self, code: OneTimeCode, *, now: float) -> None: ...
+    def one_time_code(self, kind: str, digest: bytes) -> OneTimeCode | None: ...
+    def use_one_time_code(self, kind: str, digest: bytes, *, now: float) -> bool: ...
     def close(self) -> None: ...
 
 
@@ -278,6 +300,8 @@ class MemoryKeyStore:
         self._proximity_changes = 0
         self._devices: dict[DeviceSlot, DeviceKey] = {}
         self._osdp: dict[tuple[str, Side], OsdpKey] = {}
+        self._one_time_key: bytes | None = None
+        self._codes: dict[tuple[str, bytes], OneTimeCode] = {}
 
     def __repr__(self) -> str:
         return f"MemoryKeyStore(phones={len(self._phones)})"
@@ -429,6 +453,29 @@ class MemoryKeyStore:
                 raise _osdp_key_exists(old)
             self._osdp[(door, key.side)] = key
         return key
+    def one_time_key(self) -> bytes:
+        with self._lock:
+            if self._one_time_key is None:
+                self._one_time_key = secrets.token_bytes(ONE_TIME_KEY_BYTES)
+            return self._one_time_key
+
+    def add_one_time_code(self, code: OneTimeCode, *, now: float) -> None:
+        with self._lock:
+            for key in [k for k, c in self._codes.items() if c.expires_at < now - ONE_TIME_KEPT]:
+                del self._codes[key]
+            self._codes[(code.kind, code.digest)] = code
+
+    def one_time_code(self, kind: str, digest: bytes) -> OneTimeCode | None:
+        with self._lock:
+            return self._codes.get((kind, digest))
+
+    def use_one_time_code(self, kind: str, digest: bytes, *, now: float) -> bool:
+        with self._lock:
+            code = self._codes.get((kind, digest))
+            if code is None or code.used or code.expires_at <= now:
+                return False
+            self._codes[(kind, digest)] = replace(code, used=True)
+            return True
 
     def close(self) -> None:
         return None
@@ -477,6 +524,17 @@ CREATE TABLE IF NOT EXISTS ks_proximity_keys (
     public_key    BLOB NOT NULL,
     proximity_key BLOB NOT NULL
 );
+-- Sign-in link tokens and phone enrolment codes: only their keyed hash
+-- (HMAC-SHA256 under the sealed 'one_time_key'), single use, short lived.
+CREATE TABLE IF NOT EXISTS ks_one_time_codes (
+    digest     BLOB NOT NULL,
+    kind       TEXT NOT NULL,       -- 'sign_in' | 'enrol'
+    user_id    TEXT NOT NULL,
+    issued_by  TEXT NOT NULL,
+    expires_at REAL NOT NULL,       -- seconds since the epoch
+    used       INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (kind, digest)
+);
 CREATE TABLE IF NOT EXISTS ks_device_keys (
     id         TEXT PRIMARY KEY,
     door       TEXT NOT NULL,
@@ -514,6 +572,7 @@ class SqliteKeyStore:
         # credential id -> (public key, Kpersistent), unsealed once and kept for
         # FAST matching; None until first use. See persistent_keys().
         self._fast_keys: dict[str, tuple[bytes, bytes]] | None = None
+        self._one_time_key: bytes | None = None
         try:
             # Only SQLite opens the file: a descriptor of our own, once
             # closed, would drop the audit log's locks (adapters.sqlite_file).
@@ -581,19 +640,28 @@ class SqliteKeyStore:
     def pin_key(self) -> bytes:
         with self._lock:
             if self._pin_key is None:
-                with self._tx() as db:
-                    row = db.execute("SELECT value FROM ks_secrets WHERE name = 'pin_key'"
-                                     ).fetchone()
-                    if row is None:
-                        value = secrets.token_bytes(PIN_KEY_BYTES)
-                        db.execute("INSERT INTO ks_secrets (name, value) VALUES ('pin_key', ?)",
-                                   (self._sealer.seal("pin_key", value),))
-                    else:
-                        value = self._open("pin_key", row[0])
-                if len(value) != PIN_KEY_BYTES:
-                    raise KeyStoreError("stored PIN key has the wrong length")
-                self._pin_key = value
+                self._pin_key = self._secret("pin_key", PIN_KEY_BYTES)
             return self._pin_key
+
+    def _secret(self, name: str, size: int) -> bytes:
+        """A sealed random secret of ``ks_secrets``, made on first use."""
+        with self._tx() as db:
+            row = db.execute("SELECT value FROM ks_secrets WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                value = secrets.token_bytes(size)
+                db.execute("INSERT INTO ks_secrets (name, value) VALUES (?, ?)",
+                           (name, self._sealer.seal(name, value)))
+            else:
+                value = self._open(name, row[0])
+        if len(value) != size:
+            raise KeyStoreError(f"stored {name.replace('_', ' ')} has the wrong length")
+        return value
+
+    def one_time_key(self) -> bytes:
+        with self._lock:
+            if self._one_time_key is None:
+                self._one_time_key = self._secret("one_time_key", ONE_TIME_KEY_BYTES)
+            return self._one_time_key
 
     def bridge_key(self) -> BridgeKey:
         with self._lock:
@@ -901,6 +969,36 @@ class SqliteKeyStore:
                         self._sealer.seal(f"osdp:{door}:{key.side.value}", scbk),
                         key.installed_at.isoformat()))
         return key
+    # -- one-time codes (sign-in links, enrolment codes) ----------------------------
+
+    def add_one_time_code(self, code: OneTimeCode, *, now: float) -> None:
+        """Store a new code, and drop those expired for a day (used or not)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM ks_one_time_codes WHERE expires_at < ?",
+                       (now - ONE_TIME_KEPT,))
+            db.execute(
+                "INSERT INTO ks_one_time_codes (digest, kind, user_id, issued_by, expires_at, "
+                "used) VALUES (?, ?, ?, ?, ?, 0)",
+                (code.digest, code.kind, code.user_id, code.issued_by, code.expires_at))
+
+    def one_time_code(self, kind: str, digest: bytes) -> OneTimeCode | None:
+        """A read, never a write: a wrong code costs no durable write."""
+        rows = self._query("SELECT user_id, issued_by, expires_at, used FROM ks_one_time_codes "
+                           "WHERE kind = ? AND digest = ?", (kind, digest))
+        if not rows:
+            return None
+        user, issued_by, expires_at, used = rows[0]
+        return OneTimeCode(digest, kind, str(user), str(issued_by), float(expires_at),
+                           bool(used))
+
+    def use_one_time_code(self, kind: str, digest: bytes, *, now: float) -> bool:
+        """Mark the code used if it is unused and unexpired, in one statement:
+        of two redemptions racing, from this process or another, one wins."""
+        with self._tx() as db:
+            cursor = db.execute("UPDATE ks_one_time_codes SET used = 1 WHERE kind = ? AND "
+                                "digest = ? AND used = 0 AND expires_at > ?",
+                                (kind, digest, now))
+            return cursor.rowcount == 1
 
     def close(self) -> None:
         with self._lock, contextlib.suppress(sqlite3.Error):

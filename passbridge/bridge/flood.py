@@ -91,6 +91,17 @@ class TokenBucket:
             # In debt: the caller pauses until the debt is paid back.
             return -self._tokens / self._rate
 
+    def try_take(self) -> float:
+        """Spend one token if one is there (0.0); else spend nothing and return
+        how long until one is. A caller refused now is not pushed further back
+        by its own retries, so a flood cannot lock out everybody for ever."""
+        with self._lock:
+            self._refill()
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return 0.0
+            return (1.0 - self._tokens) / self._rate
+
 
 @dataclass(slots=True)
 class _Burst:

@@ -195,6 +195,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_STARTUP
+    if args.console_link is not None and not _console_admin(services, args.console_link):
+        asyncio.run(services.audit.store.close())
+        return EXIT_USAGE
     try:
         try:
             make_device_keys(services, db)
@@ -208,7 +211,29 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         asyncio.run(services.audit.store.close())
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_STARTUP
-    return run_event_loop(_serve(services, air, args.host, args.port, db, limits=limits, tls=tls))
+    return run_event_loop(_serve(services, air, args.host, args.port, db, limits=limits, tls=tls,
+                                 console_link=args.console_link))
+
+
+def _console_admin(services: Any, user: str) -> bool:
+    """``--console-link USER`` names an enabled site admin (else one line, exit 2)."""
+    from passbridge.service.one_time import enabled_site_admin
+
+    if enabled_site_admin(services.site, user):
+        return True
+    print(f"error: --console-link: {user!r} is not an enabled site admin of site "
+          f"{services.site.id}", file=sys.stderr)
+    return False
+
+
+def print_console_link(services: Any, user: str, base: str) -> None:
+    """A sign-in link for ``user``, printed once the service listens (scripts/serve.sh)."""
+    from passbridge.service.one_time import mint_sign_in_link
+
+    url, expires = mint_sign_in_link(services.keystore, user, issued_by="serve", base=base,
+                                     now=services.clock.now())
+    print(f"passbridge: console sign-in link for {user} (single use, until "
+          f"{expires.isoformat(timespec='seconds')}): {url}", flush=True)
 
 
 def serve_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
@@ -264,7 +289,7 @@ def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
 
 async def _serve(
     services: Any, air: Any, host: str, port: int, db: Path, *,
-    limits: Any, tls: ssl.SSLContext | None,
+    limits: Any, tls: ssl.SSLContext | None, console_link: str | None = None,
 ) -> int:
     from aiohttp import web
 
@@ -303,6 +328,10 @@ async def _serve(
         f"(database {db}{', simulated radios' if air is not None else ''})",
         flush=True,
     )
+    if console_link is not None:
+        host_part = f"[{bound[0]}]" if ":" in str(bound[0]) else str(bound[0])
+        print_console_link(services, console_link,
+                           f"{'https' if tls is not None else 'http'}://{host_part}:{bound[1]}")
     await stop.wait()
     loop.remove_signal_handler(signal.SIGHUP)
     print("passbridge: stopping: finishing in-flight decisions", flush=True)
@@ -427,6 +456,9 @@ def register(commands: Any) -> None:
     serve.add_argument("--auth-failure-burst", type=int, default=flood.auth_burst, metavar="N",
                        help="failed authentications a reader takes back to back "
                             "(default %(default)s)")
+    serve.add_argument("--console-link", metavar="USER",
+                       help="once listening, print a single-use sign-in link to the browser "
+                            "console for this site admin (as `passbridge console-link`)")
     add_http_flags(serve)
     add_fleet_flags(serve)
     serve.set_defaults(func=_cmd_serve)

@@ -45,7 +45,7 @@ from passbridge.core.tokens import (
     UnverifiedToken,
     VerifiedBackendRequest,
 )
-from passbridge.core.two_factor import PendingCard, TwoFactorMemory
+from passbridge.core.two_factor import Lockout, PendingCard, TwoFactorMemory
 from passbridge.errors import ConfigError, Problem, UnknownDoor
 
 log = logging.getLogger(__name__)
@@ -313,6 +313,16 @@ class DoorCore:
         return [(side, card, door.pin_timeout - (now - card.started))
                 for side, card in self._memory.pending_at(door_id)
                 if not card.expired(now, door.pin_timeout)]
+    # --- lockouts --------------------------------------------------------
+    def lockouts(self, moment: Moment) -> list[Lockout]:
+        """The lockouts in force at ``moment`` (two-factor users, then keypads)."""
+        return self._memory.lockouts_in_force(moment.elapsed)
+
+    def clear_lockout(self, door_id: str, user_id: str, moment: Moment) -> bool:
+        """Lift ``user_id``'s two-factor lockout at a door (UnknownDoor if
+        there is no such door); False when none is in force."""
+        self.door(door_id)
+        return self._memory.clear_lockout(user_id, door_id, moment.elapsed)
 
     # --- decisions -------------------------------------------------------
     def decide(self, presentation: Presentation, moment: Moment) -> Decision:

@@ -62,6 +62,19 @@ class LockoutRecord:
         return True
 
 
+@dataclass(frozen=True, slots=True)
+class Lockout:
+    """One lockout in force: a user's two-factor entry at a door
+    (``user`` set, ``side`` None) or a keypad's PIN-only entry (``side``
+    set, ``user`` None). ``until`` is in elapsed seconds."""
+
+    door: str
+    until: float
+    lockouts: int
+    user: str | None = None
+    side: Side | None = None
+
+
 class TwoFactorMemory:
     """Pending cards keyed by (door, side); lockout records by (user, door)
     and, for PIN-only entry, by keypad (door, side).
@@ -134,6 +147,23 @@ class TwoFactorMemory:
     def entered(self, user: str, door: str) -> None:
         """A successful two-factor entry resets the count and the doubling."""
         self._lockouts.pop((user, door), None)
+
+    def lockouts_in_force(self, now: float) -> list[Lockout]:
+        """Every lockout that denies now, users' first, by door then user or side."""
+        users = [Lockout(door, r.locked_until, r.lockouts, user=user)
+                 for (user, door), r in sorted(self._lockouts.items()) if r.locked(now)]
+        keypads = [Lockout(door, r.locked_until, r.lockouts, side=side)
+                   for (door, side), r in sorted(self._keypads.items()) if r.locked(now)]
+        return users + keypads
+
+    def clear_lockout(self, user: str, door: str, now: float) -> bool:
+        """An admin lifts a user's lockout at a door: the record goes (count
+        and doubling start again, as after a successful entry). False when
+        no lockout of that user at that door is in force."""
+        if not self.locked_out(user, door, now):
+            return False
+        del self._lockouts[(user, door)]
+        return True
 
     # --- keypad lockouts (PIN-only entry) ------------------------------
     def keypad_remaining(self, door: str, side: Side, now: float) -> float:

@@ -20,6 +20,8 @@ from passbridge.service import (
     routes_admin,
     routes_decisions,
     routes_events,
+    routes_phones,
+    routes_sessions,
     routes_site,
 )
 from passbridge.service.http import (
@@ -32,6 +34,7 @@ from passbridge.service.http import (
 from passbridge.service.metrics import METRICS_REGISTRY, app_registry, exposition
 from passbridge.service.openapi import document
 from passbridge.service.runtime import Radio, Services
+from passbridge.service.sessions import SESSIONS, SessionStore
 from passbridge.service.state import SERVICES
 
 
@@ -116,6 +119,8 @@ def create_app(
     app[METRICS_REGISTRY] = app_registry(services.metrics)
     app[LIMITS] = limits if limits is not None else HttpLimits()
     app[SIMULATED] = simulated is not None
+    # Console sessions live as long as this app (a restart signs everybody out).
+    app[SESSIONS] = SessionStore(services.clock)
     app.on_response_prepare.append(set_server_header)
     app.cleanup_ctx.append(_audit_lifetime)
     app.cleanup_ctx.append(_radios_lifetime)
@@ -125,6 +130,8 @@ def create_app(
     routes_events.add_routes(app)
     console.add_routes(app)
     routes_site.add_routes(app)
+    routes_sessions.add_routes(app)
+    routes_phones.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/openapi.json", openapi)

@@ -109,13 +109,18 @@ class Metrics:
             "passbridge_site_reloads",
             "Live site reloads by source (sighup, api, fleet, other) and result "
             "(applied, unchanged, refused).", ("source", "result"), registry=None)
+        self._one_time_refused = Counter(
+            "passbridge_one_time_code_failures",
+            "Sign-in links and enrolment codes refused (unknown, used, expired, "
+            "rate_limited, not_site_admin), by kind: counted, never written to the audit log.",
+            ("kind", "reason"), registry=None)
         # Wired (OSDP) readers, read at scrape time from each running bus.
         self._wired: list[WiredReaderSource] = []
         # Exposition order: decisions and their latency first, as before the library.
         self._all: tuple[MetricWrapperBase, ...] = (
             self._decisions, self._latency, self._token_failures, self._exchange_refused,
             self._radio_events, self._connections_open, self._connections_refused,
-            self._site_reloads)
+            self._site_reloads, self._one_time_refused)
 
     def add(self, *collectors: MetricWrapperBase) -> None:
         """More metrics in the same scrape, from an opt-in part (the fleet
@@ -160,6 +165,10 @@ class Metrics:
         ones is counted as ``other``, so a caller cannot add series."""
         known = source if source in RELOAD_SOURCES else OTHER
         self._site_reloads.labels(known, result).inc()
+    def one_time_refused(self, kind: str, reason: str) -> None:
+        """A sign-in link or enrolment code refused; ``kind`` and ``reason``
+        come from fixed sets in the code (service/one_time.py)."""
+        self._one_time_refused.labels(kind, reason).inc()
 
     def connections_open(self, count: int) -> None:
         self._connections_open.set(count)

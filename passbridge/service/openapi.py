@@ -34,6 +34,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         404: "unknown door", 413: "request too large",
         422: "configuration rejected: every problem placed in error.problems [{place, message}]",
         409: "that radio is real hardware here", 503: "simulated radio failed",
+        429: "too many attempts: retry_after seconds in the error",
     }
     return {str(s): {"description": text[s], "content": _json(_ERROR)} for s in statuses}
 
@@ -79,7 +80,8 @@ def _admin_op(summary: str, ok: dict[str, Any], statuses: tuple[int, ...],
               ) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": summary,
-        "security": [{"backendJwt": []}],
+        # Either credential; with the session cookie a change also needs X-CSRF-Token.
+        "security": [{"backendJwt": []}, {"consoleSession": []}],
         "responses": {"200": ok, **_errors(401, 403, *statuses)},
     }
     if body is not None:
@@ -296,6 +298,7 @@ def document(*, simulated: bool = False) -> dict[str, Any]:
                     (404,),
                 ),
             },
+            **_people_paths(),
             "/healthz": {
                 "get": {"summary": "Liveness", "responses": {"200": {
                     "description": "up; status 'degraded' with a line per radio under "
@@ -323,9 +326,15 @@ def document(*, simulated: bool = False) -> dict[str, Any]:
                              "description": "informational: the phone's JWS is the body"},
                 "bridgeToken": {"type": "http", "scheme": "bearer",
                                 "description": "informational: the factor token is the body"},
-                "consoleSession": {"type": "apiKey", "in": "cookie", "name": "passbridge_session",
-                                   "description": "a console session (state-changing calls "
-                                   "also send X-CSRF-Token)"},
+                "consoleSession": {
+                    "type": "apiKey", "in": "cookie", "name": "passbridge_session",
+                    "description": "a console session (POST /v1/session). HttpOnly, "
+                                   "SameSite=Strict, Secure under TLS; ends after 15 minutes "
+                                   "idle, 8 hours after sign-in, on sign-out, or when its user "
+                                   "stops being an enabled site admin. Every POST, PUT, PATCH "
+                                   "and DELETE made with it needs the header X-CSRF-Token (the "
+                                   "session's csrf_token), else 403",
+                },
             },
             "schemas": {
                 "Error": {
@@ -407,6 +416,125 @@ def _console_paths() -> dict[str, Any]:
             "responses": {"200": {"description": "the QR code", "content": {
                 "image/svg+xml": {"schema": {"type": "string"}}}},
                 **_errors(400, 401, 403, 413)}}},
+    }
+
+
+_SESSION = {"type": "object",
+            "required": ["user", "csrf_token", "idle_expires", "absolute_expires"],
+            "properties": {"user": {"type": "string"}, "csrf_token": {"type": "string"},
+                           "idle_expires": {"type": "string", "format": "date-time"},
+                           "absolute_expires": {"type": "string", "format": "date-time"}}}
+_USER_PARAM = {"name": "user", "in": "path", "required": True,
+               "schema": {"type": "string", "minLength": 1, "maxLength": 64}, "example": "bob"}
+_PHONE_PARAM = {"name": "phone", "in": "path", "required": True,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+                "example": "bob-phone"}
+
+
+def _people_paths() -> dict[str, Any]:
+    """Sign-in links and sessions, phone enrolment and revocation, lockouts."""
+    def ok(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+        return {"description": description, "content": _json(schema)}
+
+    def open_op(summary: str, body: dict[str, Any] | None, responses: dict[str, Any]
+                ) -> dict[str, Any]:
+        op: dict[str, Any] = {"summary": summary, "security": [], "responses": responses}
+        if body is not None:
+            op["requestBody"] = {"required": True, "content": _json(body)}
+        return op
+
+    session_op: dict[str, Any] = {"security": [{"consoleSession": []}]}
+    return {
+        "/v1/console-links": {"post": _admin_op(
+            "A single-use console sign-in link (5 minutes) for an enabled site admin; the "
+            "token is in the link's fragment, redeemed by POST /v1/session",
+            ok("the link", {"type": "object", "required": ["url", "expires"], "properties": {
+                "url": {"type": "string"},
+                "expires": {"type": "string", "format": "date-time"}}}),
+            (400, 413, 422),
+            body={"type": "object", "required": ["user"],
+                  "properties": {"user": {"type": "string"}}},
+        )},
+        "/v1/session": {
+            "post": open_op(
+                "Redeem a sign-in link's token: sets the cookie passbridge_session (HttpOnly, "
+                "SameSite=Strict, Path=/, Secure under TLS). 401 link_invalid, link_used or "
+                "link_expired; 403 when the link's user is not an enabled site admin",
+                {"type": "object", "required": ["token"],
+                 "properties": {"token": {"type": "string", "maxLength": 128}}},
+                {"200": ok("the session", _SESSION), **_errors(400, 401, 403, 413)}),
+            "get": {**session_op, "summary": "The current console session",
+                    "responses": {"200": ok("the session", _SESSION), **_errors(401)}},
+            "delete": {**session_op,
+                       "summary": "Sign out (needs X-CSRF-Token): the session ends and the "
+                                  "cookie is cleared",
+                       "responses": {"204": {"description": "signed out"},
+                                     **_errors(401, 403)}},
+        },
+        "/v1/users/{user}/enrolments": {"parameters": [_USER_PARAM], "post": _admin_op(
+            "A one-time phone enrolment code for a user (10 minutes, single use; the user "
+            "must be enabled and have phones listed in the site file)",
+            ok("the code, shown once", {
+                "type": "object", "required": ["code", "expires"], "properties": {
+                    "code": {"type": "string", "example": "7KQ2-M9XD-P4RT-WZ3H"},
+                    "expires": {"type": "string", "format": "date-time"},
+                    "user": {"type": "string"},
+                    "phones": {"type": "array", "items": {"type": "string"}}}}),
+            (404, 422),
+        )},
+        "/v1/enrol": {"post": open_op(
+            "A phone app enrols its key with a code (no other credential). The phone id "
+            "must be one the site file lists for the code's user. 401 code_invalid, "
+            "code_used or code_expired; 409 phone_not_listed or key_in_use; 429 while "
+            "too many attempts are made",
+            {"type": "object", "required": ["code", "phone", "public_key"], "properties": {
+                "code": {"type": "string", "maxLength": 128},
+                "phone": {"type": "string", "minLength": 1, "maxLength": 64},
+                "public_key": {"type": "string", "description": "base64url of the 65-byte "
+                               "uncompressed P-256 point"}}},
+            {"200": ok("the enrolment and the reader key to trust", {
+                "type": "object", "required": ["phone", "user", "reader_public_key"],
+                "properties": {
+                    "phone": {"type": "string"}, "user": {"type": "string"},
+                    "reader_public_key": {"type": "string", "pattern": "^04[0-9a-f]{128}$",
+                                          "description": "hex, as `passbridge keys show`"},
+                    "reader_group_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+                    "reader_sub_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}}),
+             **_errors(400, 401, 409, 413, 429)}),
+        },
+        "/v1/phones/{phone}": {"parameters": [_PHONE_PARAM], "delete": _admin_op(
+            "Revoke a phone: its next tap, approach or Nearby request is denied "
+            "unknown_credential",
+            ok("revoked", {"type": "object", "properties": {
+                "phone": {"type": "string"}, "user": {"type": "string"},
+                "revoked": {"type": "boolean"}}}),
+            (404,),
+        )},
+        "/v1/lockouts": {"get": _admin_op(
+            "Lockouts in force: users locked out of two-factor entry at a door, keypads "
+            "locked for PIN-only entry; each with when it ends",
+            ok("lockouts now", {"type": "object", "properties": {
+                "users": {"type": "array", "items": {"type": "object", "properties": {
+                    "user": {"type": "string"}, "door": {"type": "string"},
+                    "until": {"type": "string", "format": "date-time"},
+                    "seconds_left": {"type": "number"}, "lockouts": {"type": "integer"}}}},
+                "keypads": {"type": "array", "items": {"type": "object", "properties": {
+                    "door": {"type": "string"}, "side": _SIDE,
+                    "until": {"type": "string", "format": "date-time"},
+                    "seconds_left": {"type": "number"}, "lockouts": {"type": "integer"}}}},
+                "at": {"type": "string", "format": "date-time"}}}),
+            (),
+        )},
+        "/v1/doors/{door}/lockouts/{user}": {
+            "parameters": [_DOOR_PARAM, _USER_PARAM],
+            "delete": _admin_op(
+                "Lift a user's two-factor lockout at a door (recorded with who lifted it)",
+                ok("cleared", {"type": "object", "properties": {
+                    "door": {"type": "string"}, "user": {"type": "string"},
+                    "cleared": {"type": "boolean"}}}),
+                (404,),
+            ),
+        },
     }
 
 

@@ -6,9 +6,10 @@ has already sent by ``seq``, so no record falls between the page and the
 live part. ``Last-Event-ID`` resumes a dropped stream.
 
 A live stream is only as good as the credential that opened it: it ends
-when the admin token's ``exp`` passes, when its caller is no longer an
-enabled site admin, and after at most ``HttpLimits.event_stream_seconds``
-(15 minutes), with a last ``event: end`` naming why. The client reconnects
+when the admin token's ``exp`` passes (a console session: its absolute
+expiry, or sign-out), when its caller is no longer an enabled site
+admin, and after at most ``HttpLimits.event_stream_seconds`` (15
+minutes), with a last ``event: end`` naming why. The client reconnects
 with a fresh token and ``Last-Event-ID`` and misses nothing.
 """
 
@@ -19,11 +20,11 @@ import json
 
 from aiohttp import web
 
-from passbridge.core.tokens import VerifiedBackendRequest
 from passbridge.service.events import Event
 from passbridge.service.http import LIMITS, ApiError
-from passbridge.service.routes_admin import authenticate_admin, is_site_admin
+from passbridge.service.routes_admin import AdminCaller, authenticate_admin, is_site_admin
 from passbridge.service.runtime import Services
+from passbridge.service.sessions import SESSIONS
 from passbridge.service.state import SERVICES
 
 DEFAULT_LIMIT = 100
@@ -109,7 +110,7 @@ def _end_frame(reason: str) -> bytes:
 
 
 async def _stream(
-    request: web.Request, services: Services, after: int, caller: VerifiedBackendRequest
+    request: web.Request, services: Services, after: int, caller: AdminCaller
 ) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
     most = request.app[LIMITS].event_stream_seconds
@@ -118,11 +119,19 @@ async def _stream(
     ends_at = loop.time() + max(0.0, min(token_left, most))
     deadline_reason = "credentials_expired" if token_left <= most else "max_duration"
 
+    sessions = request.app[SESSIONS]
+
     def ended() -> str | None:
         if services.clock.now() >= caller.expires_at:
             return "credentials_expired"
         if not is_site_admin(services, caller.user):
             return "not_site_admin"
+        if caller.session is not None:
+            # A console watching the stream is in use: it keeps the session
+            # from idling out (the absolute expiry still ends it).
+            if not sessions.alive(caller.session):
+                return "signed_out"
+            sessions.touch(caller.session)
         if loop.time() >= ends_at:
             return deadline_reason
         return None
