@@ -216,3 +216,26 @@ async def test_a_site_document_goes_through_the_reload(
         assert why["why"] == "invalid" and why["seq"] == 2 and "annex" in why["detail"]
         assert len(await _changes(site, "site_reload_refused")) == 1
         assert site.services.site.revision == applied["revision"]
+
+
+async def test_after_a_nats_restart_the_watch_is_back_and_revocations_still_arrive(
+        tmp_path: Path, nats_server: NatsServer) -> None:
+    async with fleet_site(tmp_path / "site.sqlite3", nats_server.url) as site:
+        await _connected(site)
+        await _put(nats_server.url, wire.phone_key("alice-phone"),
+                   site.statement(_revoke(site, 1, "alice-phone", "alice")))
+
+        async def revoked(phone: str) -> bool:
+            enrolment = site.keystore.phone(phone)
+            return enrolment is not None and enrolment.revoked
+        await eventually(lambda: revoked("alice-phone"), REVOCATION_BOUND_S, "alice revoked")
+        nats_server.restart(kill=True)
+        await _connected(site)
+        await _put(nats_server.url, wire.phone_key("bob-phone"), site.statement(_revoke(site, 2)))
+        await eventually(lambda: revoked("bob-phone"), REVOCATION_BOUND_S,
+                         "bob revoked after the restart")
+
+        async def two() -> bool:
+            return len(await _changes(site, "fleet_applied")) == 2
+        await eventually(two, 10, "both recorded")
+        assert await _changes(site, "fleet_refused") == []
