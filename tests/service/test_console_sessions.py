@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -17,10 +18,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from passbridge.adapters.keystore import SqliteKeyStore
 from passbridge.core.tokens import public_key_to_pem
+from passbridge.service import site_reload
 from passbridge.service.app import create_app
 from passbridge.service.one_time import SIGN_IN, mint_sign_in_link
 from passbridge.service.sessions import COOKIE, SESSIONS
-from passbridge.site_file import parse_site
 from tests.service_support import (
     Rig,
     admin_token,
@@ -46,12 +47,17 @@ def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def reload_site(r: Rig, change: Callable[[dict[str, Any]], None]) -> None:
-    """Swap the running site for a changed one, as a reload does."""
+def changed_site(r: Rig, change: Callable[[dict[str, Any]], None]) -> str:
+    """The rig's site document, changed, as JSON text (a site file)."""
     doc = site_document(public_key_to_pem(r.keys.backend), public_key_to_pem(r.keys.bridge))
     change(doc)
-    r.services.core.replace_site(parse_site(doc, file="reloaded.yaml",
-                                            pin_key=r.keystore.pin_key()))
+    return json.dumps(doc)
+
+
+async def reload_site(r: Rig, change: Callable[[dict[str, Any]], None]) -> None:
+    """Put a changed site in force through the service's live reload."""
+    await site_reload.reload_site(r.services, changed_site(r, change), source="api",
+                                  actor="test")
 
 
 def alice(doc: dict[str, Any]) -> dict[str, Any]:
@@ -162,7 +168,7 @@ async def test_links_only_for_enabled_site_admins(rig: tuple[Rig, Client]) -> No
 async def test_a_link_of_a_disabled_admin_starts_no_session(rig: tuple[Rig, Client]) -> None:
     r, client = rig
     token = link_token(await link_for(client, r))
-    reload_site(r, lambda doc: alice(doc).update(enabled=False))
+    await reload_site(r, lambda doc: alice(doc).update(enabled=False))
     assert await error_of(await client.post("/v1/session", json={"token": token}),
                           403) == "not_site_admin"
     assert COOKIE not in client.session.cookie_jar.filter_cookies(client.make_url("/"))
@@ -216,19 +222,27 @@ async def test_a_session_of_another_service_is_refused(rig: tuple[Rig, Client]) 
 async def test_a_reload_that_removes_the_role_ends_the_session(
     rig: tuple[Rig, Client],
 ) -> None:
+    """Alice, signed in, puts a site in force that takes her own role away
+    (PUT /v1/site with her session): her next request finds the session ended."""
     r, client = rig
-    await sign_in(client, r.keystore, r.clock)
-    reload_site(r, lambda doc: alice(doc).pop("role"))
+    csrf = await sign_in(client, r.keystore, r.clock)
+    reloaded = await client.put("/v1/site", data=changed_site(r, lambda d: alice(d).pop("role")),
+                                headers={"X-CSRF-Token": csrf})
+    assert reloaded.status == 200, await reloaded.text()
     assert await error_of(await client.get("/v1/doors"), 401) == "session_ended"
     # Ended for good: giving the role back does not bring the session back.
-    reload_site(r, lambda doc: None)
+    await reload_site(r, lambda doc: None)
     assert await error_of(await client.get("/v1/doors"), 401) == "session_expired"
+    events = (await (await client.get(
+        "/v1/events", headers=auth(admin_token(r.keys, r.clock)))).json())["events"]
+    assert [e["payload"]["actor"] for e in events if e["kind"] == "site_reloaded"] == [
+        "session:alice", "test"]
 
 
 async def test_disabling_the_admin_ends_the_session(rig: tuple[Rig, Client]) -> None:
     r, client = rig
     await sign_in(client, r.keystore, r.clock)
-    reload_site(r, lambda doc: alice(doc).update(enabled=False))
+    await reload_site(r, lambda doc: alice(doc).update(enabled=False))
     assert await error_of(await client.get("/v1/session"), 401) == "session_ended"
 
 
