@@ -24,6 +24,14 @@ def shared_dir() -> Path:
     return shared_path()
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--pg-url``: the fleet tests' PostgreSQL (tests/fleet/conftest.py); here
+    because pytest reads options only from the first conftest it loads."""
+    parser.addoption("--pg-url", default=None,
+                     help="an existing PostgreSQL for the fleet tests (else PASSBRIDGE_PG_URL, "
+                          "else an embedded one)")
+
+
 # --- the `slow` marker: `pytest -m "not slow"` is the inner loop, CI runs all --------
 
 # Whole modules that are slow, and why, by their path under tests/ (the
