@@ -31,6 +31,7 @@ from prometheus_client import (
 from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from passbridge.core.decision import ENUM_TEXT, Decision
 from passbridge.core.model import Reason, Side
@@ -226,8 +227,9 @@ class Metrics:
 METRICS_REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
 
 
-def app_registry(metrics: Metrics) -> CollectorRegistry:
-    """One app's registry: its service's metrics, the process (CPU, memory,
+def app_registry(metrics: Collector) -> CollectorRegistry:
+    """One app's registry (the site service's Metrics, the fleet hub's
+    HubMetrics): its own metrics, the process (CPU, memory,
     open files, from /proc where the platform has it) and the Python platform."""
     registry = CollectorRegistry()
     registry.register(metrics)
