@@ -1,6 +1,6 @@
 """The ``passbridge`` command. Each command group registers its own
 subcommands from its module here (check.py: check, state, schema; osdp.py;
-scenario.py; keys.py; phone.py; audit.py; serve.py; console.py; sim.py); this module
+scenario.py; keys.py; phone.py; audit.py; serve.py; console.py; sim.py; hub.py); this module
 only parses and turns expected failures into clear messages."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from passbridge.adapters.keystore import KeyStoreError
-from passbridge.cli import audit, check, console, keys, osdp, phone, scenario, serve, sim
+from passbridge.cli import audit, check, console, hub, keys, osdp, phone, scenario, serve, sim
 from passbridge.cli.common import EXIT_USAGE
 from passbridge.errors import ConfigError
 
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # The order of `passbridge --help`.
-    for group in (check, scenario, keys, phone, osdp, audit, serve, console, sim):
+    for group in (check, scenario, keys, phone, osdp, audit, serve, console, sim, hub):
         group.register(commands)
     return parser
 
