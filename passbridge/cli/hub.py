@@ -81,7 +81,8 @@ async def _serve_hub(args: argparse.Namespace, signer: Any) -> int:
     from passbridge.service.http import HttpLimits
 
     config = HubConfig(args.nats, str(_pg_url(args)), operator_keys=dict(args.operator_key),
-                       signer=signer, unlock_timeout=args.unlock_timeout)
+                       signer=signer, unlock_timeout=args.unlock_timeout,
+                       ack_wait=args.audit_ack_wait, gap_grace=args.gap_grace)
     limits = HttpLimits()
     runner = web.AppRunner(create_hub_app(Hub(config), limits=limits), handle_signals=False,
                            shutdown_timeout=SHUTDOWN_SECONDS, access_log=None)
@@ -201,6 +202,12 @@ def register(commands: Any) -> None:
                      default=[], help="a fleet operator's public key (repeatable)")
     hub.add_argument("--unlock-timeout", type=float, default=5.0, metavar="SECONDS",
                      help="how long a site may take to answer a remote unlock (then 504)")
+    hub.add_argument("--audit-ack-wait", type=float, default=None, metavar="SECONDS",
+                     help="how long before JetStream redelivers audit records a stopped "
+                          "hub had fetched but not stored (default 20)")
+    hub.add_argument("--gap-grace", type=float, default=None, metavar="SECONDS",
+                     help="how long a missing audit record may be late before it is a gap "
+                          "alert; keep it above --audit-ack-wait (default 60)")
     hub.set_defaults(func=_hub)
     hub_commands = hub.add_subparsers(dest="hub_command", metavar="COMMAND")
     keys = hub_commands.add_parser("keys", help="fleet admin keys")

@@ -68,6 +68,24 @@ class SimulatedSite:
                          headers={"Nats-Msg-Id": message.msg_id})
         self.acked = max(self.acked, message.seq)
 
+    async def keep_publishing(self, js: Any, done: asyncio.Event, *,
+                              retry: float = 0.2) -> None:
+        """What a site's link does: publish every record the stream has not
+        acknowledged, oldest first, retrying through outages, until ``done`` is
+        set and nothing is left."""
+        import nats.errors
+
+        while True:
+            if self.acked < self.seq:
+                try:
+                    await self.publish(js, self.messages[self.acked])
+                except (nats.errors.Error, OSError):  # timeouts are both
+                    await asyncio.sleep(retry)
+            elif done.is_set():
+                return
+            else:
+                await asyncio.sleep(0.01)
+
     async def publish_new(self, js: Any, count: int, **row: Any) -> None:
         for _ in range(count):
             await self.publish(js, self.next_record(**row))

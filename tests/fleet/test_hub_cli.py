@@ -70,7 +70,7 @@ async def test_hub_process_serves_publishes_and_forwards_a_remote_unlock(
     try:
         assert hub.stdout is not None
         line = hub.stdout.readline()
-        assert "hub serving on" in line, line
+        assert "hub serving on" in line, line  # (with --operator-key: no warning first)
         base = f"http://127.0.0.1:{port}"
         with urllib.request.urlopen(f"{base}/healthz", timeout=10) as answer:
             assert answer.status == 200

@@ -75,6 +75,7 @@ class HubConfig:
     signer: AdminSigner | None = None
     unlock_timeout: float = wire.REMOTE_UNLOCK_TIMEOUT_S
     gap_grace: float | None = None
+    ack_wait: float | None = None
     nats_options: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -104,6 +105,8 @@ class Hub:
         self.ingest = Ingest(self.store, self.metrics)
         if self.config.gap_grace is not None:
             self.ingest.gap_grace = self.config.gap_grace
+        if self.config.ack_wait is not None:
+            self.ingest.ack_wait = self.config.ack_wait
         await self.ingest.start(js)
         await self.nc.subscribe(wire.STATUS_SUBJECTS, cb=self._on_status)
         self.publisher = Publisher(self.store, js, self.config.signer, self.metrics)

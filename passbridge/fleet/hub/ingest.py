@@ -56,6 +56,9 @@ FETCH_TIMEOUT = 1.0
 GAP_GRACE = 60.0
 ACK_WAIT = 20.0
 RETRY_SECONDS = 0.5
+# Waiting for a pooled connection, and for one statement: a server that went
+# away mid-statement must not hold the consumer for ever.
+POOL_TIMEOUT = 10.0
 # The most unverified records of one site walked forward in one batch.
 WALK_LIMIT = 50_000
 
@@ -209,8 +212,13 @@ class Ingest:
             try:
                 await self.commit(incoming)
                 return
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
-                    TimeoutError) as exc:
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                # Whatever went wrong (connection lost, server restarting, a
+                # driver error), the transaction did not commit or the retry
+                # is a no-op (unique (site, seq)): retrying is always safe, and
+                # stopping would leave every later record unstored.
                 self.metrics.store_errors.inc()
                 log.warning("audit batch not stored (%s: %s); retrying",
                             type(exc).__name__, exc)
@@ -225,7 +233,8 @@ class Ingest:
             _Alert(site or "?", "malformed", None, None, why) for site, why in incoming.malformed]
         alerts += [_conflict(site, seq, other, first)
                    for site, seq, first, other in incoming.conflicts]
-        async with self.store.pool.acquire() as connection, connection.transaction():
+        async with self.store.pool.acquire(timeout=POOL_TIMEOUT) as connection, \
+                connection.transaction():
             heads = await _lock_heads(connection, sites)
             rows: list[tuple[Any, ...]] = []
             advanced: dict[str, SiteHead] = {}
@@ -265,8 +274,9 @@ class Ingest:
             await asyncio.sleep(max(0.2, min(5.0, self.gap_grace / 2)))
             try:
                 await self.check_gaps()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
-                    TimeoutError) as exc:
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 (checked again next round)
                 log.debug("gap check failed (%s); retrying", exc)
 
     async def check_gaps(self) -> int:

@@ -34,6 +34,9 @@ CHAIN_PENDING = "pending"  # the record before it has not arrived yet: unverifie
 CHAIN_GAP = "gap"  # still missing after the grace time: unverified, alerted
 UNVERIFIED = (CHAIN_PENDING, CHAIN_GAP)
 
+# Seconds one statement may take; a server that vanished mid-statement must
+# not hang the hub (asyncpg then raises, and the caller retries).
+COMMAND_TIMEOUT = 60.0
 # An arbitrary constant: the advisory lock the migrations run under.
 _MIGRATION_LOCK = 0x70617373
 
@@ -168,7 +171,8 @@ class HubStore:
 
     @classmethod
     async def open(cls, url: str, *, min_size: int = 1, max_size: int = 10) -> HubStore:
-        pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size)
+        pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size,
+                                         command_timeout=COMMAND_TIMEOUT)
         store = cls(pool)
         async with pool.acquire() as connection:
             await migrate(connection)

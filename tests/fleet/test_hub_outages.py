@@ -1,0 +1,142 @@
+"""Outages while sites keep deciding: NATS, PostgreSQL and the hub stop and come
+back (kill -9 included), and afterwards the hub holds every record exactly once.
+
+The sites here are contract-following publishers that behave like a site's
+link (passbridge.sim.fleet_site: records made while the link is down are
+published oldest first once it is back, retried until acknowledged). Counts
+are compared exactly; the chain of every site must check out with no alert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+import nats
+import pytest
+
+from passbridge.sim.fleet_site import SimulatedSite
+from tests.fleet.hub_support import running_hub, wait_for
+from tests.fleet.nats_fixture import NatsServer, free_port
+from tests.fleet.pg_fixture import LocalPostgres, create_database
+
+pytestmark = pytest.mark.slow
+
+SITES = ("hq", "north", "south")
+RECORDS = 150  # per site, one every 10 ms: about 1.5 s of deciding
+
+
+@asynccontextmanager
+async def deciding_sites(nats_url: str) -> AsyncIterator[list[SimulatedSite]]:
+    """Three sites making records and publishing them through any outage; on
+    exit, waits until every record was acknowledged by the stream."""
+    nc = await nats.connect(nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    js = nc.jetstream(timeout=2)
+    sites = [SimulatedSite(name) for name in SITES]
+    done = asyncio.Event()
+
+    async def decide(site: SimulatedSite) -> None:
+        for _ in range(RECORDS):
+            site.next_record()
+            await asyncio.sleep(0.01)
+
+    deciders = [asyncio.create_task(decide(s)) for s in sites]
+    links = [asyncio.create_task(s.keep_publishing(js, done)) for s in sites]
+    try:
+        yield sites
+        await asyncio.gather(*deciders)
+        done.set()
+        async with asyncio.timeout(60):
+            await asyncio.gather(*links)
+    finally:
+        for task in (*deciders, *links):
+            task.cancel()
+        await nc.close()
+
+
+async def _assert_exactly_once(pg_url: str, sites: list[SimulatedSite]) -> None:
+    async def all_in() -> bool:
+        connection = await asyncpg.connect(pg_url)
+        try:
+            n = await connection.fetchval("SELECT count(*) FROM audit_records")
+        finally:
+            await connection.close()
+        return bool(n == RECORDS * len(sites))
+
+    await wait_for(all_in, timeout=60, what="every record at the hub")
+    connection = await asyncpg.connect(pg_url)
+    try:
+        for site in sites:
+            rows = await connection.fetch(
+                "SELECT seq, hash, chain FROM audit_records WHERE site = $1 ORDER BY seq",
+                site.site)
+            assert [r["seq"] for r in rows] == list(range(1, RECORDS + 1)), site.site
+            assert [r["hash"] for r in rows] == [m.hash for m in site.messages]
+            assert {r["chain"] for r in rows} == {"ok"}, site.site
+        assert await connection.fetch("SELECT * FROM audit_alerts") == []
+    finally:
+        await connection.close()
+
+
+async def test_nats_stopped_and_restarted_while_sites_decide(
+        nats_server: NatsServer, pg_url: str) -> None:
+    async with running_hub(nats_server.url, pg_url):
+        async with deciding_sites(nats_server.url) as sites:
+            await asyncio.sleep(0.4)
+            nats_server.stop(kill=True)
+            await asyncio.sleep(1.0)  # the sites go on deciding
+            nats_server.start()
+        await _assert_exactly_once(pg_url, sites)
+
+
+async def test_postgresql_crashed_and_restarted_while_sites_decide(
+        nats_server: NatsServer, own_postgres: LocalPostgres) -> None:
+    pg_url = await create_database(own_postgres.url)
+    async with running_hub(nats_server.url, pg_url):
+        async with deciding_sites(nats_server.url) as sites:
+            await asyncio.sleep(0.4)
+            await asyncio.to_thread(own_postgres.stop, "immediate")  # a crash, no shutdown
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(own_postgres.start)
+        await _assert_exactly_once(pg_url, sites)
+
+
+def _hub_process(nats_url: str, pg_url: str) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "passbridge", "hub", "--nats", nats_url, "--pg-url", pg_url,
+         "--port", str(free_port()), "--audit-ack-wait", "1", "--gap-grace", "30"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    lines = []
+    while not lines or "hub serving on" not in lines[-1]:
+        line = process.stdout.readline()
+        if not line:  # exited
+            raise AssertionError("the hub did not start: " + "".join(lines))
+        lines.append(line)
+    return process
+
+
+async def test_hub_killed_and_restarted_while_sites_decide(
+        nats_server: NatsServer, pg_url: str, tmp_path: Path) -> None:
+    hub = await asyncio.to_thread(_hub_process, nats_server.url, pg_url)
+    try:
+        async with deciding_sites(nats_server.url) as sites:
+            await asyncio.sleep(0.5)
+            hub.send_signal(signal.SIGKILL)  # mid-batch, no cleanup
+            hub.wait(timeout=10)
+            await asyncio.sleep(0.5)
+            hub = await asyncio.to_thread(_hub_process, nats_server.url, pg_url)
+        await _assert_exactly_once(pg_url, sites)
+    finally:
+        hub.send_signal(signal.SIGTERM)
+        try:
+            hub.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            hub.kill()
+            hub.communicate()
