@@ -18,18 +18,25 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from passbridge.cli.common import EXIT_USAGE, write_private
+from passbridge.cli.common import EXIT_USAGE
+from passbridge.cli.keys import write_key_pair
 from passbridge.cli.serve import EXIT_STARTUP, SHUTDOWN_SECONDS, run_event_loop
-from passbridge.core.tokens import generate_private_key, private_key_to_pem, public_key_to_pem
 from passbridge.core.tokens.keys import BadKey, load_public_key_pem
 from passbridge.core.tokens.trust import VerificationKey
-from passbridge.ids import file_for_id
 
 PG_URL_ENV = "PASSBRIDGE_PG_URL"
 
 
 def _pg_url(args: argparse.Namespace) -> str | None:
     return args.pg_url or os.environ.get(PG_URL_ENV) or None
+
+
+def _connections_given(args: argparse.Namespace, command: str) -> bool:
+    if args.nats is None or _pg_url(args) is None:
+        print(f"error: {command} needs --nats URL and --pg-url URL (or {PG_URL_ENV})",
+              file=sys.stderr)
+        return False
+    return True
 
 
 def _operator_key(text: str) -> tuple[str, VerificationKey]:
@@ -58,9 +65,7 @@ def _signer(path: str | None) -> Any:
 def _hub(args: argparse.Namespace) -> int:
     from passbridge.fleet.hub.publish import PublishError
 
-    if args.nats is None or _pg_url(args) is None:
-        print(f"error: passbridge hub needs --nats URL and --pg-url URL (or {PG_URL_ENV})",
-              file=sys.stderr)
+    if not _connections_given(args, "passbridge hub"):
         return EXIT_USAGE
     try:
         signer = _signer(args.admin_key)
@@ -125,32 +130,20 @@ def _start_problem(exc: BaseException, args: argparse.Namespace) -> str:
 
 
 def _keys_create(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    try:
-        private_path = file_for_id(out, args.id, ".key.pem", what="--id")
-        public_path = file_for_id(out, args.id, ".pub.pem", what="--id")
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
+    written = write_key_pair(Path(args.out), args.id, "ES256")
+    if written is None:
         return EXIT_USAGE
-    key = generate_private_key("ES256")
-    try:
-        write_private(private_path, private_key_to_pem(key))
-    except FileExistsError:
-        print(f"error: {private_path} exists; not overwriting a key", file=sys.stderr)
-        return EXIT_USAGE
-    public_path.write_text(public_key_to_pem(key))
+    private_path, public_path, public_pem = written
     print(f"wrote {private_path} (private, 0600: give it to `passbridge hub --admin-key`)")
     print(f"wrote {public_path} (give it to each site: serve --fleet-admin-key {public_path})")
-    print(public_key_to_pem(key), end="")
+    print(public_pem, end="")
     return 0
 
 
 def _publish_site(args: argparse.Namespace) -> int:
     from passbridge.fleet.hub.publish import PublishError
 
-    if args.nats is None or _pg_url(args) is None:
-        print(f"error: publish-site needs --nats URL and --pg-url URL (or {PG_URL_ENV})",
-              file=sys.stderr)
+    if not _connections_given(args, "publish-site"):
         return EXIT_USAGE
     try:
         document = Path(args.file).read_text(encoding="utf-8")

@@ -52,23 +52,34 @@ def _keys_reader_public(args: argparse.Namespace) -> int:
     return 0
 
 
-def _keys_backend(args: argparse.Namespace) -> int:
-    """A key pair for an app backend: private key to a file, trust entry printed."""
-    out = Path(args.out)
+def write_key_pair(out: Path, key_id: str, alg: str) -> tuple[Path, Path, str] | None:
+    """A new key pair as ``<id>.key.pem`` (0600, never overwritten) and
+    ``<id>.pub.pem`` in ``out``: the paths and the public PEM, or None after
+    printing why not (app backends here, fleet admin keys in cli/hub.py)."""
     try:
         # The id names files in --out and nowhere else (passbridge.ids).
-        private_path = file_for_id(out, args.id, ".key.pem", what="--id")
-        public_path = file_for_id(out, args.id, ".pub.pem", what="--id")
+        private_path = file_for_id(out, key_id, ".key.pem", what="--id")
+        public_path = file_for_id(out, key_id, ".pub.pem", what="--id")
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    key = generate_private_key(args.alg)
+        return None
+    key = generate_private_key(alg)
     try:
         write_private(private_path, private_key_to_pem(key))
     except FileExistsError:
         print(f"error: {private_path} exists; not overwriting a key", file=sys.stderr)
+        return None
+    public_pem = public_key_to_pem(key)
+    public_path.write_text(public_pem)
+    return private_path, public_path, public_pem
+
+
+def _keys_backend(args: argparse.Namespace) -> int:
+    """A key pair for an app backend: private key to a file, trust entry printed."""
+    written = write_key_pair(Path(args.out), args.id, args.alg)
+    if written is None:
         return EXIT_USAGE
-    public_path.write_text(public_key_to_pem(key))
+    private_path, public_path, _ = written
     print(f"wrote {private_path} (private, 0600) and {public_path}")
     print("add to the site file under trust.backends:")
     print(f"  - {{id: {args.id}, alg: {args.alg}, public_key_file: {public_path}}}")

@@ -42,6 +42,7 @@ from prometheus_client import Counter, Gauge
 
 from passbridge.errors import ConfigError, PassbridgeError
 from passbridge.fleet import wire
+from passbridge.fleet.streams import ensure_audit_stream, site_bucket
 from passbridge.fleet.wire import (
     AdminKey,
     AuditMessage,
@@ -466,15 +467,7 @@ class SiteLink:
 
     async def _ensure_stream(self, js: Any) -> None:
         """The audit stream, created with the contract's config if it is missing."""
-        from nats.js.api import StorageType
-        from nats.js.errors import NotFoundError
-
-        try:
-            await js.stream_info(wire.AUDIT_STREAM)
-        except NotFoundError:
-            await js.add_stream(name=wire.AUDIT_STREAM, subjects=[wire.AUDIT_SUBJECTS],
-                                storage=StorageType.FILE,
-                                duplicate_window=wire.AUDIT_DUPLICATE_WINDOW_S)
+        await ensure_audit_stream(js)
 
     async def _publish_backlog(self, js: Any) -> None:
         """Everything after the acknowledged seq, oldest first, a window at a time."""
@@ -593,13 +586,7 @@ class SiteLink:
                         await watcher.stop()
 
     async def _watch(self, js: Any) -> Any:
-        from nats.js.errors import BucketNotFoundError, NotFoundError
-
-        bucket = wire.kv_bucket(self.site_id)
-        try:
-            kv = await js.key_value(bucket)
-        except (BucketNotFoundError, NotFoundError):
-            kv = await js.create_key_value(bucket=bucket, history=1)
+        kv = await site_bucket(js, self.site_id)
         return await kv.watchall()
 
     async def _follow(self, watcher: Any) -> None:

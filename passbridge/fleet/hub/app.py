@@ -39,6 +39,7 @@ from passbridge.fleet.hub.ingest import Ingest
 from passbridge.fleet.hub.metrics import HubMetrics
 from passbridge.fleet.hub.publish import AdminSigner, Publisher, PublishError, phone_point
 from passbridge.fleet.hub.store import AuditQuery, HubStore, alert_json, record_json
+from passbridge.service.app import metrics
 from passbridge.service.http import (
     LIMITS,
     MAX_BODY_BYTES,
@@ -50,7 +51,7 @@ from passbridge.service.http import (
     read_body,
     set_server_header,
 )
-from passbridge.service.metrics import METRICS_REGISTRY, app_registry, exposition
+from passbridge.service.metrics import METRICS_REGISTRY, app_registry
 
 log = logging.getLogger(__name__)
 
@@ -378,14 +379,6 @@ async def healthz(request: web.Request) -> web.Response:
         "sites_online": int(hub.fleet_gauges()["sites_online"]),
     }
     return web.json_response(body)
-
-
-async def metrics(request: web.Request) -> web.Response:
-    body, content_type = exposition(request.app[METRICS_REGISTRY],
-                                    request.headers.get(hdrs.ACCEPT, ""))
-    return web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type,
-                                            hdrs.VARY: hdrs.ACCEPT,
-                                            "X-Content-Type-Options": "nosniff"})
 
 
 async def _hub_lifetime(app: web.Application) -> AsyncIterator[None]:

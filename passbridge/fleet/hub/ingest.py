@@ -46,6 +46,7 @@ from passbridge.fleet.hub.store import (
     HubStore,
     SiteHead,
 )
+from passbridge.fleet.streams import ensure_audit_stream
 
 log = logging.getLogger(__name__)
 
@@ -64,19 +65,6 @@ WALK_LIMIT = 50_000
 
 _QUOTED = ", ".join(f'"{c}"' for c in RECORD_COLUMNS)
 _TEXT_COLUMNS = frozenset(COLUMNS) - {"seq", "unlock_seconds"}
-
-
-async def ensure_stream(js: Any) -> None:
-    """The audit stream, created if missing with exactly the contract's config."""
-    from nats.js.api import StorageType, StreamConfig
-    from nats.js.errors import NotFoundError
-
-    try:
-        await js.stream_info(wire.AUDIT_STREAM)
-    except NotFoundError:
-        await js.add_stream(StreamConfig(
-            name=wire.AUDIT_STREAM, subjects=[wire.AUDIT_SUBJECTS],
-            storage=StorageType.FILE, duplicate_window=wire.AUDIT_DUPLICATE_WINDOW_S))
 
 
 @dataclass
@@ -168,7 +156,7 @@ class Ingest:
     async def start(self, js: Any) -> None:
         from nats.js.api import AckPolicy, ConsumerConfig
 
-        await ensure_stream(js)
+        await ensure_audit_stream(js)
         self._unverified = await self.store.sites_with_unverified()
         subscription = await js.pull_subscribe(
             wire.AUDIT_SUBJECTS, durable=wire.HUB_CONSUMER, stream=wire.AUDIT_STREAM,

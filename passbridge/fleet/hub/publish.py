@@ -35,6 +35,7 @@ from passbridge.errors import PassbridgeError
 from passbridge.fleet import wire
 from passbridge.fleet.hub.metrics import HubMetrics
 from passbridge.fleet.hub.store import HubStore
+from passbridge.fleet.streams import site_bucket
 from passbridge.p256 import load_public_key
 
 
@@ -164,10 +165,7 @@ class Publisher:
     async def _bucket(self, site: str) -> Any:
         bucket = self._buckets.get(site)
         if bucket is None:
-            from nats.js.api import KeyValueConfig, StorageType
-
-            bucket = await self.js.create_key_value(KeyValueConfig(
-                bucket=wire.kv_bucket(site), history=1, storage=StorageType.FILE))
+            bucket = await site_bucket(self.js, site)
             self._buckets[site] = bucket
         return bucket
 
