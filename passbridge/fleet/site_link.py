@@ -77,6 +77,8 @@ CONNECT_TIMEOUT_S = 2.0
 # ordered consumer can be lost with a server restart.
 KV_RESYNC_S = 60.0
 LINK_RECORD_INTERVAL_S = 10.0
+# Remote unlocks from the hub being decided at once; more are answered 503.
+MAX_REMOTE_UNLOCKS_IN_FLIGHT = 256
 CLOSE_TIMEOUT_S = 5.0
 
 AUDIT_CURSOR = "audit"
@@ -263,6 +265,7 @@ class SiteLink:
         self._stopping = False
         self._last_error = ""
         self._last_error_at = 0.0
+        self._unlocks_in_flight = 0
 
     # -- lifetime ---------------------------------------------------------------
 
@@ -510,10 +513,24 @@ class SiteLink:
     async def _remote_unlock_message(self, msg: Any) -> None:
         # Each request on its own task: the subscription's callbacks run one
         # at a time, and one slow audit commit must not hold up the next door.
+        # Bounded, like --max-connections on HTTP: whoever may publish on the
+        # subject cannot grow the site's tasks without limit.
+        if self._unlocks_in_flight >= MAX_REMOTE_UNLOCKS_IN_FLIGHT:
+            self.metrics.remote_unlocks.labels("503").inc()
+            if msg.reply:
+                with contextlib.suppress(Exception):
+                    await msg.respond(RemoteUnlockReply(503, {"error": {
+                        "code": "busy", "message": "too many remote unlocks in flight; "
+                        "nothing was decided"}}).to_bytes())
+            return
+        self._unlocks_in_flight += 1
         self._spawn(self._answer_remote_unlock(msg))
 
     async def _answer_remote_unlock(self, msg: Any) -> None:
-        reply = await self.remote_unlock(msg.data)
+        try:
+            reply = await self.remote_unlock(msg.data)
+        finally:
+            self._unlocks_in_flight -= 1
         self.metrics.remote_unlocks.labels(str(reply.status)).inc()
         if msg.reply:
             try:

@@ -137,3 +137,16 @@ async def test_status_heartbeat_reports_revision_and_the_acknowledged_seq(
     finally:
         await nc.close()
     assert json.loads(last.to_bytes())["at"].endswith("Z")
+
+
+async def test_remote_unlocks_in_flight_are_bounded(
+        tmp_path: Path, nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from passbridge.fleet import site_link
+
+    monkeypatch.setattr(site_link, "MAX_REMOTE_UNLOCKS_IN_FLIGHT", 0)
+    async with fleet_site(tmp_path / "site.sqlite3", nats_server.url) as site:
+        await _responding(site, nats_server.url)
+        token = remote_token(site.keys, site.clock, "front")
+        reply = await _via_nats(nats_server.url, "front", f"Bearer {token}")
+        assert reply.status == 503 and reply.body["error"]["code"] == "busy"
+        assert await _decisions(site) == []
