@@ -557,7 +557,8 @@ def _simulation_paths() -> dict[str, Any]:
         return operation
 
     return {
-        "/v1/sim": {"get": {"summary": "The simulated radios: phones, reader public key",
+        "/v1/sim": {"get": {"summary": "The simulated radios: phones, reader public key, "
+                                       "door sides with a simulated OSDP reader (wired)",
                             "tags": ["simulation"],
                             "security": [{"deviceKey": []}, {"consoleSession": []}],
                             "responses": {"200": {

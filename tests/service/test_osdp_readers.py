@@ -255,9 +255,13 @@ async def test_supervision_online_offline_tamper_power_and_metrics(
                 <= {r["event"] for r in records})
 
     # Unplugged (the pty closed) and back: offline, then online again, no restart.
-    doors.sims.buses[("garage", Side.IN)].unplug()
-    await until(services, lambda records: any(
-        r["event"] == "osdp_reader_offline" and r["door"] == "garage" for r in records))
+    async with services.audit.subscribe() as live:
+        doors.sims.buses[("garage", Side.IN)].unplug()
+        await until(services, lambda records: any(
+            r["event"] == "osdp_reader_offline" and r["door"] == "garage" for r in records))
+        streamed = await asyncio.wait_for(live.get(), WAIT)  # the live event stream too
+    assert streamed is not None and streamed["kind"] == "device"
+    assert streamed["payload"]["event"] == "osdp_reader_offline"
     services.radios.extend(doors.buses)  # as serve has them: /healthz asks them
     assert "garage/in" in services.degraded()[f"osdp {doors.sims.buses[('garage', Side.IN)].path}"]
     doors.sims.buses[("garage", Side.IN)].replug()
