@@ -43,57 +43,52 @@ def _address(text: str) -> int:
     return int(text)
 
 
-async def install_reader(port: str, address: int, *, baud: int, timeout: float) -> bytes | None:
-    """Set a fresh SCBK in the reader at ``address`` on ``port`` from the install
-    key; the key once the reader proved it over a secure channel, else None."""
-    from passbridge.adapters.keystore import new_osdp_key
+async def _comes_online_secure(port: str, reader: Any, *, baud: int, timeout: float) -> bool:
+    """Whether ``reader`` (a PanelReader) comes online on ``port`` with a secure
+    channel on its own key (never on SCBK-D) within ``timeout``. Online
+    without one (a reader that refused the install key), a refused secure
+    channel or silence are False."""
     from passbridge.adapters.osdp_panel import (
         LinkChanged,
         OsdpPanel,
         PanelEvent,
-        PanelReader,
         SecureChannelRefused,
     )
 
-    scbk = new_osdp_key()
-    installed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    outcome: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
     def event(e: PanelEvent) -> None:
-        if installed.done():
-            return
-        if isinstance(e, LinkChanged) and e.online:
-            # Online with a secure channel on the new key (never on SCBK-D),
-            # or online without one: the reader did not take the key.
-            installed.set_result(e.secure)
-        elif isinstance(e, SecureChannelRefused):
-            installed.set_result(False)
+        if not outcome.done() and (isinstance(e, SecureChannelRefused)
+                                   or (isinstance(e, LinkChanged) and e.online)):
+            outcome.set_result(isinstance(e, LinkChanged) and e.secure)
 
-    panel = OsdpPanel(port, [PanelReader(address, scbk, install=True)], event, baud=baud)
+    panel = OsdpPanel(port, [reader], event, baud=baud)
     try:
         await panel.start()
-        ok = await asyncio.wait_for(installed, timeout)
+        return await asyncio.wait_for(outcome, timeout)
     except TimeoutError:
-        ok = False
+        return False
     finally:
         await panel.stop()
-    if not ok:
+
+
+async def install_reader(port: str, address: int, *, baud: int, timeout: float) -> bytes | None:
+    """Set a fresh SCBK in the reader at ``address`` on ``port`` from the install
+    key; the key once the reader proved it over a secure channel, else None."""
+    from passbridge.adapters.keystore import new_osdp_key
+    from passbridge.adapters.osdp_panel import PanelReader
+
+    scbk = new_osdp_key()
+    # libosdp sends the key (osdp_KEYSET) in a session on the install key,
+    # then brings the reader online on the new key.
+    if not await _comes_online_secure(port, PanelReader(address, scbk, install=True),
+                                      baud=baud, timeout=timeout):
         return None
     # Prove it: a fresh panel that requires the secure channel on the new key.
-    proved: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-
-    def check(e: PanelEvent) -> None:
-        if not proved.done() and isinstance(e, LinkChanged | SecureChannelRefused):
-            proved.set_result(isinstance(e, LinkChanged) and e.online and e.secure)
-
-    verify = OsdpPanel(port, [PanelReader(address, scbk)], check, baud=baud)
-    try:
-        await verify.start()
-        ok = await asyncio.wait_for(proved, timeout)
-    except TimeoutError:
-        ok = False
-    finally:
-        await verify.stop()
-    return scbk if ok else None
+    if not await _comes_online_secure(port, PanelReader(address, scbk), baud=baud,
+                                      timeout=timeout):
+        return None
+    return scbk
 
 
 def _install(args: argparse.Namespace) -> int:
