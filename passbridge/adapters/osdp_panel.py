@@ -548,7 +548,11 @@ class OsdpPanel:
             self._supervisor = None
         cp, self._cp = self._cp, None
         if cp is not None:
-            await asyncio.wait_for(asyncio.to_thread(_teardown, cp), STOP_SECONDS)
+            try:
+                await asyncio.wait_for(asyncio.to_thread(_teardown, cp), STOP_SECONDS)
+            except TimeoutError:  # the rest of the service still stops
+                log.error("OSDP bus %s: libosdp did not stop within %gs", self.device,
+                          STOP_SECONDS)
         if self._link is not None:
             self._link.close()
         for state in self._states.values():
