@@ -125,6 +125,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         if status == 408:
             # The rest of a body that stopped arriving is not worth waiting for.
             response.force_close()
+        if status == 429 and "retry_after" in body["error"]:
+            # Said the standard way too, for clients that know no JSON error.
+            response.headers["Retry-After"] = str(body["error"]["retry_after"])
         return response
     except web.HTTPException as exc:
         if exc.status < 400:

@@ -172,6 +172,8 @@ async def test_wrong_codes_are_counted_not_recorded_and_rate_limited(rig: Rig) -
     limited = await rig.enrol(good, phone)  # even the right code, while limited
     assert limited.status == 429
     assert (await limited.json())["error"]["code"] == "too_many_attempts"
+    assert limited.headers["Retry-After"] == str((await limited.json())["error"]["retry_after"])
+    assert 1 <= int(limited.headers["Retry-After"]) <= 6
     metrics = await (await rig.client.get("/metrics")).text()
     name = "passbridge_one_time_code_failures_total"
     assert metric_sample(metrics, name, kind=ENROL, reason="unknown") == 10
