@@ -111,14 +111,18 @@ class SimulatedSite:
 
 
 async def _run(nats_url: str, names: Sequence[str], records: int, heartbeats: int,
-               concurrency: int) -> int:
+               concurrency: int, answer: bool) -> int:
     import nats
 
     nc = await nats.connect(nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
     js = nc.jetstream()
     sites = [SimulatedSite(name) for name in names]
     for site in sites:
+        if answer:
+            await site.answer_remote_unlocks(nc)
         await site.heartbeat(nc)
+    await nc.flush()
+    print(json.dumps({"ready": len(sites)}), flush=True)
     gate = asyncio.Semaphore(concurrency)
 
     async def one(site: SimulatedSite) -> None:
@@ -145,9 +149,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--heartbeats", type=int, default=1,
                         help="status rounds after publishing, one a second")
     parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--answer", action="store_true",
+                        help="answer remote unlocks (granted) while running")
     args = parser.parse_args(argv)
     names = [f"{args.prefix}-{i:03d}" for i in range(args.sites)]
-    return asyncio.run(_run(args.nats, names, args.records, args.heartbeats, args.concurrency))
+    return asyncio.run(_run(args.nats, names, args.records, args.heartbeats, args.concurrency,
+                            args.answer))
 
 
 if __name__ == "__main__":
