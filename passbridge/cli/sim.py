@@ -112,12 +112,15 @@ async def _sim_remote(base: str, args: argparse.Namespace) -> dict[str, Any]:
     from passbridge.service import sim_client
 
     key, alg = sim_client.load_backend_key(Path(args.key))
+    if args.via_hub and not args.site_id:
+        raise sim_client.SimError("--via-hub needs --site-id (the hub forwards to that site)")
     site = args.site_id or await sim_client.site_id(base)
     token = sim_client.backend_token(
         key, alg, backend=args.backend, site=site, user=args.user, door=args.door,
         side=args.side, now=time.time(),
     )
-    return await sim_client.remote(base, args.door, token)
+    return await sim_client.remote(base, args.door, token,
+                                   hub_site=site if args.via_hub else None)
 
 
 def register(commands: Any) -> None:
@@ -155,6 +158,9 @@ def register(commands: Any) -> None:
     remote.add_argument("--door", required=True)
     remote.add_argument("--side", choices=("in", "out"), default="in")
     remote.add_argument("--site-id", help="the site id (default: asked from /healthz)")
+    remote.add_argument("--via-hub", action="store_true",
+                        help="--url is a fleet hub (passbridge hub): it forwards the unlock to "
+                             "site --site-id over NATS and answers the site's decision")
     def phone_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--phone", required=True, help="a phone id of the site file")
         p.add_argument("--door", required=True)

@@ -8,6 +8,7 @@ import ssl
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import jwt
@@ -131,9 +132,13 @@ async def pin(base: str, door: str, code: str, side: str, device_key: str) -> di
                           body={"code": code, "side": side})
 
 
-async def remote(base: str, door: str, token: str) -> dict[str, Any]:
-    return await _request("POST", f"{base}/v1/doors/{door}/remote-unlock",
-                          headers={"Authorization": f"Bearer {token}"})
+async def remote(base: str, door: str, token: str, *, hub_site: str | None = None
+                 ) -> dict[str, Any]:
+    """A remote unlock at the site at ``base``; with ``hub_site``, ``base`` is a
+    fleet hub asked to forward it to that site (the same token either way)."""
+    path = (f"/v1/sites/{quote(hub_site, safe='')}/doors/{quote(door, safe='')}/remote-unlock"
+            if hub_site is not None else f"/v1/doors/{door}/remote-unlock")
+    return await _request("POST", base + path, headers={"Authorization": f"Bearer {token}"})
 
 
 async def nfc(base: str, door: str, phone: str, side: str, device_key: str) -> dict[str, Any]:
