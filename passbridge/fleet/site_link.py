@@ -266,6 +266,7 @@ class SiteLink:
         self._last_error = ""
         self._last_error_at = 0.0
         self._unlocks_in_flight = 0
+        self._publish_problem: str | None = None
 
     # -- lifetime ---------------------------------------------------------------
 
@@ -294,7 +295,12 @@ class SiteLink:
 
     def health(self) -> str | None:
         if self._connected:
-            return None
+            if self._publish_problem is None:
+                return None
+            # Connected, yet the stream takes nothing (no JetStream, limits,
+            # permissions): the hub hears the site but gets no audit.
+            return (f"NATS link up but audit publishing paused: {self._publish_problem}; "
+                    f"{self._latest - self._acked} audit records wait for the hub")
         since = self._down_since if self._down_since is not None else self._started_at
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since))
         return (f"NATS link to {self.settings.redacted_url()} down since {when}; deciding "
@@ -459,12 +465,16 @@ class SiteLink:
                     await self._ensure_stream(js)
                     stream_ready = True
                 await self._publish_backlog(js)
+                self._publish_problem = None
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 stream_ready = False
-                log.info("fleet: audit publishing paused (%s); %d records wait",
-                         exc, self._latest - self._acked)
+                problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                if nc.is_connected and problem != self._publish_problem:
+                    log.warning("fleet: audit publishing paused (%s); %d records wait",
+                                problem, self._latest - self._acked)
+                self._publish_problem = problem if nc.is_connected else None
                 await asyncio.sleep(RECONNECT_WAIT_S)
             await self._store_cursor()
 

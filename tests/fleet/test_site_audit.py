@@ -162,3 +162,17 @@ async def test_an_unreachable_nats_at_start_blocks_nothing(tmp_path: Path) -> No
             health = await (await client.get("/healthz")).json()
     assert "down since" in health["degraded"]["fleet"]
     assert url.split("//")[1] in json.dumps(health)
+
+
+async def test_a_nats_without_jetstream_shows_as_paused_publishing(tmp_path: Path) -> None:
+    from tests.fleet.nats_fixture import running_nats
+
+    with running_nats(tmp_path, jetstream=False) as server:
+        async with fleet_site(tmp_path / "site.sqlite3", server.url) as site:
+            await site.decide(3)
+
+            async def paused() -> bool:
+                line = site.link.health()
+                return site.link.connected and line is not None and "paused" in line
+            await eventually(paused, 20, "publishing shown as paused")
+            assert site.link.acked_seq == 0
