@@ -73,10 +73,17 @@ class DoorController:
             self._observers.remove(observer)
 
     # --- wired devices ---------------------------------------------------
-    async def card(self, door: str, number: str, side: Side = Side.IN) -> Decision:
+    async def card(self, door: str, number: str, side: Side = Side.IN, *,
+                   read: str | None = None) -> Decision:
+        """``read``: how a wired reader read the card (bits, format, facility
+        code; never the number), added to the decision's detail for the log."""
         started = time.perf_counter()
         presentation = Presentation(Factor.CARD, door, side, credential=number)
-        return await self._answer(self.core.decide(presentation, self.clock.moment()), started)
+        decision = self.core.decide(presentation, self.clock.moment())
+        if read:
+            decision = replace(decision, detail=f"{decision.detail}; {read}"
+                               if decision.detail else read)
+        return await self._answer(decision, started)
 
     async def pin(self, door: str, code: str, side: Side = Side.IN) -> Decision:
         started = time.perf_counter()

@@ -160,7 +160,9 @@ class WiredReader:
         s = self.settings
         read = decode_card_event(fields, s.card_format, facility=s.facility)
         if isinstance(read, CardNumber):
-            decision = await self.controller.card(self.door, read.number, self.side)
+            decision = await self.controller.card(self.door, read.number, self.side,
+                                                  read=f"wired reader {self.name}: "
+                                                       f"{read.describe()}")
         else:
             decision = await self.controller.bridge_failure(
                 self.door, self.side, Factor.CARD, Reason.UNKNOWN_CREDENTIAL,
