@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from passbridge.adapters.osdp_panel import REPROBE_MAX_SECONDS
 from passbridge.clock import ManualClock
 from passbridge.core.decision import Decision
 from passbridge.core.model import Reason, Result, Side
@@ -46,6 +47,7 @@ from tests.service_support import services_with_phones
 pytestmark = pytest.mark.slow  # real libosdp threads on ptys, seconds of bus traffic
 
 WAIT = 15.0
+REPROBE_WAIT = REPROBE_MAX_SECONDS + WAIT
 SEED = 20261129
 MONDAY_9 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 ALICE_CARD = 10001
@@ -171,8 +173,13 @@ async def test_bytes_on_the_wire_never_grant_and_the_panel_survives(
     assert not granted(during), f"seed {SEED}: a grant from bytes on the wire: {during}"
     # Without the reader's key nothing on the wire is a card or a key.
     assert not during, f"seed {SEED}: forged frames were decided: {during}"
-    # The panel lives on: the real reader (back online if the noise dropped
-    # it) is still read and answered.
+    # The panel lives on: the real reader comes back online if the noise
+    # dropped it (the panel probes again after 2 s, doubling up to 30 s while
+    # the noise lasts: REPROBE_WAIT bounds that), and is read and answered.
+    radio = doors._at("garage", Side.IN)[2]
+    async with asyncio.timeout(REPROBE_WAIT):
+        while not all(status.online for status in radio.status()):
+            await asyncio.sleep(0.1)
     decision = await doors.card("garage", str(ALICE_CARD), Side.IN)
     assert decision.result is Result.GRANTED, f"seed {SEED}, {sent} pieces sent"
 
