@@ -160,17 +160,15 @@ async def floor_consume(js: Any, pg_url: str, durable: str, total: int) -> float
     """The floor: fetch a batch, COPY it into a table, ack; seconds until ``total``."""
     connection = await asyncpg.connect(pg_url)
     await connection.execute(FLOOR_TABLE)
+    started = time.perf_counter()
     subscription = await js.pull_subscribe(wire.AUDIT_SUBJECTS, durable=durable,
                                            stream=wire.AUDIT_STREAM)
     stored = 0
-    started: float | None = None
     while stored < total:
         try:
             messages = await subscription.fetch(BATCH, timeout=1.0)
         except TimeoutError:
             continue
-        if started is None:
-            started = time.perf_counter()
         rows = [(r.site, *r.row_values(), r.hash)
                 for records in parse_batch((m.subject, m.data) for m in messages).records.values()
                 for r in records]
@@ -178,30 +176,28 @@ async def floor_consume(js: Any, pg_url: str, durable: str, total: int) -> float
         for message in messages:
             await message.ack()
         stored += len(rows)
+    elapsed = time.perf_counter() - started
     await connection.close()
-    assert started is not None
-    return time.perf_counter() - started
+    return elapsed
 
 
 async def hub_consume(js: Any, pg_url: str, durable: str, total: int) -> float:
     """The hub's ingestion (a consumer under its own durable name)."""
     store = await HubStore.open(pg_url)
     ingest = Ingest(store, HubMetrics(), batch=BATCH)
+    started = time.perf_counter()
     original = wire.HUB_CONSUMER
     wire.HUB_CONSUMER = durable  # type: ignore[misc]
     try:
         await ingest.start(js)
     finally:
         wire.HUB_CONSUMER = original  # type: ignore[misc]
-    started: float | None = None
     while ingest.stored < total:
-        if started is None and ingest.stored:
-            started = time.perf_counter()
         await asyncio.sleep(0.005)
+    elapsed = time.perf_counter() - started
     await ingest.stop()
     await store.close()
-    assert started is not None
-    return time.perf_counter() - started
+    return elapsed
 
 
 async def live(nats_url: str, pg_server: str, total: int) -> tuple[float, float]:

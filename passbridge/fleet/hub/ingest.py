@@ -149,7 +149,6 @@ class Ingest:
         self.batch = batch
         self.gap_grace = gap_grace
         self.ack_wait = ack_wait
-        self._unverified: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self.stored = 0
 
@@ -157,7 +156,6 @@ class Ingest:
         from nats.js.api import AckPolicy, ConsumerConfig
 
         await ensure_audit_stream(js)
-        self._unverified = await self.store.sites_with_unverified()
         subscription = await js.pull_subscribe(
             wire.AUDIT_SUBJECTS, durable=wire.HUB_CONSUMER, stream=wire.AUDIT_STREAM,
             config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=self.ack_wait,
@@ -174,28 +172,44 @@ class Ingest:
         self._tasks = []
 
     async def _consume(self, subscription: Any) -> None:
+        """Fetch and parse the next batch while the current one commits (the
+        database works in its own process meanwhile); commits stay in order."""
         import nats.errors
 
-        while True:
-            try:
-                messages = await subscription.fetch(self.batch, timeout=FETCH_TIMEOUT)
-            except TimeoutError:
-                continue  # nothing new (nats.errors.TimeoutError is one too)
-            except (nats.errors.Error, OSError) as exc:
-                # NATS is down or reconnecting: the client reconnects by itself.
-                log.debug("audit fetch failed (%s); retrying", exc)
-                await asyncio.sleep(RETRY_SECONDS)
-                continue
-            incoming = parse_batch((m.subject, m.data) for m in messages)
-            await self._commit_until_done(incoming)
-            # Acknowledged only now: a batch lost before this line comes again.
-            for message in messages:
-                with contextlib.suppress(nats.errors.Error, OSError):
-                    await message.ack()
+        fetching = asyncio.create_task(self._fetch(subscription))
+        try:
+            while True:
+                messages, incoming = await fetching
+                fetching = asyncio.create_task(self._fetch(subscription))
+                if not messages:
+                    continue
+                await self._commit_until_done(incoming)
+                # Acknowledged only now: a batch lost before this line comes again.
+                for message in messages:
+                    with contextlib.suppress(nats.errors.Error, OSError):
+                        await message.ack()
+        finally:
+            fetching.cancel()
+
+    async def _fetch(self, subscription: Any) -> tuple[list[Any], _Incoming]:
+        """The next batch, parsed; empty when there was nothing or NATS is away."""
+        import nats.errors
+
+        try:
+            messages = await subscription.fetch(self.batch, timeout=FETCH_TIMEOUT)
+        except TimeoutError:
+            return [], _Incoming()  # nothing new (nats.errors.TimeoutError is one too)
+        except (nats.errors.Error, OSError) as exc:
+            # NATS is down or reconnecting: the client reconnects by itself.
+            log.debug("audit fetch failed (%s); retrying", exc)
+            await asyncio.sleep(RETRY_SECONDS)
+            return [], _Incoming()
+        return messages, parse_batch((m.subject, m.data) for m in messages)
 
     async def _commit_until_done(self, incoming: _Incoming) -> None:
-        """Retry one batch until PostgreSQL takes it; nothing newer is fetched
-        meanwhile, so each site's records go in in order."""
+        """Retry one batch until PostgreSQL takes it; nothing newer is committed
+        meanwhile (one batch is prefetched at most), so each site's records go
+        in in order."""
         while True:
             try:
                 await self.commit(incoming)
@@ -234,16 +248,13 @@ class Ingest:
                 advanced[site] = head
             inserted = await _insert(connection, rows)
             alerts.extend(await _conflicts(connection, rows, inserted))
-            for site in sites:
-                pending = any(r[0] == site and r[-1] == CHAIN_PENDING for r in rows)
-                if pending or site in self._unverified:
-                    head, walk_alerts, left = await _walk_forward(connection, site, advanced[site])
-                    advanced[site] = head
-                    alerts.extend(walk_alerts)
-                    if left:
-                        self._unverified.add(site)
-                    else:
-                        self._unverified.discard(site)
+            # Sites with records waiting for a predecessor (in this batch, or
+            # stored before, perhaps by another hub on the same database):
+            # what now follows their head is checked in the same transaction.
+            for site in await _sites_with_unverified(connection, sites):
+                head, walk_alerts = await _walk_forward(connection, site, advanced[site])
+                advanced[site] = head
+                alerts.extend(walk_alerts)
             await _save_heads(connection, heads, advanced)
             await _raise_alerts(connection, alerts)
         self.stored += len(inserted)
@@ -379,9 +390,8 @@ def _conflict(site: str, seq: int, other: str, kept: str) -> _Alert:
 
 
 async def _walk_forward(connection: asyncpg.Connection, site: str, head: SiteHead,
-                        ) -> tuple[SiteHead, list[_Alert], bool]:
-    """Check the stored unverified records that now follow the head; whether any
-    unverified record is left after the walk."""
+                        ) -> tuple[SiteHead, list[_Alert]]:
+    """Check the stored unverified records that now follow the head."""
     rows = await connection.fetch(
         f"SELECT {_QUOTED} FROM audit_records WHERE site = $1 AND seq > $2 "  # noqa: S608
         "AND chain IN ('pending', 'gap') ORDER BY seq LIMIT $3", site, head.seq, WALK_LIMIT)
@@ -409,7 +419,14 @@ async def _walk_forward(connection: asyncpg.Connection, site: str, head: SiteHea
             "UPDATE audit_alerts SET resolved_at = now(), resolution = $3 "
             "WHERE site = $1 AND kind = 'gap' AND resolved_at IS NULL AND seq_to <= $2",
             site, head.seq, "the missing records arrived and chain")
-    return head, alerts, len(rows) > len(states)
+    return head, alerts
+
+
+async def _sites_with_unverified(connection: asyncpg.Connection, sites: list[str]) -> list[str]:
+    rows = await connection.fetch(
+        "SELECT DISTINCT site FROM audit_records WHERE site = ANY($1::text[]) "
+        "AND chain IN ('pending', 'gap')", sites)
+    return sorted(r["site"] for r in rows)
 
 
 async def _save_heads(connection: asyncpg.Connection, before: dict[str, SiteHead],

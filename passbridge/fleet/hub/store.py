@@ -188,11 +188,6 @@ class HubStore:
         return {r["site"]: SiteHead(r["verified_seq"], bytes.fromhex(r["verified_hash"] or ""))
                 for r in rows}
 
-    async def sites_with_unverified(self) -> set[str]:
-        rows = await self.pool.fetch(
-            "SELECT DISTINCT site FROM audit_records WHERE chain IN ('pending', 'gap')")
-        return {r["site"] for r in rows}
-
     # --- the fleet view --------------------------------------------------------------
 
     async def record_status(self, site: str, revision: str, last_seq: int, acked_seq: int,
