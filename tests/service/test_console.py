@@ -36,6 +36,7 @@ from tests.service_support import (
     error_of,
     make_rig,
     make_site,
+    sign_in,
 )
 
 Client = TestClient[web.Request, web.Application]
@@ -290,3 +291,31 @@ async def test_a_door_says_which_of_its_wired_readers_answer(rig: tuple[Rig, Cli
     assert doors["front"]["wired_readers"] == [{"side": "in", "online": True},
                                                {"side": "out", "online": False}]
     assert doors["vault"]["wired_readers"] == []
+
+
+async def test_a_site_admins_session_drives_the_tester_routes_with_its_csrf_token(
+    sim: tuple[Rig, Client],
+) -> None:
+    """The console's tester panel has no device key: a site admin's session
+    stands in for any door side's device, and each call carries the CSRF token."""
+    r, client = sim
+    csrf = await sign_in(client, r.keystore, r.clock)
+    info = await client.get("/v1/sim")
+    assert info.status == 200 and "alice-phone" in (await info.json())["phones"]
+    tap = {"phone": "alice-phone"}
+    refused = await client.post("/v1/sim/doors/front/nfc", json=tap)
+    assert await error_of(refused, 403) == "csrf_failed"
+    forged = await client.post("/v1/sim/doors/front/keypad", json={"code": "2468"},
+                               headers={"X-CSRF-Token": csrf[:-1] + "x"})
+    assert await error_of(forged, 403) == "csrf_failed"
+    # Nothing refused was decided (the log holds only the sign-in).
+    assert [e["kind"] for e in await r.services.audit.page(0, 10)] == ["session_started"]
+    card = await client.post("/v1/sim/doors/front/card", json={"number": "10001"},
+                             headers={"X-CSRF-Token": csrf})
+    assert (await card.json())["reason"] == "pin_required"
+    code = await client.post("/v1/sim/doors/front/keypad", json={"code": "2468"},
+                             headers={"X-CSRF-Token": csrf})
+    assert (await code.json())["reason"] == "two_factor_complete"
+    # A user who is no site admin gets no session, so no tester either.
+    client.session.cookie_jar.clear()
+    assert await error_of(await client.get("/v1/sim"), 401) == "missing_credentials"
