@@ -187,3 +187,67 @@ def test_a_session_cookie_of_another_service_is_refused(server: Server, tmp_path
     finally:
         other.process.kill()
         other.process.communicate()
+
+
+def test_administer_lockdown_enrolment_reload_and_the_phone_radios(server: Server) -> None:
+    site_file = server.db.parent.parent / "site.yaml"
+    with browser() as context:
+        page = context.new_page()
+        page.goto(sign_in_link(server))
+        page.wait_for_url(f"{server.url}/console", timeout=WAIT_MS)
+        lobby = door_card(page, "lobby")
+        expect(lobby.locator('[data-field="state"]')).to_have_text("Unlocked")
+
+        # Nearby and Bluetooth from the tester panel: the real verification paths.
+        page.click('#tabs a[data-view="tester"]')
+        page.select_option('#tester-where select[name="door"]', "front")
+        page.click("#tap-nearby")
+        expect(page.locator("#tester-answer")).to_have_text(
+            re.compile(r"^Granted: Opened from the phone nearby"))
+        page.select_option('#tester-where select[name="door"]', "side")
+        page.fill("#rssi", "-120")
+        page.click("#tap-ble")
+        expect(page.locator("#tester-answer")).to_have_text(
+            re.compile(r"^Denied: Phone too far from the door"))
+
+        # A lockdown of one door, confirmed; then cancelled when asked to end it.
+        page.click('#tabs a[data-view="admin"]')
+        page.select_option('#lockdown-form select[name="door"]', "lobby")
+        page.click('#lockdown-form button[value="on"]')
+        expect(page.locator("#confirm-text")).to_contain_text("Lock down door lobby?")
+        page.click("#confirm-ok")
+        expect(page.locator("#status")).to_contain_text("Doors in lockdown: lobby")
+        page.click('#lockdown-form button[value="off"]')
+        page.click('#confirm button[value="cancel"]')
+        page.click('#tabs a[data-view="doors"]')
+        expect(lobby.locator('[data-field="state"]')).to_have_text("Locked")
+        expect(lobby.locator('[data-field="source"]')).to_contain_text("a lockdown")
+
+        # An enrolment code for alice, as text and as a QR code.
+        page.click('#tabs a[data-view="admin"]')
+        page.fill('#enrol-form input[name="user"]', "alice")
+        page.click('#enrol-form button[type="submit"]')
+        expect(page.locator("#enrol-code")).to_have_text(re.compile(r"^[0-9A-Z]{4}(-[0-9A-Z]{4})+$"))
+        expect(page.locator("#enrol-qr svg path")).to_have_count(1)
+        page.click("#lockouts-refresh")
+        expect(page.locator("#lockout-list")).to_have_text("Nobody is locked out.")
+
+        # A reload: a refused document names its problems and changes nothing ...
+        page.fill('#reload-form textarea[name="document"]', "site: {id: hq}\ndoors: 3\n")
+        page.click('#reload-form button[type="submit"]')
+        page.click("#confirm-ok")
+        expect(page.locator("#reload-result")).to_contain_text("Not reloaded")
+        expect(page.locator("#reload-result pre")).to_contain_text("doors")
+        # ... a good one renames the lobby, and the doors view shows it.
+        page.fill('#reload-form textarea[name="document"]',
+                  site_file.read_text().replace("name: Lobby", "name: Main lobby"))
+        page.click('#reload-form button[type="submit"]')
+        page.click("#confirm-ok")
+        expect(page.locator("#reload-result")).to_contain_text("Reloaded.")
+        page.click('#tabs a[data-view="doors"]')
+        expect(lobby.locator("h3")).to_contain_text("Main lobby")
+
+        # Every change is in the live view too.
+        page.click('#tabs a[data-view="live"]')
+        expect(page.locator("#live-table tbody")).to_contain_text("Lockdown started: lobby")
+        expect(page.locator("#live-table tbody")).to_contain_text("Site reloaded")
