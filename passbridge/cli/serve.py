@@ -82,7 +82,7 @@ def _simulated_wired_doors(services: Any, db: Path, real: list[Any]) -> Any:
     if not sides:
         return None
     sims = SimulatedWiredReaders(services.keystore, db.parent / SIM_OSDP_DIR, sides)
-    buses = buses_for(services, sims.placements())
+    buses = buses_for(services, sims.panel_placements())
     # The readers first: their buses must exist when the panels open them.
     services.radios.append(sims)
     services.radios.extend(buses)

@@ -74,8 +74,12 @@ class SimulatedWiredReaders:
             raise ValueError(f"door {door!r}: does not name a file in {self.folder}")
         return path
 
-    def placements(self) -> list[OsdpPlacement]:
-        """Where the service's panels find the simulated readers (one bus each)."""
+    def panel_placements(self) -> list[OsdpPlacement]:
+        """Where the service's panels find the simulated readers (one bus each).
+
+        Not named ``placements``: that is a radio's real devices
+        (site_reload.PlacesRadios, the panels' OsdpBus), and these are only
+        what the panels drive."""
         return [OsdpPlacement(str(self._path(door, side)), SIM_ADDRESS, door, side)
                 for door, side in self._keys]
 
@@ -187,7 +191,7 @@ async def simulated_wired_doors(services: Services, folder: Path,
     The scenario rig's way in (``serve`` puts the same radios on services.radios)."""
     sims = SimulatedWiredReaders(services.keystore, folder,
                                  reader_sides(services.site) if sides is None else sides)
-    buses = buses_for(services, sims.placements())
+    buses = buses_for(services, sims.panel_placements())
     await sims.start()
     started: list[OsdpBus] = []
     try:

@@ -47,3 +47,24 @@ async def test_a_phone_added_by_a_reload_can_tap(tmp_path: Path) -> None:
         assert (decision["result"], decision["user"], decision["revision"]) == (
             "granted", "carol", outcome.new_revision)
         assert keystore.phone("carol-phone") is not None
+
+
+async def test_a_reload_with_simulated_wired_readers_on_the_radios(tmp_path: Path) -> None:
+    """``serve --simulate`` puts the simulated OSDP readers on the radios
+    beside the panels that drive them; a reload (PUT /v1/site, SIGHUP) looks
+    at every radio's placements and must not take the simulators' for them
+    (a method where a list was expected: every reload was a 500)."""
+    from passbridge.sim.wired import SimulatedWiredReaders, reader_sides
+
+    keys, clock = Keys(), ManualClock(MONDAY_10)
+    keystore = MemoryKeyStore(clock=clock)
+    doc = site_document(public_key_to_pem(keys.backend), public_key_to_pem(keys.bridge))
+    services = memory_services(parse_site(doc, file="site.yaml", pin_key=keystore.pin_key()),
+                               clock=clock, keystore=keystore)
+    services.radios.append(SimulatedWiredReaders(keystore, tmp_path / "sim-osdp",
+                                                 reader_sides(services.site)))
+    new = copy.deepcopy(doc)
+    new["doors"][0]["name"] = "Front entrance"
+    outcome = await reload_site(services, yaml.safe_dump(new), source="api", actor="test")
+    assert outcome.new_revision == services.site.revision
+    assert services.site.doors["front"].name == "Front entrance"
