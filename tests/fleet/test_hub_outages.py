@@ -22,7 +22,7 @@ import nats
 import pytest
 
 from passbridge.sim.fleet_site import SimulatedSite
-from tests.fleet.hub_support import running_hub, wait_for
+from tests.fleet.hub_support import new_operator, running_hub, wait_for
 from tests.fleet.nats_fixture import NatsServer, free_port
 from tests.fleet.pg_fixture import LocalPostgres, create_database
 
@@ -158,3 +158,37 @@ async def test_two_hubs_sharing_database_and_consumer_store_each_record_once_in_
         await _assert_exactly_once(pg_url, sites)
         assert first.ingest is not None and second.ingest is not None
         assert first.ingest.stored and second.ingest.stored  # both took part
+
+
+async def test_the_fleet_view_follows_heartbeats_while_postgresql_is_down(
+        nats_server: NatsServer, own_postgres: LocalPostgres) -> None:
+    pg_url = await create_database(own_postgres.url)
+    operator = new_operator()
+    nc = await nats.connect(nats_server.url)
+    try:
+        async with running_hub(nats_server.url, pg_url, operator=operator) as (hub, client):
+            hq = SimulatedSite("hq")
+            await asyncio.to_thread(own_postgres.stop, "immediate")
+            await hq.heartbeat(nc)
+
+            async def listed_online() -> bool:
+                answer = await client.get("/v1/sites", headers=operator.headers())
+                view = await answer.json()
+                return answer.status == 200 and [(s["site"], s["online"])
+                                                 for s in view["sites"]] == [("hq", True)]
+            await wait_for(listed_online, 20, "hq online with the database down")
+            answer = await client.get("/v1/sites", headers=operator.headers())
+            assert "database" in await answer.json()
+
+            await asyncio.to_thread(own_postgres.start)
+            assert hub.store is not None
+
+            async def saved() -> bool:
+                try:
+                    rows = await hub.store.sites() if hub.store else []
+                except Exception:  # noqa: BLE001 (still reconnecting)
+                    return False
+                return [r["site"] for r in rows] == ["hq"]
+            await wait_for(saved, 30, "hq's heartbeat stored once the database is back")
+    finally:
+        await nc.close()

@@ -18,6 +18,7 @@ site's.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -26,7 +27,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 from aiohttp import hdrs, web
 
 from passbridge.clock import Clock, SystemClock
@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 HUB_AUDIENCE = "passbridge-hub"
 OPERATOR_ROLE = "fleet_operator"
 MAX_PAGE = 1000
+STATUS_SAVE_SECONDS = 1.0
 
 
 @dataclass
@@ -89,6 +90,8 @@ class Hub:
         self.metrics = HubMetrics(self.fleet_gauges)
         self.replay = ReplayCache()
         self.statuses: dict[str, SiteStatus] = {}
+        self._unsaved: dict[str, SiteStatus] = {}
+        self._saver: asyncio.Task[None] | None = None
         self.started = time.monotonic()
         self.nc: Any = None
         self.store: HubStore | None = None
@@ -110,9 +113,14 @@ class Hub:
             self.ingest.ack_wait = self.config.ack_wait
         await self.ingest.start(js)
         await self.nc.subscribe(wire.STATUS_SUBJECTS, cb=self._on_status)
+        self._saver = asyncio.create_task(self._save_statuses(), name="hub-statuses")
         self.publisher = Publisher(self.store, js, self.config.signer, self.metrics)
 
     async def stop(self) -> None:
+        if self._saver is not None:
+            self._saver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._saver
         if self.ingest is not None:
             await self.ingest.stop()
         if self.nc is not None:
@@ -131,12 +139,27 @@ class Hub:
             return
         heard = self.clock.now().astimezone(UTC)
         self.statuses[status.site] = SiteStatus(status, heard)
+        self._unsaved[status.site] = self.statuses[status.site]
+
+    async def _save_statuses(self) -> None:
+        """Every second, the heartbeats heard since, in one statement: the NATS
+        callback never waits for PostgreSQL (a database outage would otherwise
+        stall the heartbeats and show every site offline)."""
         assert self.store is not None
-        try:
-            await self.store.record_status(status.site, status.revision, status.last_seq,
-                                           status.acked_seq, status.at, heard)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.debug("status of %r not stored (%s); kept in memory", status.site, exc)
+        while True:
+            await asyncio.sleep(STATUS_SAVE_SECONDS)
+            batch, self._unsaved = self._unsaved, {}
+            if not batch:
+                continue
+            try:
+                await self.store.record_statuses([
+                    (site, s.status.revision, s.status.last_seq, s.status.acked_seq,
+                     s.status.at, s.heard) for site, s in batch.items()])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 (kept for the next round)
+                log.debug("site statuses not stored (%s); kept in memory", exc)
+                self._unsaved = {**batch, **self._unsaved}
 
     def online(self, heard: datetime | None) -> bool:
         if heard is None:
@@ -234,7 +257,13 @@ async def list_sites(request: web.Request) -> web.Response:
     require_operator(request)
     hub = request.app[HUB]
     assert hub.store is not None
-    stored = {r["site"]: r for r in await hub.store.sites()}
+    degraded: dict[str, Any] = {}
+    try:
+        stored = {r["site"]: r for r in await hub.store.sites()}
+    except Exception as exc:  # noqa: BLE001 (the live view is in memory)
+        # PostgreSQL away: the heartbeats still say who is online.
+        log.debug("fleet view without the database: %s", exc)
+        stored, degraded = {}, {"database": f"unavailable ({type(exc).__name__})"}
     out = []
     for site in sorted(set(stored) | set(hub.statuses)):
         row = stored.get(site)
@@ -258,7 +287,7 @@ async def list_sites(request: web.Request) -> web.Response:
             "hub_verified_seq": int(row["verified_seq"]) if row else 0,
             "open_alerts": int(row["open_alerts"]) if row else 0,
         })
-    return web.json_response({"sites": out})
+    return web.json_response({"sites": out, **degraded})
 
 
 def _int_param(request: web.Request, name: str, default: int, *, low: int, high: int) -> int:

@@ -37,6 +37,9 @@ UNVERIFIED = (CHAIN_PENDING, CHAIN_GAP)
 # Seconds one statement may take; a server that vanished mid-statement must
 # not hang the hub (asyncpg then raises, and the caller retries).
 COMMAND_TIMEOUT = 60.0
+# Heartbeats are written in the background; a slow or absent database
+# only delays them (the hub answers from memory meanwhile).
+STATUS_TIMEOUT = 5.0
 # An arbitrary constant: the advisory lock the migrations run under.
 _MIGRATION_LOCK = 0x70617373
 
@@ -190,14 +193,17 @@ class HubStore:
 
     # --- the fleet view --------------------------------------------------------------
 
-    async def record_status(self, site: str, revision: str, last_seq: int, acked_seq: int,
-                            at: datetime, heard: datetime) -> None:
-        await self.pool.execute(
-            """INSERT INTO sites (site, revision, last_seq, acked_seq, status_at, last_heard)
-               VALUES ($1, $2, $3, $4, $5, $6)
-               ON CONFLICT (site) DO UPDATE SET revision = $2, last_seq = $3,
-                   acked_seq = $4, status_at = $5, last_heard = $6""",
-            site, revision, last_seq, acked_seq, at, heard)
+    async def record_statuses(
+            self, statuses: list[tuple[str, str, int, int, datetime, datetime]]) -> None:
+        """The newest heartbeat of each site: (site, revision, last_seq,
+        acked_seq, the site's time, when the hub heard it)."""
+        async with self.pool.acquire(timeout=STATUS_TIMEOUT) as connection:
+            await connection.executemany(
+                """INSERT INTO sites (site, revision, last_seq, acked_seq, status_at, last_heard)
+                   VALUES ($1, $2, $3, $4, $5, $6)
+                   ON CONFLICT (site) DO UPDATE SET revision = $2, last_seq = $3,
+                       acked_seq = $4, status_at = $5, last_heard = $6""",
+                statuses, timeout=STATUS_TIMEOUT)
 
     async def sites(self) -> list[asyncpg.Record]:
         return list(await self.pool.fetch(
