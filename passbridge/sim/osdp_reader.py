@@ -117,8 +117,9 @@ class SimulatedBus:
     def _read(self, inbox: bytearray, max_bytes: int) -> bytes:
         with self._lock:
             self._pump()
-            data = bytes(inbox[:max_bytes])
-            del inbox[:max_bytes]
+            size = min(max_bytes, _first_frame(inbox))
+            data = bytes(inbox[:size])
+            del inbox[:size]
             return data
 
     def _write(self, data: bytes) -> int:
@@ -130,6 +131,23 @@ class SimulatedBus:
                 return os.write(fd, data)
             except OSError:
                 return 0
+
+
+_SOM = 0x53
+_HEADER = 4  # SOM, address, length (2 bytes, little-endian, the whole frame)
+
+
+def _first_frame(inbox: bytearray) -> int:
+    """How many bytes of ``inbox`` to hand a reader at once: up to the end of
+    the first whole frame. libosdp's reader drops the rest of what it read
+    with a frame for another address, so a poll for it that came in the same
+    read went unanswered (the panel then waited 200 ms and probed again);
+    a UART hands bytes over as they come, one frame is the closer match."""
+    start = inbox.find(_SOM)
+    if start < 0 or len(inbox) < start + _HEADER:
+        return len(inbox)
+    length = inbox[start + 2] | inbox[start + 3] << 8
+    return start + length if length >= _HEADER else len(inbox)
 
 
 class _BusChannel(osdp.Channel):  # type: ignore[misc]  # libosdp ships no type hints

@@ -41,6 +41,7 @@ async def install(bus: SimulatedBus, db: Path, *extra: str) -> int:
     return await asyncio.to_thread(main, argv)
 
 
+@pytest.mark.slow  # real time on the OSDP link (seconds)
 async def test_install_once_then_refused_unless_again(
     bus: SimulatedBus, fresh_reader: SimulatedReader, tmp_path: Path,
     capsys: pytest.CaptureFixture[str]

@@ -110,6 +110,7 @@ async def test_card_then_pin_through_osdp_with_feedback_at_the_reader(
     assert led.fields["timer_count"] == 70
 
 
+@pytest.mark.slow  # real time on the OSDP link (seconds)
 async def test_a_denial_is_red_with_a_double_beep_and_locked_out_is_distinct(
     wired: tuple[Services, ManualClock, WiredDoors]
 ) -> None:
@@ -179,6 +180,7 @@ async def test_card_formats_good_and_bad_end_to_end(
     assert logged[-1]["decision_id"] == decision.id
 
 
+@pytest.mark.slow  # real time on the OSDP link (seconds)
 async def test_keypad_buffering_clear_and_inter_key_timeout(
     wired: tuple[Services, ManualClock, WiredDoors]
 ) -> None:
@@ -228,6 +230,7 @@ async def until(services: Services, check: Callable[[list[dict[str, Any]]], bool
             await asyncio.sleep(0.05)
 
 
+@pytest.mark.slow  # real time on the OSDP link (seconds)
 async def test_supervision_online_offline_tamper_power_and_metrics(
     wired: tuple[Services, ManualClock, WiredDoors]
 ) -> None:
@@ -273,6 +276,7 @@ async def test_supervision_online_offline_tamper_power_and_metrics(
     assert record["radio"] == "osdp" and record["side"] == "in" and record["at"]
 
 
+@pytest.mark.slow  # real time on the OSDP link (seconds)
 async def test_a_reader_with_the_wrong_key_is_refused_and_reported(tmp_path: Path) -> None:
     clock = ManualClock(MONDAY_9)
     services, keystore, _ = services_with_phones(SITE, clock, {})
