@@ -251,3 +251,47 @@ def test_administer_lockdown_enrolment_reload_and_the_phone_radios(server: Serve
         page.click('#tabs a[data-view="live"]')
         expect(page.locator("#live-table tbody")).to_contain_text("Lockdown started: lobby")
         expect(page.locator("#live-table tbody")).to_contain_text("Site reloaded")
+
+
+def test_a_lockout_in_plain_words_listed_and_cleared(server: Server) -> None:
+    with browser() as context:
+        page = context.new_page()
+        page.goto(sign_in_link(server))
+        page.wait_for_url(f"{server.url}/console", timeout=WAIT_MS)
+        page.click('#tabs a[data-view="tester"]')
+        page.select_option('#tester-where select[name="door"]', "front")
+        answer = page.locator("#tester-answer")
+
+        def badge() -> None:
+            page.fill('#badge-form input[name="number"]', "10001")
+            page.click('#badge-form button[type="submit"]')
+
+        for _ in range(5):  # five wrong codes in a row lock alice out of the front door
+            badge()
+            expect(answer).to_have_text(re.compile(r"^Waiting: Entry code needed"))
+            for key in "1111":
+                page.click(f'#keypad button[data-key="{key}"]')
+            page.click('#keypad button[data-key="enter"]')
+            expect(answer).to_have_text(re.compile(r"^Denied: Wrong entry code"))
+        badge()
+        # The first lockout is 60 s: "1 minute" (or seconds, had the machine stalled).
+        expect(answer).to_have_text(
+            re.compile(r"^Denied: Locked out for (1 minute|\d+ seconds)"))
+
+        page.click('#tabs a[data-view="admin"]')
+        page.click("#lockouts-refresh")
+        listed = page.locator('#lockout-list li[data-user="alice"]')
+        expect(listed).to_contain_text(
+            re.compile(r"alice at front, for (1 minute|\d+ seconds) more"))
+        listed.locator("button").click()
+        expect(page.locator("#confirm-text")).to_contain_text(
+            "Clear alice's lockout at door front?")
+        page.click("#confirm-ok")
+        expect(page.locator("#status")).to_contain_text("alice may use door front again")
+        expect(page.locator("#lockout-list")).to_have_text("Nobody is locked out.")
+        page.click('#tabs a[data-view="live"]')
+        expect(page.locator("#live-table tbody tr").first).to_contain_text(
+            "Lockout cleared: alice at front by session:alice")
+        page.click('#tabs a[data-view="tester"]')
+        badge()
+        expect(answer).to_have_text(re.compile(r"^Waiting: Entry code needed"))
