@@ -64,6 +64,9 @@ POOL_TIMEOUT = 10.0
 WALK_LIMIT = 50_000
 
 _QUOTED = ", ".join(f'"{c}"' for c in RECORD_COLUMNS)
+_CREATE_INCOMING = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS incoming_audit ON COMMIT DELETE ROWS AS "  # noqa: S608
+    f"SELECT {_QUOTED} FROM audit_records WITH NO DATA")
 _TEXT_COLUMNS = frozenset(COLUMNS) - {"seq", "unlock_seconds"}
 
 
@@ -150,6 +153,7 @@ class Ingest:
         self.gap_grace = gap_grace
         self.ack_wait = ack_wait
         self._tasks: list[asyncio.Task[None]] = []
+        self._held: asyncpg.Connection | None = None
         self.stored = 0
 
     async def start(self, js: Any) -> None:
@@ -170,6 +174,7 @@ class Ingest:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        await self._drop_connection()
 
     async def _consume(self, subscription: Any) -> None:
         """Fetch and parse the next batch while the current one commits (the
@@ -235,28 +240,15 @@ class Ingest:
             _Alert(site or "?", "malformed", None, None, why) for site, why in incoming.malformed]
         alerts += [_conflict(site, seq, other, first)
                    for site, seq, first, other in incoming.conflicts]
-        async with self.store.pool.acquire(timeout=POOL_TIMEOUT) as connection, \
-                connection.transaction():
-            heads = await _lock_heads(connection, sites)
-            rows: list[tuple[Any, ...]] = []
-            advanced: dict[str, SiteHead] = {}
-            for site in sites:
-                head, site_rows, site_alerts = check_chain(site, heads[site],
-                                                           incoming.records[site])
-                rows.extend(site_rows)
-                alerts.extend(site_alerts)
-                advanced[site] = head
-            inserted = await _insert(connection, rows)
-            alerts.extend(await _conflicts(connection, rows, inserted))
-            # Sites with records waiting for a predecessor (in this batch, or
-            # stored before, perhaps by another hub on the same database):
-            # what now follows their head is checked in the same transaction.
-            for site in await _sites_with_unverified(connection, sites):
-                head, walk_alerts = await _walk_forward(connection, site, advanced[site])
-                advanced[site] = head
-                alerts.extend(walk_alerts)
-            await _save_heads(connection, heads, advanced)
-            await _raise_alerts(connection, alerts)
+        if not sites and not alerts:
+            return
+        connection = await self._connection()
+        try:
+            async with connection.transaction():
+                inserted, rows = await self._commit_in(connection, sites, incoming, alerts)
+        except BaseException:
+            await self._drop_connection()  # a new one for the retry
+            raise
         self.stored += len(inserted)
         self.metrics.records.labels("stored").inc(len(inserted))
         self.metrics.records.labels("duplicate").inc(
@@ -265,6 +257,51 @@ class Ingest:
             self.metrics.alerts.labels(alert.kind).inc()
             log.warning("audit alert: site %r %s at %s: %s", alert.site, alert.kind,
                         alert.seq, alert.detail)
+
+    async def _commit_in(self, connection: asyncpg.Connection, sites: list[str],
+                         incoming: _Incoming, alerts: list[_Alert],
+                         ) -> tuple[set[tuple[str, int]], list[tuple[Any, ...]]]:
+        """The batch's statements, inside the caller's transaction."""
+        heads, unverified = await _lock_heads(connection, sites)
+        rows: list[tuple[Any, ...]] = []
+        advanced: dict[str, SiteHead] = {}
+        for site in sites:
+            head, site_rows, site_alerts = check_chain(site, heads[site],
+                                                       incoming.records[site])
+            rows.extend(site_rows)
+            alerts.extend(site_alerts)
+            advanced[site] = head
+        inserted = await _insert(connection, rows)
+        alerts.extend(await _conflicts(connection, rows, inserted))
+        # Sites with records waiting for a predecessor (in this batch, or
+        # stored before, perhaps by another hub on the same database):
+        # what now follows their head is checked in the same transaction.
+        unverified |= {r[0] for r in rows if r[-1] == CHAIN_PENDING}
+        for site in sorted(unverified):
+            head, walk_alerts = await _walk_forward(connection, site, advanced[site])
+            advanced[site] = head
+            alerts.extend(walk_alerts)
+        await _save_heads(connection, heads, advanced)
+        await _raise_alerts(connection, alerts)
+        return inserted, rows
+
+    async def _connection(self) -> asyncpg.Connection:
+        """The connection ingestion keeps (its temporary table made once)."""
+        if self._held is None:
+            connection = await self.store.pool.acquire(timeout=POOL_TIMEOUT)
+            try:
+                await connection.execute(_CREATE_INCOMING)
+            except BaseException:
+                await self.store.pool.release(connection)
+                raise
+            self._held = connection
+        return self._held
+
+    async def _drop_connection(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            with contextlib.suppress(Exception):
+                await self.store.pool.release(held, timeout=POOL_TIMEOUT)
 
     # --- gaps that stay open -------------------------------------------------------------
 
@@ -341,16 +378,20 @@ def _mismatch(site: str, seq: int) -> _Alert:
                   "(changed, or moved from elsewhere in the log)")
 
 
-async def _lock_heads(connection: asyncpg.Connection, sites: list[str]) -> dict[str, SiteHead]:
+async def _lock_heads(connection: asyncpg.Connection, sites: list[str],
+                      ) -> tuple[dict[str, SiteHead], set[str]]:
     """Each site's verified head, its row locked until commit (a second hub on
-    the same database waits instead of checking against a stale head)."""
+    the same database waits instead of checking against a stale head), and
+    the sites with unverified records already stored."""
     await connection.execute(
         "INSERT INTO sites (site) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", sites)
     rows = await connection.fetch(
-        "SELECT site, verified_seq, verified_hash FROM sites WHERE site = ANY($1::text[]) "
-        "ORDER BY site FOR UPDATE", sites)
-    return {r["site"]: SiteHead(r["verified_seq"], bytes.fromhex(r["verified_hash"] or ""))
-            for r in rows}
+        "SELECT site, verified_seq, verified_hash, EXISTS (SELECT 1 FROM audit_records a "
+        "WHERE a.site = s.site AND a.chain IN ('pending', 'gap')) AS unverified "
+        "FROM sites s WHERE site = ANY($1::text[]) ORDER BY site FOR UPDATE", sites)
+    heads = {r["site"]: SiteHead(r["verified_seq"], bytes.fromhex(r["verified_hash"] or ""))
+             for r in rows}
+    return heads, {r["site"] for r in rows if r["unverified"]}
 
 
 async def _insert(connection: asyncpg.Connection, rows: list[tuple[Any, ...]],
@@ -358,9 +399,6 @@ async def _insert(connection: asyncpg.Connection, rows: list[tuple[Any, ...]],
     """COPY into a temporary table, then INSERT what is new; the (site, seq) inserted."""
     if not rows:
         return set()
-    await connection.execute(
-        "CREATE TEMPORARY TABLE IF NOT EXISTS incoming_audit ON COMMIT DELETE ROWS AS "  # noqa: S608
-        f"SELECT {_QUOTED} FROM audit_records WITH NO DATA")
     await connection.copy_records_to_table("incoming_audit", records=rows,
                                            columns=list(RECORD_COLUMNS))
     inserted = await connection.fetch(
@@ -421,12 +459,6 @@ async def _walk_forward(connection: asyncpg.Connection, site: str, head: SiteHea
             site, head.seq, "the missing records arrived and chain")
     return head, alerts
 
-
-async def _sites_with_unverified(connection: asyncpg.Connection, sites: list[str]) -> list[str]:
-    rows = await connection.fetch(
-        "SELECT DISTINCT site FROM audit_records WHERE site = ANY($1::text[]) "
-        "AND chain IN ('pending', 'gap')", sites)
-    return sorted(r["site"] for r in rows)
 
 
 async def _save_heads(connection: asyncpg.Connection, before: dict[str, SiteHead],
