@@ -114,6 +114,11 @@ class SimulatedBus:
             for inbox in self._inboxes:
                 inbox.extend(data)
 
+    def _release(self, inbox: bytearray) -> None:
+        """A reader left the bus: stop copying the bus's bytes for it."""
+        with self._lock:
+            self._inboxes = [i for i in self._inboxes if i is not inbox]
+
     def _read(self, inbox: bytearray, max_bytes: int) -> bytes:
         with self._lock:
             self._pump()
@@ -165,6 +170,9 @@ class _BusChannel(osdp.Channel):  # type: ignore[misc]  # libosdp ships no type 
     def flush(self) -> None:
         return None
 
+    def release(self) -> None:
+        self._bus._release(self._inbox)
+
 
 @dataclass(frozen=True, slots=True)
 class ReceivedCommand:
@@ -198,7 +206,8 @@ class SimulatedReader:
         self.commands: list[ReceivedCommand] = []
         self._changed = threading.Condition()
         flags = [osdp.LibFlag.InstallMode] if scbk is None else [osdp.LibFlag.EnforceSecure]
-        info = osdp.PDInfo(address, bus.channel(), scbk=scbk, flags=flags,
+        self._channel = bus.channel()
+        info = osdp.PDInfo(address, self._channel, scbk=scbk, flags=flags,
                            name=f"sim-pd-{address}")
         self._pd = osdp.PeripheralDevice(info, osdp.PDCapabilities(_CAPABILITIES),
                                          log_level=log_level)
@@ -216,6 +225,7 @@ class SimulatedReader:
         if self._running:
             self._running = False
             self._pd.teardown()
+        self._channel.release()
 
     # -- what the panel sees ----------------------------------------------------------
 

@@ -185,6 +185,27 @@ async def test_an_unplugged_reader_is_picked_up_again_without_a_restart(
     await events.wait(lambda e: isinstance(e, KeysPressed), after=mark)
 
 
+@pytest.mark.slow  # waits out the panel's first probe of an offline reader (2 s)
+async def test_a_reader_powered_off_on_a_live_bus_is_probed_again(
+    bus: SimulatedBus, readers: list[SimulatedReader], panel_for: Callable[..., OsdpPanel]
+) -> None:
+    """The bus stays (an RS-485 line with other readers on it); the reader goes
+    silent and comes back: libosdp alone would wait 300 s, the panel probes."""
+    key = secrets.token_bytes(16)
+    first = add_reader(readers, bus, 6, key)
+    events = Events()
+    panel = panel_for([PanelReader(6, key)], events)
+    await panel.start()
+    await events.wait(online(6))
+    first.stop()
+    mark = len(events.seen)
+    await events.wait(lambda e: isinstance(e, LinkChanged) and not e.online, after=mark)
+    add_reader(readers, bus, 6, key)  # powered on again
+    mark = len(events.seen)
+    back = await events.wait(online(6), after=mark)
+    assert isinstance(back, LinkChanged) and back.secure
+
+
 async def test_a_missing_device_fails_the_start_with_its_name(tmp_path: Path) -> None:
     panel = OsdpPanel(str(tmp_path / "nope"), [PanelReader(0, bytes(16))], lambda e: None)
     with pytest.raises(PanelUnavailable, match="nope"):
