@@ -21,7 +21,7 @@ Both processes read one wall clock (same machine). Medians over rounds; on a
 small shared machine one round can be 20% off either way.
 
     .venv/bin/python scripts/bench_console.py [--requests 600] [--clients 10]
-        [--streams 20] [--rounds 6]
+        [--streams 20] [--rounds 10]
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=600, help="unlocks per round")
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--streams", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=6,
+    parser.add_argument("--rounds", type=int, default=10,
                         help="rounds of each kind, alternating; the report gives medians")
     parser.add_argument("--streams-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
