@@ -295,3 +295,35 @@ def test_a_lockout_in_plain_words_listed_and_cleared(server: Server) -> None:
         page.click('#tabs a[data-view="tester"]')
         badge()
         expect(answer).to_have_text(re.compile(r"^Waiting: Entry code needed"))
+
+
+def test_live_pages_back_through_the_audit_log(server: Server) -> None:
+    from tests.process.test_serve_device_keys import post
+    from tests.process.test_service_process import device_keys
+
+    reader = device_keys(server.db)[("side", "in", "reader")]
+    for _ in range(60):  # more than the 50 records the live view shows first
+        status, decision = post(f"{server.url}/v1/doors/side/card", reader, {"number": "20002"})
+        assert (status, decision["result"]) == (200, "granted")
+    with browser() as context:
+        page = context.new_page()
+        page.goto(sign_in_link(server))  # its session_started record is the newest
+        page.wait_for_url(f"{server.url}/console", timeout=WAIT_MS)
+        page.click('#tabs a[data-view="live"]')
+        rows = page.locator("#live-table tbody tr")
+        expect(rows).to_have_count(50)
+        expect(rows.first).to_contain_text("alice signed in to the console")
+        newest = int(rows.first.get_attribute("data-seq") or 0)
+        assert newest >= 61  # the 60 badges, the sign-in, and the readers coming online
+        expect(rows.last).to_have_attribute("data-seq", str(newest - 49))
+        page.click("#live-older")
+        expect(rows).to_have_count(min(newest, 100))
+        if newest > 100:
+            page.click("#live-older")
+        expect(rows).to_have_count(newest)
+        expect(rows.last).to_have_attribute("data-seq", "1")
+        expect(page.locator("#live-older")).to_be_hidden()
+        page.fill('#live-filters input[name="user"]', "nobody")
+        expect(page.locator("#live-table tbody tr:visible")).to_have_count(0)
+        page.fill('#live-filters input[name="user"]', "bo")
+        expect(page.locator("#live-table tbody tr:visible")).to_have_count(60)
