@@ -258,6 +258,17 @@ def test_a_lockout_in_plain_words_listed_and_cleared(server: Server) -> None:
         page = context.new_page()
         page.goto(sign_in_link(server))
         page.wait_for_url(f"{server.url}/console", timeout=WAIT_MS)
+        # With the keyboard alone: a view by its tab, a change asked for and
+        # called off with Escape (nothing changes).
+        page.focus('#tabs a[data-view="admin"]')
+        page.keyboard.press("Enter")
+        expect(page.locator("#view-admin")).to_be_visible()
+        page.focus('#override-form button[type="submit"]')
+        page.keyboard.press("Enter")
+        expect(page.locator("#confirm")).to_be_visible()
+        page.keyboard.press("Escape")
+        expect(page.locator("#confirm")).to_be_hidden()
+        expect(page.locator("#status")).to_be_empty()
         page.click('#tabs a[data-view="tester"]')
         page.select_option('#tester-where select[name="door"]', "front")
         answer = page.locator("#tester-answer")
