@@ -19,12 +19,11 @@ sys.path.insert(0, str(PROJECT))
 from tests.browser_support import (  # noqa: E402 (the project root first)
     CHROMIUM,
     CHROMIUM_MISSING,
+    WAIT_MS,
     browser,
     console_server,
-    sign_in_link,
+    signed_in,
 )
-
-WAIT_MS = 20_000
 
 
 def main() -> int:
@@ -39,9 +38,7 @@ def main() -> int:
         server = console_server(Path(tmp))
         try:
             with browser(1280, 860) as context:
-                page = context.new_page()
-                page.goto(sign_in_link(server))
-                page.wait_for_url(f"{server.url}/console", timeout=WAIT_MS)
+                page = signed_in(context, server)
                 page.wait_for_selector('li.door[data-door="front"]', timeout=WAIT_MS)
 
                 def tester() -> None:

@@ -31,6 +31,8 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 ALWAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+# How long a page may take for anything (generous: a loaded 2-core machine).
+WAIT_MS = 20_000
 
 
 @contextmanager
@@ -78,3 +80,12 @@ def sign_in_link(server: Server, user: str = "alice") -> str:
                            "--url", server.url], capture_output=True, text=True, timeout=60)
     assert made.returncode == 0, made.stderr
     return made.stdout.strip()
+
+
+def signed_in(context: Any, server: Server) -> Any:
+    """A new page of ``context``, signed in to ``server``'s console as alice
+    through a fresh link, on the console page."""
+    page = context.new_page()
+    page.goto(sign_in_link(server))
+    page.wait_for_url(f"{server.url}/console", timeout=WAIT_MS)
+    return page

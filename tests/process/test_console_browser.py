@@ -20,9 +20,11 @@ import pytest
 from tests.browser_support import (
     CHROMIUM,
     CHROMIUM_MISSING,
+    WAIT_MS,
     browser,
     console_server,
     sign_in_link,
+    signed_in,
 )
 from tests.process.test_service_process import Server
 
@@ -31,8 +33,6 @@ pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason=CHROMIUM_MISSING),
 ]
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
-# Every wait names its bound; generous, for a loaded 2-core machine.
-WAIT_MS = 20_000
 
 
 @pytest.fixture
@@ -192,9 +192,7 @@ def test_a_session_cookie_of_another_service_is_refused(server: Server, tmp_path
 def test_administer_lockdown_enrolment_reload_and_the_phone_radios(server: Server) -> None:
     site_file = server.db.parent.parent / "site.yaml"
     with browser() as context:
-        page = context.new_page()
-        page.goto(sign_in_link(server))
-        page.wait_for_url(f"{server.url}/console", timeout=WAIT_MS)
+        page = signed_in(context, server)
         lobby = door_card(page, "lobby")
         expect(lobby.locator('[data-field="state"]')).to_have_text("Unlocked")
 
@@ -255,9 +253,7 @@ def test_administer_lockdown_enrolment_reload_and_the_phone_radios(server: Serve
 
 def test_a_lockout_in_plain_words_listed_and_cleared(server: Server) -> None:
     with browser() as context:
-        page = context.new_page()
-        page.goto(sign_in_link(server))
-        page.wait_for_url(f"{server.url}/console", timeout=WAIT_MS)
+        page = signed_in(context, server)
         # With the keyboard alone: a view by its tab, a change asked for and
         # called off with Escape (nothing changes).
         page.focus('#tabs a[data-view="admin"]')
@@ -317,9 +313,7 @@ def test_live_pages_back_through_the_audit_log(server: Server) -> None:
         status, decision = post(f"{server.url}/v1/doors/side/card", reader, {"number": "20002"})
         assert (status, decision["result"]) == (200, "granted")
     with browser() as context:
-        page = context.new_page()
-        page.goto(sign_in_link(server))  # its session_started record is the newest
-        page.wait_for_url(f"{server.url}/console", timeout=WAIT_MS)
+        page = signed_in(context, server)  # its session_started record is the newest
         page.click('#tabs a[data-view="live"]')
         rows = page.locator("#live-table tbody tr")
         expect(rows).to_have_count(50)
