@@ -102,6 +102,7 @@ async def test_three_sites_and_a_hub(nats_server: NatsServer, pg_url: str, tmp_p
             async def keep(msg: Any) -> None:
                 captured.append(msg.data)
             spy = await nc.subscribe(wire.remote_unlock_subject("hq"), cb=keep)
+            await nc.flush()  # the spy is registered at the server before the unlock is sent
             folder = folders["hq"]
             answer = await client.post("/v1/sites/hq/doors/front/remote-unlock", headers={
                 "Authorization": f"Bearer {_unlock_token(folder, 'hq')}"})
