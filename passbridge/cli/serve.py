@@ -147,8 +147,9 @@ def add_fleet_flags(serve: argparse.ArgumentParser) -> None:
                        help="the client certificate's private key (PEM)")
     serve.add_argument("--fleet-admin-key", metavar="[KID=]FILE", action="append", default=[],
                        help="a fleet admin public key (PEM) whose signed site documents and "
-                            "enrolments this site applies; kid = the file's stem unless "
-                            "given (repeatable)")
+                            "enrolments this site applies; kid = the file's name without "
+                            ".pem and .pub (fleet-admin.pub.pem: fleet-admin) unless given "
+                            "(repeatable)")
 
 
 def make_device_keys(services: Any, db: Path) -> None:

@@ -146,13 +146,22 @@ class FleetSettings:
         return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+def admin_kid(path: Path) -> str:
+    """The kid of an admin key file given without one: its name without
+    ``.pem`` and then ``.pub`` (``fleet-admin.pub.pem`` -> ``fleet-admin``, the
+    kid ``passbridge hub keys create`` signs with by default)."""
+    name = path.name.removesuffix(".pem")
+    return name.removesuffix(".pub") or name
+
+
 def load_admin_keys(specs: Sequence[str]) -> dict[str, AdminKey]:
-    """``--fleet-admin-key FILE`` (kid = the file's stem) or ``KID=FILE``, repeatable."""
+    """``--fleet-admin-key FILE`` (kid from the name: ``admin_kid``) or
+    ``KID=FILE``, repeatable."""
     keys: dict[str, AdminKey] = {}
     for spec in specs:
         kid, sep, name = spec.partition("=")
         path = Path(name if sep else spec)
-        kid = kid if sep else path.stem
+        kid = kid if sep else admin_kid(path)
         try:
             pem = path.read_bytes()
         except OSError as exc:
