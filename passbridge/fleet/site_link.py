@@ -275,6 +275,8 @@ class SiteLink:
         self._last_error = ""
         self._last_error_at = 0.0
         self._unlocks_in_flight = 0
+        self._unlocks: set[asyncio.Task[None]] = set()
+        self._unlock_sub: Any = None
         self._publish_problem: str | None = None
 
     # -- lifetime ---------------------------------------------------------------
@@ -291,10 +293,17 @@ class SiteLink:
         self._tasks = [asyncio.create_task(self._run(), name="fleet-link")]
 
     async def stop(self) -> None:
+        """Take no new remote unlocks, let those being decided answer (like
+        HTTP's drain), then stop the rest and store the cursor."""
         self._stopping = True  # closing the connection is no link transition to record
         with contextlib.suppress(ValueError):
             self.services.audit.on_durable.remove(self._on_durable)
-        await _cancel([*self._tasks, *self._spawned])
+        if self._unlock_sub is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._unlock_sub.unsubscribe(), CLOSE_TIMEOUT_S)
+        if self._unlocks:
+            await asyncio.wait(set(self._unlocks), timeout=CLOSE_TIMEOUT_S)
+        await _cancel([*self._tasks, *self._spawned, *self._unlocks])
         self._tasks = []
         await self._store_cursor(force=True)
         nc, self._nc = self._nc, None
@@ -379,8 +388,9 @@ class SiteLink:
         log.info("fleet: connected to %s", self.settings.redacted_url())
         self._set_state(True)
         nc = self._nc
-        await nc.subscribe(wire.remote_unlock_subject(self.site_id),
-                           queue=wire.SITE_QUEUE_GROUP, cb=self._remote_unlock_message)
+        self._unlock_sub = await nc.subscribe(wire.remote_unlock_subject(self.site_id),
+                                              queue=wire.SITE_QUEUE_GROUP,
+                                              cb=self._remote_unlock_message)
         work = [asyncio.create_task(self._publisher(nc), name="fleet-audit"),
                 asyncio.create_task(self._status(nc), name="fleet-status"),
                 asyncio.create_task(self._config(nc), name="fleet-config")]
@@ -543,7 +553,9 @@ class SiteLink:
                         "nothing was decided"}}).to_bytes())
             return
         self._unlocks_in_flight += 1
-        self._spawn(self._answer_remote_unlock(msg))
+        task = asyncio.create_task(self._answer_remote_unlock(msg))
+        self._unlocks.add(task)
+        task.add_done_callback(self._unlocks.discard)
 
     async def _answer_remote_unlock(self, msg: Any) -> None:
         try:

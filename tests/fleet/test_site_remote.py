@@ -150,3 +150,27 @@ async def test_remote_unlocks_in_flight_are_bounded(
         reply = await _via_nats(nats_server.url, "front", f"Bearer {token}")
         assert reply.status == 503 and reply.body["error"]["code"] == "busy"
         assert await _decisions(site) == []
+
+
+async def test_a_remote_unlock_being_decided_at_stop_still_gets_its_answer(
+        tmp_path: Path, nats_server: NatsServer) -> None:
+    import asyncio
+
+    async with fleet_site(tmp_path / "site.sqlite3", nats_server.url) as site:
+        await _responding(site, nats_server.url)
+        controller = site.services.controller
+        decide = controller.remote
+        entered = asyncio.Event()
+
+        async def slow_remote(*args: Any) -> Any:  # a slow audit commit, say
+            entered.set()
+            await asyncio.sleep(0.5)
+            return await decide(*args)
+        controller.remote = slow_remote  # type: ignore[method-assign]
+        token = remote_token(site.keys, site.clock, "front")
+        asked = asyncio.create_task(_via_nats(nats_server.url, "front", f"Bearer {token}"))
+        await asyncio.wait_for(entered.wait(), 10)
+        await site.link.stop()
+        reply = await asked
+        assert reply.status == 200 and reply.body["result"] == "granted"
+        assert len(await _decisions(site)) == 1
