@@ -145,10 +145,14 @@ def register(commands: Any) -> None:
         p.add_argument("--side", choices=("in", "out"), default="in")
         key_args(p)
 
-    card = sim_commands.add_parser("card", help="a badge read at a door")
+    card = sim_commands.add_parser(
+        "card", help="a badge read at a door (through its simulated OSDP reader under "
+                     "serve --simulate, else the wired reader's HTTP route)")
     card.add_argument("--number", required=True)
     device_args(card)
-    pin = sim_commands.add_parser("pin", help="an entry code on a door's keypad")
+    pin = sim_commands.add_parser(
+        "pin", help="an entry code on a door's keypad (its simulated OSDP keypad under "
+                    "serve --simulate, else the keypad's HTTP route)")
     pin.add_argument("--code", required=True)
     device_args(pin)
     remote = sim_commands.add_parser("remote", help="a remote unlock, signed as an app backend")
