@@ -14,13 +14,14 @@ import argparse
 import asyncio
 import os
 import signal
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
 
 from passbridge.cli.common import EXIT_USAGE
 from passbridge.cli.keys import write_key_pair
-from passbridge.cli.serve import EXIT_STARTUP, SHUTDOWN_SECONDS, run_event_loop
+from passbridge.cli.serve import EXIT_STARTUP, SHUTDOWN_SECONDS, run_event_loop, serve_tls
 from passbridge.core.tokens.keys import BadKey, load_public_key_pem
 from passbridge.core.tokens.trust import VerificationKey
 
@@ -72,13 +73,20 @@ def _hub(args: argparse.Namespace) -> int:
     except PublishError as exc:
         print(f"error: --admin-key {exc}", file=sys.stderr)
         return EXIT_USAGE
+    from passbridge.service.edge import TlsConfigError
+
+    try:
+        tls = serve_tls(args)
+    except TlsConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if not args.operator_key:
         print("warning: no --operator-key: every operator route will answer 401",
               file=sys.stderr)
-    return run_event_loop(_serve_hub(args, signer))
+    return run_event_loop(_serve_hub(args, signer, tls))
 
 
-async def _serve_hub(args: argparse.Namespace, signer: Any) -> int:
+async def _serve_hub(args: argparse.Namespace, signer: Any, tls: ssl.SSLContext | None) -> int:
     from aiohttp import web
 
     from passbridge.fleet.hub.app import Hub, HubConfig, create_hub_app
@@ -97,7 +105,7 @@ async def _serve_hub(args: argparse.Namespace, signer: Any) -> int:
         await runner.cleanup()
         print(f"error: the hub could not start: {_start_problem(exc, args)}", file=sys.stderr)
         return EXIT_STARTUP
-    site = EdgeSite(runner, args.host, args.port, limits=limits)
+    site = EdgeSite(runner, args.host, args.port, limits=limits, ssl_context=tls)
     try:
         await site.start()
     except OSError as exc:
@@ -110,7 +118,8 @@ async def _serve_hub(args: argparse.Namespace, signer: Any) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     bound = runner.addresses[0] if runner.addresses else (args.host, args.port)
-    print(f"passbridge: hub serving on http://{bound[0]}:{bound[1]} (NATS {args.nats})",
+    scheme = "https" if tls is not None else "http"
+    print(f"passbridge: hub serving on {scheme}://{bound[0]}:{bound[1]} (NATS {args.nats})",
           flush=True)
     await stop.wait()
     print("passbridge: hub stopping", flush=True)
@@ -191,6 +200,9 @@ def register(commands: Any) -> None:
     _connection_flags(hub)
     hub.add_argument("--host", default="127.0.0.1")
     hub.add_argument("--port", type=int, default=8090)
+    hub.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate "
+                     "(PEM chain); with --tls-key")
+    hub.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
     hub.add_argument("--operator-key", metavar="ID=FILE", type=_operator_key, action="append",
                      default=[], help="a fleet operator's public key (repeatable)")
     hub.add_argument("--unlock-timeout", type=float, default=5.0, metavar="SECONDS",

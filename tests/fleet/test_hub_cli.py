@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import urllib.request
@@ -19,6 +20,7 @@ from passbridge.fleet.hub.publish import AdminSigner
 from passbridge.sim.fleet_site import SimulatedSite
 from tests.fleet.hub_support import new_operator
 from tests.fleet.nats_fixture import NatsServer, free_port
+from tests.process.test_service_edge_process import make_certificate
 
 pytestmark = pytest.mark.slow
 
@@ -112,3 +114,29 @@ async def test_hub_process_serves_publishes_and_forwards_a_remote_unlock(
     assert hub.returncode == 0, out
     assert "Traceback" not in out
 
+
+
+async def test_the_hub_speaks_https_with_its_certificate(
+        nats_server: NatsServer, pg_url: str, tmp_path: Path) -> None:
+    cert, key = make_certificate(tmp_path)
+    port = free_port()
+    hub = subprocess.Popen(
+        [*PASSBRIDGE, "hub", "--nats", nats_server.url, "--pg-url", pg_url, "--port", str(port),
+         "--tls-cert", str(cert), "--tls-key", str(key)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert hub.stdout is not None
+        line = hub.stdout.readline()
+        assert f"hub serving on https://127.0.0.1:{port}" in line, line
+        trusted = ssl.create_default_context(cafile=str(cert))
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"https://127.0.0.1:{port}/healthz", ssl=trusted) as answer:
+                assert answer.status == 200
+            with pytest.raises(aiohttp.ClientConnectorCertificateError):
+                async with http.get(f"https://127.0.0.1:{port}/healthz"):
+                    pass
+    finally:
+        hub.send_signal(signal.SIGTERM)
+        hub.communicate(timeout=30)
+    half = _run("hub", "--nats", nats_server.url, "--pg-url", pg_url, "--tls-cert", str(cert))
+    assert half.returncode == 2 and "--tls-cert and --tls-key go together" in half.stderr
