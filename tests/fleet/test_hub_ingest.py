@@ -232,3 +232,16 @@ async def test_the_aggregated_audit_pages_and_filters_across_sites(
             assert (await answer.json())["error"]["code"] == "bad_query"
     finally:
         await nc.close()
+
+
+async def test_a_restarted_hub_applies_its_new_ack_wait_to_the_existing_consumer(
+        nats_server: NatsServer, pg_url: str) -> None:
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    try:
+        for ack_wait in (20.0, 3.0):
+            async with running_hub(nats_server.url, pg_url, ack_wait=ack_wait):
+                info = await js.consumer_info(wire.AUDIT_STREAM, wire.HUB_CONSUMER)
+                assert info.config.ack_wait == ack_wait
+    finally:
+        await nc.close()

@@ -160,10 +160,14 @@ class Ingest:
         from nats.js.api import AckPolicy, ConsumerConfig
 
         await ensure_audit_stream(js)
+        # Created, or updated if it exists (pull_subscribe alone would bind to
+        # an existing consumer and silently keep its old ack wait).
+        await js.add_consumer(wire.AUDIT_STREAM, ConsumerConfig(
+            durable_name=wire.HUB_CONSUMER, filter_subject=wire.AUDIT_SUBJECTS,
+            ack_policy=AckPolicy.EXPLICIT, ack_wait=self.ack_wait,
+            max_ack_pending=self.batch * 4))
         subscription = await js.pull_subscribe(
-            wire.AUDIT_SUBJECTS, durable=wire.HUB_CONSUMER, stream=wire.AUDIT_STREAM,
-            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=self.ack_wait,
-                                  max_ack_pending=self.batch * 4))
+            wire.AUDIT_SUBJECTS, durable=wire.HUB_CONSUMER, stream=wire.AUDIT_STREAM)
         self._tasks = [asyncio.create_task(self._consume(subscription), name="hub-ingest"),
                        asyncio.create_task(self._watch_gaps(), name="hub-gaps")]
 
