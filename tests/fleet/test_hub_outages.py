@@ -13,6 +13,7 @@ import asyncio
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -107,31 +108,35 @@ async def test_postgresql_crashed_and_restarted_while_sites_decide(
         await _assert_exactly_once(pg_url, sites)
 
 
-def _hub_process(nats_url: str, pg_url: str) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "passbridge", "hub", "--nats", nats_url, "--pg-url", pg_url,
-         "--port", str(free_port()), "--audit-ack-wait", "1", "--gap-grace", "30"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert process.stdout is not None
-    lines = []
-    while not lines or "hub serving on" not in lines[-1]:
-        line = process.stdout.readline()
-        if not line:  # exited
-            raise AssertionError("the hub did not start: " + "".join(lines))
-        lines.append(line)
+def _hub_process(nats_url: str, pg_url: str, log: Path) -> subprocess.Popen[bytes]:
+    """``passbridge hub`` with its output in ``log`` (never a pipe nobody reads:
+    a hub logging through an outage must not block on a full one)."""
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "passbridge", "hub", "--nats", nats_url, "--pg-url", pg_url,
+             "--port", str(free_port()), "--audit-ack-wait", "1", "--gap-grace", "30"],
+            stdout=out, stderr=subprocess.STDOUT)
+    started = log.stat().st_size
+    deadline = time.monotonic() + 60
+    while "hub serving on" not in log.read_bytes()[started:].decode(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("the hub did not start: " + log.read_text(errors="replace"))
+        time.sleep(0.05)
     return process
 
 
 async def test_hub_killed_and_restarted_while_sites_decide(
         nats_server: NatsServer, pg_url: str, tmp_path: Path) -> None:
-    hub = await asyncio.to_thread(_hub_process, nats_server.url, pg_url)
+    hub = await asyncio.to_thread(_hub_process, nats_server.url, pg_url, tmp_path / "hub.log")
     try:
         async with deciding_sites(nats_server.url) as sites:
             await asyncio.sleep(0.5)
             hub.send_signal(signal.SIGKILL)  # mid-batch, no cleanup
             hub.wait(timeout=10)
             await asyncio.sleep(0.5)
-            hub = await asyncio.to_thread(_hub_process, nats_server.url, pg_url)
+            hub = await asyncio.to_thread(_hub_process, nats_server.url, pg_url,
+                                          tmp_path / "hub.log")
         await _assert_exactly_once(pg_url, sites)
     finally:
         hub.send_signal(signal.SIGTERM)
