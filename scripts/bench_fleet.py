@@ -1,7 +1,7 @@
 """Fleet mode (issue 12 item 7): the hub's costs against same-run baselines.
 
 One run starts a nats-server with JetStream and an embedded PostgreSQL
-(tests/fleet fixtures), then measures:
+(passbridge/sim/local_engines.py), then measures:
 
 1. **Remote unlock through the hub vs directly to the site.** A real
    ``passbridge serve --fleet`` site (examples/site.yaml) and a real
@@ -50,8 +50,13 @@ from passbridge.fleet.hub.store import HubStore  # noqa: E402
 from passbridge.fleet.streams import ensure_audit_stream  # noqa: E402
 from passbridge.service import sim_client  # noqa: E402
 from passbridge.sim.fleet_site import SimulatedSite  # noqa: E402
-from tests.fleet.nats_fixture import NatsServer, free_port, nats_server_binary  # noqa: E402
-from tests.fleet.pg_fixture import LocalPostgres, create_database  # noqa: E402
+from passbridge.sim.local_engines import (  # noqa: E402
+    LocalPostgres,
+    NatsServer,
+    create_database,
+    free_port,
+    nats_server_binary,
+)
 
 SITE = PROJECT / "examples" / "site.yaml"
 BACKEND_KEY = PROJECT / "examples" / "keys" / "app-backend.key.pem"

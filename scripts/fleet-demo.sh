@@ -59,7 +59,7 @@ PIDS+=($!)
 wait_for "$WORK/nats.log" "Server is ready" "nats-server" "${PIDS[-1]}"
 echo "fleet-demo: NATS with JetStream at $NATS_URL"
 
-"$PY" -m tests.fleet.pg_fixture "$WORK/pg" >"$WORK/pg.out" 2>"$WORK/pg.log" &
+"$PY" -m passbridge.sim.local_engines postgres "$WORK/pg" >"$WORK/pg.out" 2>"$WORK/pg.log" &
 PIDS+=($!)
 wait_for "$WORK/pg.out" "postgresql://" "PostgreSQL" "${PIDS[-1]}"
 PG_URL=$(head -n 1 "$WORK/pg.out")

@@ -1,5 +1,5 @@
-"""Fleet fixtures: a real nats-server (nats_fixture.py) and a real PostgreSQL
-(pg_fixture.py; ``--pg-url`` / ``PASSBRIDGE_PG_URL`` for an existing one)."""
+"""Fleet fixtures: a real nats-server and a real PostgreSQL, run by
+``passbridge.sim.local_engines`` (``--pg-url`` / ``PASSBRIDGE_PG_URL`` for an existing one)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.fleet.nats_fixture import NatsServer, running_nats
-from tests.fleet.pg_fixture import LocalPostgres, PostgresUnavailable, create_database
+from passbridge.sim.local_engines import (
+    LocalPostgres,
+    NatsServer,
+    PostgresUnavailable,
+    create_database,
+)
+from tests.fleet.nats_fixture import running_nats
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ import yaml
 from passbridge.clock import ManualClock
 from passbridge.core.tokens import load_private_key_pem, public_key_to_pem
 from passbridge.fleet import wire
+from passbridge.sim.local_engines import NatsServer
 from tests.fleet.hub_support import new_operator, new_signer, running_hub, wait_for
-from tests.fleet.nats_fixture import NatsServer
 from tests.fleet.test_site_process import Site, _serve
 from tests.process.test_service_process import write_site
 from tests.service_support import backend_token

@@ -14,9 +14,8 @@ import aiohttp
 import asyncpg
 import pytest
 
+from passbridge.sim.local_engines import LocalPostgres, NatsServer, create_database
 from tests.fleet.hub_support import wait_for
-from tests.fleet.nats_fixture import NatsServer
-from tests.fleet.pg_fixture import LocalPostgres, create_database
 from tests.fleet.test_fleet_e2e import _site_folder, _site_records, _unlock_token
 from tests.fleet.test_hub_outages import _hub_process
 from tests.fleet.test_site_process import Site, _serve

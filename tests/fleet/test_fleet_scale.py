@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from passbridge.sim.local_engines import NatsServer
 from tests.fleet.hub_support import new_operator, running_hub, wait_for
-from tests.fleet.nats_fixture import NatsServer
 
 pytestmark = pytest.mark.slow
 

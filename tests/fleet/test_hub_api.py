@@ -15,8 +15,8 @@ from passbridge.fleet import wire
 from passbridge.fleet.hub.publish import AdminSigner
 from passbridge.p256 import public_key_bytes
 from passbridge.sim.fleet_site import SimulatedSite
+from passbridge.sim.local_engines import NatsServer
 from tests.fleet.hub_support import new_operator, new_signer, running_hub, wait_for
-from tests.fleet.nats_fixture import NatsServer
 
 pytestmark = pytest.mark.slow
 

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import serialization
 from passbridge.fleet import wire
 from passbridge.fleet.hub.publish import AdminSigner
 from passbridge.sim.fleet_site import SimulatedSite
+from passbridge.sim.local_engines import NatsServer, free_port
 from tests.fleet.hub_support import new_operator
-from tests.fleet.nats_fixture import NatsServer, free_port
 from tests.process.test_service_edge_process import make_certificate
 
 pytestmark = pytest.mark.slow

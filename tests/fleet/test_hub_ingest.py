@@ -16,8 +16,8 @@ import pytest
 from passbridge.fleet import wire
 from passbridge.fleet.hub.ingest import parse_batch
 from passbridge.sim.fleet_site import SimulatedSite
+from passbridge.sim.local_engines import NatsServer
 from tests.fleet.hub_support import new_operator, running_hub, wait_for
-from tests.fleet.nats_fixture import NatsServer
 
 pytestmark = pytest.mark.slow
 

@@ -23,9 +23,8 @@ import nats
 import pytest
 
 from passbridge.sim.fleet_site import SimulatedSite
+from passbridge.sim.local_engines import LocalPostgres, NatsServer, create_database, free_port
 from tests.fleet.hub_support import new_operator, running_hub, wait_for
-from tests.fleet.nats_fixture import NatsServer, free_port
-from tests.fleet.pg_fixture import LocalPostgres, create_database
 
 pytestmark = pytest.mark.slow
 

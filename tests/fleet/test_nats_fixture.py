@@ -5,7 +5,7 @@ from __future__ import annotations
 import nats
 import pytest
 
-from tests.fleet.nats_fixture import NatsServer
+from passbridge.sim.local_engines import NatsServer
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from passbridge.adapters.audit_chain import GENESIS, chain_hash
 from passbridge.fleet import site_link
 from passbridge.service.app import create_app
-from tests.fleet.nats_fixture import NatsServer
+from passbridge.sim.local_engines import NatsServer
 from tests.fleet.support import FleetSite, eventually, exactly_once, fleet_site, stream_messages
 from tests.service_support import metric_sample
 
@@ -148,7 +148,7 @@ async def test_site_restart_resumes_from_the_stored_cursor(
 
 
 async def test_an_unreachable_nats_at_start_blocks_nothing(tmp_path: Path) -> None:
-    from tests.fleet.nats_fixture import free_port
+    from passbridge.sim.local_engines import free_port
 
     url = f"nats://127.0.0.1:{free_port()}"
     async with fleet_site(tmp_path / "site.sqlite3", url) as site:

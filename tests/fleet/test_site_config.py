@@ -19,7 +19,7 @@ from passbridge.core.tokens import p256_point, public_key_to_pem
 from passbridge.fleet import wire
 from passbridge.protocol.ble_advert import format_adv_id
 from passbridge.service.app import create_app
-from tests.fleet.nats_fixture import NatsServer
+from passbridge.sim.local_engines import NatsServer
 from tests.fleet.support import FleetSite, eventually, fleet_site
 from tests.service_support import _p256, nearby_token, phone_adv, site_document
 

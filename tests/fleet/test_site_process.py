@@ -19,7 +19,7 @@ import pytest
 
 from passbridge.clock import ManualClock
 from passbridge.core.tokens import load_private_key_pem
-from tests.fleet.nats_fixture import NatsServer
+from passbridge.sim.local_engines import NatsServer
 from tests.fleet.support import eventually, exactly_once, stream_messages
 from tests.process.test_service_process import PASSBRIDGE, READY, write_site
 from tests.service_support import backend_token

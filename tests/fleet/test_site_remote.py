@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from passbridge.fleet import wire
 from passbridge.fleet.wire import RemoteUnlockReply, RemoteUnlockRequest, StatusMessage
 from passbridge.service.app import create_app
-from tests.fleet.nats_fixture import NatsServer
+from passbridge.sim.local_engines import NatsServer
 from tests.fleet.support import FleetSite, eventually, fleet_site
 from tests.service_support import _p256, remote_token
 
