@@ -8,7 +8,12 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install --quiet -e ".[test]"
+# pip's and setuptools' chatter goes to a log, shown only if the install fails,
+# so that serve.sh's first lines are the service's own.
+if ! .venv/bin/python -m pip install --quiet -e ".[test]" >.venv/setup.log 2>&1; then
+  cat .venv/setup.log >&2
+  exit 1
+fi
 # The console's browser tests drive Debian's chromium (Playwright cannot download
 # browsers here). Installed only when running as root (CI does); elsewhere the
 # browser tests skip with a message saying so.
