@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.service_support import Client, Rig
 
 TESTS = Path(__file__).resolve().parent
 PROJECT = TESTS.parent
@@ -22,6 +27,17 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture
 def shared_dir() -> Path:
     return shared_path()
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[tuple[Rig, Client]]:
+    """The service tests' rig (tests/service_support.py) served by a real aiohttp
+    server, with a client to it. Imported here, not at the top, so that a run of
+    the pure core tests loads no service code."""
+    from tests.service_support import served_rig
+
+    async with served_rig() as pair:
+        yield pair
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

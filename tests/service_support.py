@@ -4,12 +4,16 @@ tokens signed the way the real callers sign them."""
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import jwt
 import yaml
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -25,6 +29,7 @@ from passbridge.core.tokens import (
     public_key_to_pem,
 )
 from passbridge.protocol.ble_advert import derive_proximity_key, rotating_id, slot_at
+from passbridge.service.app import create_app
 from passbridge.service.runtime import Services, memory_services
 from passbridge.sim.phone import SimulatedPhone
 from passbridge.site_file import parse_site
@@ -34,6 +39,8 @@ BACKEND = "app-backend"
 BRIDGE = "bridge-1"
 # A Monday, 10:00 in Los Angeles.
 MONDAY_10 = datetime(2026, 11, 30, 18, 0, tzinfo=UTC)
+
+Client = TestClient[web.Request, web.Application]
 
 
 def site_document(backend_pem: str, bridge_pem: str) -> dict[str, Any]:
@@ -150,6 +157,15 @@ def make_rig(start: datetime = MONDAY_10) -> Rig:
                                keystore=keystore)
     services.device_keys.ensure(services.site)  # as serve does on start
     return Rig(keys, clock, keystore, services)
+
+
+@asynccontextmanager
+async def served_rig(start: datetime = MONDAY_10) -> AsyncIterator[tuple[Rig, Client]]:
+    """A fresh rig whose app runs on a real aiohttp server, with a client to it
+    (the ``rig`` fixture of tests/conftest.py; for a test that needs two)."""
+    rig = make_rig(start)
+    async with TestClient(TestServer(create_app(rig.services))) as client:
+        yield rig, client
 
 
 def wall_clock_rig() -> Rig:

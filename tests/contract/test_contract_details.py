@@ -5,15 +5,12 @@ minutes."""
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
 from passbridge.adapters.keystore import MemoryKeyStore
 from passbridge.cli import main
@@ -28,7 +25,6 @@ from passbridge.core.tokens import (
 )
 from passbridge.errors import ConfigError
 from passbridge.ids import file_for_id, id_problem
-from passbridge.service.app import create_app
 from passbridge.sim.air import phone_key_path
 from passbridge.site_file import parse_site
 from passbridge.site_file.document import load_document
@@ -36,22 +32,13 @@ from tests.engine_helpers import Harness
 from tests.service_support import (
     BACKEND,
     PIN_KEY,
+    Client,
     Rig,
     _p256,
     admin_token,
     error_of,
-    make_rig,
     remote_token,
 )
-
-Client = TestClient[web.Request, web.Application]
-
-
-@pytest.fixture
-async def rig() -> AsyncIterator[tuple[Rig, Client]]:
-    r = make_rig()
-    async with TestClient(TestServer(create_app(r.services))) as client:
-        yield r, client
 
 
 def _no_kid_token(r: Rig, key: Any, **claims: Any) -> str:

@@ -8,12 +8,10 @@ audited ``token_invalid`` decision; the in-process bridge keeps every path.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from passbridge.clock import ManualClock
@@ -32,6 +30,7 @@ from passbridge.site_file import parse_site
 from tests.service_support import (
     BRIDGE,
     PIN_KEY,
+    Client,
     Keys,
     Rig,
     bridge_minter,
@@ -40,7 +39,6 @@ from tests.service_support import (
     site_document,
 )
 
-Client = TestClient[web.Request, web.Application]
 NOW = datetime(2026, 11, 30, 18, 0, tzinfo=UTC)
 
 
@@ -134,12 +132,6 @@ def test_listed_factors_and_doors_bound_the_bridge() -> None:
 
 
 # --- through the service ----------------------------------------------------
-
-@pytest.fixture
-async def rig() -> AsyncIterator[tuple[Rig, Client]]:
-    r = make_rig()
-    async with TestClient(TestServer(create_app(r.services))) as client:
-        yield r, client
 
 
 async def test_bridge_key_minting_an_admin_remote_in_lockdown_is_an_audited_refusal(

@@ -16,6 +16,7 @@ from passbridge.sim.local_engines import (
     create_database,
 )
 from tests.fleet.nats_fixture import running_nats
+from tests.fleet.support import Site
 
 
 @pytest.fixture
@@ -71,3 +72,14 @@ def own_postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Loc
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def sites() -> Iterator[list[Site]]:
+    """The ``serve`` processes a test started (``support.serve_site``): killed after it."""
+    started: list[Site] = []
+    yield started
+    for site in started:
+        if site.process.poll() is None:
+            site.process.kill()
+            site.process.wait(20)

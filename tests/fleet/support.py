@@ -1,9 +1,11 @@
 """A site with a real SQLite audit log and a fleet link, for the fleet tests;
-and reading what reached the audit stream, as a hub would."""
+reading what reached the audit stream, as a hub would; and a real
+``passbridge serve`` process (``serve_site``) for the process-level tests."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -24,6 +26,7 @@ from passbridge.fleet.site_link import FleetSettings, SiteLink
 from passbridge.fleet.wire import AdminKey, AuditMessage
 from passbridge.service.runtime import Services, assemble
 from passbridge.service.storage import SqliteEventStore
+from tests.process.test_service_process import PASSBRIDGE, READY, write_site
 from tests.service_support import MONDAY_10, Keys, _p256, make_site
 
 ADMIN_KID = "fleet-admin-1"
@@ -131,3 +134,35 @@ def exactly_once(messages: list[AuditMessage], db_seqs: list[int], site: str = "
     pairs = [(m.site, m.seq) for m in messages]
     assert len(pairs) == len(set(pairs)), "a record reached the stream twice"
     assert set(pairs) == {(site, s) for s in db_seqs}
+
+
+# --- a real `passbridge serve` process ----------------------------------------------
+
+@dataclass
+class Site:
+    """A running ``passbridge serve`` process, its URL and its log file."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+
+def serve_site(tmp: Path, db: Path, *flags: str) -> Site:
+    """A real ``passbridge serve`` process (the process tests' site file unless ``tmp``
+    has one), with its output in a file (a long run must never block on a full pipe)."""
+    site = tmp / "site.yaml" if (tmp / "site.yaml").exists() else write_site(tmp)
+    log = tmp / f"serve-{time.monotonic_ns()}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*PASSBRIDGE, "serve", "--site", str(site), "--db", str(db), "--port", "0",
+             *flags], stdout=out, stderr=subprocess.STDOUT, cwd=tmp)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = READY.search(log.read_text(errors="replace"))
+        if found:
+            return Site(process, f"http://{found.group(1)}:{found.group(2)}", log)
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError("serve did not start:\n" + log.read_text(errors="replace"))

@@ -8,7 +8,6 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,26 +22,13 @@ from passbridge.core.tokens import load_private_key_pem, public_key_to_pem
 from passbridge.fleet import wire
 from passbridge.sim.local_engines import NatsServer
 from tests.fleet.hub_support import new_operator, new_signer, running_hub, wait_for
-from tests.fleet.test_site_process import Site, _serve
+from tests.fleet.support import Site, serve_site
 from tests.process.test_service_process import write_site
 from tests.service_support import backend_token
 
 pytestmark = pytest.mark.slow
 
 SITE_IDS = ("hq", "north.wing", "süd~2")
-
-
-@pytest.fixture
-def sites() -> Iterator[list[Site]]:
-    started: list[Site] = []
-    yield started
-    for site in started:
-        if site.process.poll() is None:
-            site.process.terminate()
-            try:
-                site.process.wait(20)
-            except Exception:  # noqa: BLE001
-                site.process.kill()
 
 
 def _site_folder(tmp: Path, site_id: str) -> Path:
@@ -75,8 +61,8 @@ async def test_three_sites_and_a_hub(nats_server: NatsServer, pg_url: str, tmp_p
     admin_pem.write_text(public_key_to_pem(signer.key))
     folders = {site_id: _site_folder(tmp_path, site_id) for site_id in SITE_IDS}
     for folder in folders.values():
-        sites.append(_serve(folder, folder / "pb.sqlite3", "--fleet", nats_server.url,
-                            "--fleet-admin-key", f"adm={admin_pem}"))
+        sites.append(serve_site(folder, folder / "pb.sqlite3", "--fleet", nats_server.url,
+                                "--fleet-admin-key", f"adm={admin_pem}"))
     nc = await nats.connect(nats_server.url)
     try:
         async with running_hub(nats_server.url, pg_url, operator=operator,

@@ -16,9 +16,9 @@ import pytest
 
 from passbridge.sim.local_engines import LocalPostgres, NatsServer, create_database
 from tests.fleet.hub_support import wait_for
+from tests.fleet.support import Site, serve_site
 from tests.fleet.test_fleet_e2e import _site_folder, _site_records, _unlock_token
 from tests.fleet.test_hub_outages import _hub_process
-from tests.fleet.test_site_process import Site, _serve
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ async def test_sites_decide_through_nats_hub_and_postgresql_outages(
         nats_server: NatsServer, own_postgres: LocalPostgres, tmp_path: Path) -> None:
     pg_url = await create_database(own_postgres.url)
     folders = {site_id: _site_folder(tmp_path, site_id) for site_id in SITE_IDS}
-    sites = {site_id: _serve(folder, folder / "pb.sqlite3", "--fleet", nats_server.url)
+    sites = {site_id: serve_site(folder, folder / "pb.sqlite3", "--fleet", nats_server.url)
              for site_id, folder in folders.items()}
     hub = await asyncio.to_thread(_hub_process, nats_server.url, pg_url, tmp_path / "hub.log")
     stop = asyncio.Event()

@@ -9,8 +9,6 @@ import signal
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,49 +18,11 @@ import pytest
 from passbridge.clock import ManualClock
 from passbridge.core.tokens import load_private_key_pem
 from passbridge.sim.local_engines import NatsServer
-from tests.fleet.support import eventually, exactly_once, stream_messages
-from tests.process.test_service_process import PASSBRIDGE, READY, write_site
+from tests.fleet.support import Site, eventually, exactly_once, serve_site, stream_messages
+from tests.process.test_service_process import PASSBRIDGE, write_site
 from tests.service_support import backend_token
 
 pytestmark = pytest.mark.slow
-
-
-
-@dataclass
-class Site:
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-
-def _serve(tmp: Path, db: Path, *flags: str) -> Site:
-    """``serve`` with its output in a file (a long run must never block on a full pipe)."""
-    site = tmp / "site.yaml" if (tmp / "site.yaml").exists() else write_site(tmp)
-    log = tmp / f"serve-{time.monotonic_ns()}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [*PASSBRIDGE, "serve", "--site", str(site), "--db", str(db), "--port", "0",
-             *flags], stdout=out, stderr=subprocess.STDOUT, cwd=tmp)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        found = READY.search(log.read_text(errors="replace"))
-        if found:
-            return Site(process, f"http://{found.group(1)}:{found.group(2)}", log)
-        if process.poll() is not None:
-            break
-        time.sleep(0.05)
-    process.kill()
-    raise AssertionError("serve did not start:\n" + log.read_text(errors="replace"))
-
-
-@pytest.fixture
-def sites() -> Iterator[list[Site]]:
-    started: list[Site] = []
-    yield started
-    for site in started:
-        if site.process.poll() is None:
-            site.process.kill()
-            site.process.wait(20)
 
 
 def _db_seqs(db: Path) -> list[int]:
@@ -103,7 +63,7 @@ class Backend:
 async def test_kill_9_mid_publish_restart_and_nats_outage_lose_and_double_nothing(
         tmp_path: Path, nats_server: NatsServer, sites: list[Site]) -> None:
     db = tmp_path / "data" / "pb.sqlite3"
-    sites.append(_serve(tmp_path, db, "--fleet", nats_server.url))
+    sites.append(serve_site(tmp_path, db, "--fleet", nats_server.url))
     backend = Backend(tmp_path)
     assert await backend.unlocks(sites[-1].url, 40) == 40
 
@@ -120,7 +80,7 @@ async def test_kill_9_mid_publish_restart_and_nats_outage_lose_and_double_nothin
     sites[-1].process.wait(20)
 
     # Restarted on the same database: the backlog goes out, new ones follow.
-    sites.append(_serve(tmp_path, db, "--fleet", nats_server.url))
+    sites.append(serve_site(tmp_path, db, "--fleet", nats_server.url))
     assert await backend.unlocks(sites[-1].url, 20) == 20
 
     async def all_in_stream() -> bool:

@@ -11,11 +11,8 @@ import signal
 import sqlite3
 import subprocess
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.process.test_service_process import (
     PASSBRIDGE,
@@ -26,15 +23,6 @@ from tests.process.test_service_process import (
     write_site,
 )
 from tests.service_support import metric_sample
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    srv = start_server(tmp_path, extra=("--simulate",))
-    yield srv
-    if srv.process.poll() is None:
-        srv.process.kill()
-        srv.process.communicate()
 
 
 def device_events(db: Path) -> list[dict[str, Any]]:

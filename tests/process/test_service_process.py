@@ -14,12 +14,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-import pytest
 import yaml
 
 from passbridge.core.tokens import private_key_to_pem, public_key_to_pem
@@ -106,15 +104,6 @@ def start_server(tmp: Path, db: Path | None = None, extra: tuple[str, ...] = ())
             return Server(process, url, db, tmp / "backend.key.pem", "".join(lines))
     process.kill()
     raise AssertionError("server did not start:\n" + "".join(lines))
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    srv = start_server(tmp_path, extra=("--simulate",))
-    yield srv
-    if srv.process.poll() is None:
-        srv.process.kill()
-        srv.process.communicate()
 
 
 def sim(server: Server, *args: str) -> subprocess.CompletedProcess[str]:

@@ -6,19 +6,16 @@ token. None may succeed; a route added later is swept in by the document."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from passbridge.service.app import create_app
 from passbridge.service.openapi import document
 from passbridge.service.sessions import COOKIE
-from tests.service_support import Rig, admin_token, backend_token, make_rig, sign_in
+from tests.service_support import Client, Rig, admin_token, backend_token, make_rig, sign_in
 
-Client = TestClient[web.Request, web.Application]
 PATH_VALUES = {"door": "front", "user": "bob", "phone": "bob-phone"}
 ADMIN_SECURITY = [{"backendJwt": []}, {"consoleSession": []}]
 
@@ -42,12 +39,6 @@ def test_the_sweep_sees_the_admin_routes() -> None:
                      ("DELETE", "/v1/doors/front/lockouts/bob"), ("PUT", "/v1/site")):
         assert expected in OPERATIONS
 
-
-@pytest.fixture
-async def rig() -> AsyncIterator[tuple[Rig, Client]]:
-    r = make_rig()
-    async with TestClient(TestServer(create_app(r.services))) as client:
-        yield r, client
 
 
 async def send(client: Client, method: str, path: str, **kwargs: Any) -> tuple[int, str]:

@@ -30,24 +30,17 @@ from passbridge.service.runtime import memory_services
 from passbridge.sim.air import SimulatedAir
 from tests.service_support import (
     MONDAY_10,
+    Client,
     Keys,
     Rig,
     admin_token,
     error_of,
-    make_rig,
     make_site,
     sign_in,
 )
 
-Client = TestClient[web.Request, web.Application]
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 
-
-@pytest.fixture
-async def rig() -> AsyncIterator[tuple[Rig, Client]]:
-    r = make_rig()
-    async with TestClient(TestServer(create_app(r.services))) as client:
-        yield r, client
 
 
 @pytest.fixture

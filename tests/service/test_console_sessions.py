@@ -7,13 +7,11 @@ import asyncio
 import hashlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from passbridge.adapters.keystore import SqliteKeyStore
@@ -23,6 +21,7 @@ from passbridge.service.app import create_app
 from passbridge.service.one_time import SIGN_IN, mint_sign_in_link
 from passbridge.service.sessions import COOKIE, SESSIONS
 from tests.service_support import (
+    Client,
     Rig,
     admin_token,
     error_of,
@@ -32,15 +31,6 @@ from tests.service_support import (
     sign_in,
     site_document,
 )
-
-Client = TestClient[web.Request, web.Application]
-
-
-@pytest.fixture
-async def rig() -> AsyncIterator[tuple[Rig, Client]]:
-    r = make_rig()
-    async with TestClient(TestServer(create_app(r.services))) as client:
-        yield r, client
 
 
 def auth(token: str) -> dict[str, str]:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from passbridge.adapters.keystore import DeviceKind, MemoryKeyStore, SqliteKeyStore
@@ -25,9 +24,7 @@ from passbridge.service.device_keys import DeviceKeys, device_slots
 from passbridge.service.runtime import memory_services
 from passbridge.sim.air import SimulatedAir
 from passbridge.site_file import parse_site
-from tests.service_support import MONDAY_10, Keys, make_site
-
-Client = TestClient[web.Request, web.Application]
+from tests.service_support import MONDAY_10, Client, Keys, make_site
 
 # garage: reader + keypad; lab: In/Out with a keypad (on the entry side); lobby: reader only.
 SITE = {

@@ -2,24 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
-
-from passbridge.service.app import create_app
-from tests.service_support import Rig, admin_token, error_of, make_rig, sign_in
-
-Client = TestClient[web.Request, web.Application]
-
-
-@pytest.fixture
-async def rig() -> AsyncIterator[tuple[Rig, Client]]:
-    r = make_rig()
-    async with TestClient(TestServer(create_app(r.services))) as client:
-        yield r, client
+from tests.service_support import Client, Rig, admin_token, error_of, sign_in
 
 
 def auth(r: Rig, user: str = "alice") -> dict[str, str]:

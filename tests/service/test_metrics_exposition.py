@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
@@ -28,14 +27,20 @@ from passbridge.service.metrics import OTHER
 from passbridge.service.openapi import document
 from passbridge.sim.nfc_card import SimulatedCard
 from tests.bridge.test_nfc_door_status_paths import SITE as NFC_SITE
-from tests.service_support import Rig, make_rig, metric_sample, remote_token, services_with_phones
+from tests.service_support import (
+    Client,
+    Rig,
+    make_rig,
+    metric_sample,
+    remote_token,
+    services_with_phones,
+)
 
 OPENMETRICS = "application/openmetrics-text"
 # What Prometheus itself sends when it prefers OpenMetrics.
 PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,"
                      "application/openmetrics-text;version=0.0.1;q=0.75,"
                      "text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
-Client = TestClient[web.Request, web.Application]
 
 
 def _server(rig: Rig) -> TestServer:

@@ -14,7 +14,6 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from passbridge.adapters.keystore import MemoryKeyStore
@@ -25,7 +24,7 @@ from passbridge.service.one_time import ENROL
 from passbridge.service.runtime import Services
 from passbridge.sim.phone import SimulatedPhone
 from passbridge.sim.radios import SimulatedRadios
-from tests.service_support import error_of, metric_sample, services_with_phones, sign_in
+from tests.service_support import Client, error_of, metric_sample, services_with_phones, sign_in
 
 SITE = """
 site: {id: hq, timezone: America/Los_Angeles}
@@ -40,7 +39,6 @@ users:
 """
 CODE_SHAPE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{4}(-[0-9A-HJKMNP-TV-Z]{4}){3}$")
 
-Client = TestClient[web.Request, web.Application]
 
 
 @dataclass

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
 from passbridge.core.model import Factor, Side
 from passbridge.core.tokens import p256_point
 from passbridge.protocol.ble_advert import format_adv_id
-from passbridge.service.app import create_app
 from passbridge.service.openapi import document
 from tests.service_support import (
+    Client,
     Rig,
     admin_token,
     bridge_minter,
@@ -27,16 +24,6 @@ from tests.service_support import (
     phone_adv,
     remote_token,
 )
-
-
-@pytest.fixture
-async def rig() -> AsyncIterator[tuple[Rig, TestClient[web.Request, web.Application]]]:
-    r = make_rig()
-    async with TestClient(TestServer(create_app(r.services))) as client:
-        yield r, client
-
-
-Client = TestClient[web.Request, web.Application]
 
 
 def auth(token: str) -> dict[str, str]:

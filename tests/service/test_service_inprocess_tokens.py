@@ -11,27 +11,14 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 from jwt.algorithms import ECAlgorithm
 
 from passbridge.core.model import Factor, Side
 from passbridge.core.tokens import FactorTokenMinter
-from passbridge.service.app import create_app
-from tests.service_support import Rig, make_rig, remote_token
-
-Client = TestClient[web.Request, web.Application]
-
-
-@pytest.fixture
-async def rig() -> AsyncIterator[tuple[Rig, Client]]:
-    r = make_rig()
-    async with TestClient(TestServer(create_app(r.services))) as client:
-        yield r, client
+from tests.service_support import Client, Rig, remote_token
 
 
 @pytest.fixture

@@ -12,19 +12,14 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import jwt
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
 from passbridge.core.tokens import FACTOR_TOKEN_TYP, new_jti, public_key_to_pem
-from passbridge.service.app import create_app
-from tests.service_support import BACKEND, BRIDGE, Rig, _p256, make_rig
-
-Client = TestClient[web.Request, web.Application]
+from tests.service_support import BACKEND, BRIDGE, Client, Rig, _p256
 
 
 def _b64(data: bytes) -> str:
@@ -84,12 +79,6 @@ ATTACKS: dict[str, tuple[Callable[[Rig, dict[str, Any], dict[str, Any], Any], st
 UNVERIFIED = frozenset({"bad_signature", "other_key", "alg_none", "hs256_public_pem",
                         "unknown_kid", "oversized", "garbage", "not_jws"})
 
-
-@pytest.fixture
-async def rig() -> AsyncIterator[tuple[Rig, Client]]:
-    r = make_rig()
-    async with TestClient(TestServer(create_app(r.services))) as client:
-        yield r, client
 
 
 def _remote_parts(r: Rig) -> tuple[dict[str, Any], dict[str, Any], Any]:

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 import yaml
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from passbridge.adapters.keystore import DeviceKind
@@ -30,14 +29,13 @@ from passbridge.service.runtime import Services, build_services
 from passbridge.service.site_reload import reload_site
 from tests.service_support import (
     MONDAY_10,
+    Client,
     Keys,
     admin_token,
     error_of,
     metric_sample,
     site_document,
 )
-
-Client = TestClient[web.Request, web.Application]
 
 
 @dataclass
