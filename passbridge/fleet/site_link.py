@@ -354,6 +354,9 @@ class SiteLink:
         options: dict[str, Any] = {
             "servers": [self.settings.url],
             "name": f"passbridge-site {self.site_id}",
+            # Replies on the site's own inboxes only (NATS permissions can then
+            # keep other sites from reading them: nats_permissions).
+            "inbox_prefix": wire.site_inbox_prefix(self.site_id),
             "allow_reconnect": True,
             "max_reconnect_attempts": -1,
             "reconnect_time_wait": RECONNECT_WAIT_S,

@@ -121,6 +121,13 @@ def site_from_subject(subject: str) -> str:
     raise WireError(f"subject {subject!r} names no site")
 
 
+def site_inbox_prefix(site_id: str) -> str:
+    """The site link's reply-inbox prefix (nats ``inbox_prefix``): per site, so
+    that NATS permissions can let a site receive replies on its own inboxes
+    only (with ``_INBOX.>`` it could read others' replies and KV deliveries)."""
+    return f"_INBOX_{site_token(site_id)}"
+
+
 def kv_bucket(site_id: str) -> str:
     """The site's KV bucket of signed statements."""
     return f"passbridge-site-{site_token(site_id)}"
