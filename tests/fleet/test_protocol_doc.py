@@ -59,3 +59,23 @@ def test_the_signed_examples_verify_with_the_example_admin_key() -> None:
                                      applied_seq=0).ok
     assert not wire.verify_statement(examples["revoke-statement"], keys, "hq",
                                      applied_seq=9).ok
+
+
+def test_the_permission_table_is_what_nats_config_prints() -> None:
+    """The doc's site permissions are nats_permissions' own (with ``<site>`` for hq)."""
+    from passbridge.fleet.nats_permissions import site_permissions
+
+    text = DOC.read_text()
+    table = text[text.index("| may | subjects |"):]
+    table = table[:table.index("\n\n")]
+    rows: dict[str, list[str]] = {}
+    for line in table.splitlines()[2:]:
+        may, subjects = (cell.strip() for cell in line.strip("|").split("|"))
+        names = [n.replace("<site>", wire.site_token("hq"))
+                 for n in re.findall(r"`([^`]+)`", subjects)]
+        rows[may] = [n.replace("...CREATE.", "$JS.API.CONSUMER.CREATE.") for n in names]
+    permissions = site_permissions("hq")
+    assert sorted(rows["publish"] + rows["publish (JetStream API)"]) == sorted(
+        permissions.publish)
+    assert sorted(rows["subscribe"]) == sorted(permissions.subscribe)
+    assert permissions.allow_responses and "allow_responses" in rows["answer"]
