@@ -54,10 +54,30 @@ wait_for() {
 
 NATS_PORT=$(free_port)
 NATS_URL="nats://127.0.0.1:$NATS_PORT"
-.venv/bin/nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$WORK/nats" >"$WORK/nats.log" 2>&1 &
+# Each site its own NATS user, locked to its own subjects (README "Locking
+# each site to its own subjects"); random passwords reach nats-server as
+# the environment variables the generated block names.
+"$PB" hub nats-config --site hq --site annex >"$WORK/nats.conf"
+"$PY" - "$WORK" hq annex <<'EOF'
+import secrets, sys
+from passbridge.fleet.nats_permissions import HUB_USER, password_variable, site_user
+work, site_ids = sys.argv[1], sys.argv[2:]
+with open(f"{work}/nats.env", "w") as env, open(f"{work}/nats.users", "w") as users:
+    for name, user in [("hub", HUB_USER), *((s, site_user(s)) for s in site_ids)]:
+        password = "p" + secrets.token_hex(16)
+        env.write(f"export {password_variable(user)}={password}\n")
+        users.write(f"{name} {user}:{password}\n")
+EOF
+# nats_url NAME: the NATS URL with NAME's user and password (hub, hq, annex).
+nats_url() {
+  echo "nats://$(awk -v n="$1" '$1 == n {print $2}' "$WORK/nats.users")@127.0.0.1:$NATS_PORT"
+}
+( . "$WORK/nats.env"
+  exec .venv/bin/nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$WORK/nats" \
+    -c "$WORK/nats.conf" ) >"$WORK/nats.log" 2>&1 &
 PIDS+=($!)
 wait_for "$WORK/nats.log" "Server is ready" "nats-server" "${PIDS[-1]}"
-echo "fleet-demo: NATS with JetStream at $NATS_URL"
+echo "fleet-demo: NATS with JetStream at $NATS_URL, each site its own user ($WORK/nats.conf)"
 
 "$PY" -m passbridge.sim.local_engines postgres "$WORK/pg" >"$WORK/pg.out" 2>"$WORK/pg.log" &
 PIDS+=($!)
@@ -68,7 +88,7 @@ echo "fleet-demo: PostgreSQL at $PG_URL"
 "$PB" hub keys create --out "$WORK/keys" --id fleet-admin >/dev/null
 HUB_PORT=$(free_port)
 HUB_URL="http://127.0.0.1:$HUB_PORT"
-"$PB" hub --nats "$NATS_URL" --pg-url "$PG_URL" --port "$HUB_PORT" \
+"$PB" hub --nats "$(nats_url hub)" --pg-url "$PG_URL" --port "$HUB_PORT" \
   --admin-key "$WORK/keys/fleet-admin.key.pem" >"$WORK/hub.log" 2>&1 &
 PIDS+=($!)
 wait_for "$WORK/hub.log" "hub serving on" "the hub" "${PIDS[-1]}"
@@ -80,7 +100,7 @@ for site in hq:examples/site.yaml annex:examples/site-annex.yaml; do
   port=$(free_port)
   mkdir -p "$WORK/$id"
   "$PB" serve --simulate --site "$file" --db "$WORK/$id/passbridge.sqlite3" --port "$port" \
-    --fleet "$NATS_URL" --fleet-admin-key "fleet-admin=$WORK/keys/fleet-admin.pub.pem" \
+    --fleet "$(nats_url "$id")" --fleet-admin-key "fleet-admin=$WORK/keys/fleet-admin.pub.pem" \
     >"$WORK/$id/serve.log" 2>&1 &
   PIDS+=($!)
   wait_for "$WORK/$id/serve.log" "serving site" "site $id" "${PIDS[-1]}"

@@ -23,6 +23,9 @@ def test_the_demo_unlocks_a_door_at_each_site_through_the_hub_and_cleans_up() ->
     assert done.returncode == 0, out
     granted = re.findall(r"^granted access_granted door=(\S+)", done.stdout, re.MULTILINE)
     assert granted == ["garage", "loading-dock"], out
+    # Under per-site NATS users (hub nats-config), and no password printed.
+    assert "each site its own user" in done.stdout, out
+    assert re.search(r"nats://\S*@", out) is None
     work = re.search(r"removed (\S+passbridge-fleet-demo\.\w+)", done.stdout)
     assert work is not None, out
     assert not os.path.exists(work.group(1))
