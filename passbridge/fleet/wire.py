@@ -97,10 +97,17 @@ def audit_subject(site_id: str) -> str:
     return f"passbridge.audit.{site_token(site_id)}"
 
 
-def audit_msg_id(site_id: str, seq: int) -> str:
+def audit_msg_id(site_id: str, seq: int, record_hash: str) -> str:
     """The ``Nats-Msg-Id`` header of record ``seq``: JetStream drops a repeat
-    within the duplicate window, the hub's (site, seq) key after it."""
-    return f"{site_token(site_id)}:{seq}"
+    within the duplicate window, the hub's (site, seq) key after it.
+
+    The record's own chain hash is part of it. JetStream's duplicate window is
+    per stream, not per subject, and any publisher may set any header: with
+    ``<site>:<seq>`` alone, one site could publish first under another site's
+    next id and make JetStream drop that site's real record. Nobody can know
+    a record's hash before the site has written it, so nobody can take its id;
+    a retry of the same record carries the same hash and is still dropped."""
+    return f"{site_token(site_id)}:{seq}:{record_hash}"
 
 
 def remote_unlock_subject(site_id: str) -> str:
@@ -251,7 +258,7 @@ class AuditMessage:
 
     @property
     def msg_id(self) -> str:
-        return audit_msg_id(self.site, self.seq)
+        return audit_msg_id(self.site, self.seq, self.hash)
 
     def to_bytes(self) -> bytes:
         return _dumps({"v": WIRE_VERSION, "site": self.site, "seq": self.seq,

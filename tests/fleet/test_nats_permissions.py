@@ -271,12 +271,13 @@ def test_nats_config_refuses_a_hub_user_it_cannot_name_a_variable_after() -> Non
     assert "--hub-user" in done.stderr and "Traceback" not in done.stderr
 
 
-async def test_a_site_taking_anothers_msg_id_on_its_own_subject_is_a_gap_alert(
+async def test_a_site_cannot_take_anothers_next_msg_id(
         secured: Secured, pg_url: str, tmp_path: Path, sites: list[Any]) -> None:
     """What subject permissions cannot stop (docs/decisions.md): hq may publish
-    on its own subject with north.wing's next ``Nats-Msg-Id``, and JetStream's
-    duplicate window (per stream) then drops north.wing's real record. The
-    loss is not silent: the hub raises a ``gap`` alert for north.wing."""
+    on its own subject with any ``Nats-Msg-Id``, and JetStream's duplicate
+    window is per stream. Ids that name north.wing's next record by site and
+    seq (with or without a guessed hash) must not make JetStream drop the
+    real record: the id carries the record's hash, which nobody knows first."""
     operator = new_operator()
     folder = _site_folder(tmp_path, B)
     db = folder / "pb.sqlite3"
@@ -291,23 +292,24 @@ async def test_a_site_taking_anothers_msg_id_on_its_own_subject_is_a_gap_alert(
                 return counts.get(B) == len(_site_records(db)) > 0
             await wait_for(aggregated, 30, "north.wing's audit at the hub")
             taken = _site_records(db)[-1][0] + 1
-            ack = await attacker.nc.jetstream(timeout=5).publish(
-                wire.audit_subject(A), b"not a record",
-                headers={"Nats-Msg-Id": wire.audit_msg_id(B, taken)})
-            assert not ack.duplicate  # its own subject: the server takes it
+            token = wire.site_token(B)
+            for guess in (f"{token}:{taken}", f"{token}:{taken}:{'0' * 64}"):
+                ack = await attacker.nc.jetstream(timeout=5).publish(
+                    wire.audit_subject(A), b"not a record", headers={"Nats-Msg-Id": guess})
+                assert not ack.duplicate  # its own subject: the server takes it
             for _ in range(2):  # records `taken` and after it, at north.wing
                 answer = await client.post(
                     f"/v1/sites/{B}/doors/front/remote-unlock",
                     headers={"Authorization": f"Bearer {_unlock_token(folder, B)}"})
                 assert answer.status == 200, await answer.text()
 
-            async def gap_alert() -> bool:
-                answer = await client.get("/v1/alerts", headers=operator.headers())
-                return any(a["site"] == B and a["kind"] == "gap"
-                           for a in (await answer.json())["alerts"])
-            await wait_for(gap_alert, 30, "a gap alert for north.wing")
+            await wait_for(aggregated, 30, "north.wing's records after the guesses at the hub")
             answer = await client.get(f"/v1/audit?site={B}&limit=1000",
                                       headers=operator.headers())
-            assert taken not in [r["seq"] for r in (await answer.json())["records"]]
+            records = [(r["seq"], r["hash"]) for r in (await answer.json())["records"]]
+            assert records == _site_records(db) and taken in [seq for seq, _ in records]
+            answer = await client.get("/v1/alerts", headers=operator.headers())
+            assert not [a for a in (await answer.json())["alerts"]
+                        if a["site"] == B and a["kind"] == "gap"]
         finally:
             await attacker.nc.close()

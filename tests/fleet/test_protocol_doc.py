@@ -28,7 +28,7 @@ def test_every_example_is_there() -> None:
 def test_the_payload_examples_parse_and_the_audit_record_chains() -> None:
     examples = _examples()
     record = wire.AuditMessage.from_bytes(examples["audit"])
-    assert record.subject == "passbridge.audit.s6871" and record.msg_id == "s6871:1"
+    assert record.subject == "passbridge.audit.s6871" and record.msg_id == f"s6871:1:{record.hash}"
     assert chain_hash(GENESIS, record.row_values()).hex() == record.hash
     request = wire.RemoteUnlockRequest.from_bytes(examples["remote-unlock-request"])
     assert request.door == "front" and request.authorization.startswith("Bearer ")

@@ -50,7 +50,7 @@ def test_id_from_token_refuses_what_id_token_never_makes(bad: str) -> None:
 
 def test_subjects_and_bucket_names_follow_the_contract() -> None:
     assert wire.audit_subject("hq") == "passbridge.audit.s6871"
-    assert wire.audit_msg_id("hq", 42) == "s6871:42"
+    assert wire.audit_msg_id("hq", 42, "ab" * 32) == "s6871:42:" + "ab" * 32
     assert wire.remote_unlock_subject("hq") == "passbridge.site.s6871.remote-unlock"
     assert wire.status_subject("hq") == "passbridge.site.s6871.status"
     assert wire.kv_bucket("hq") == "passbridge-site-s6871"
@@ -82,7 +82,7 @@ def test_audit_message_round_trips_and_the_hub_can_recompute_the_hash() -> None:
     back = AuditMessage.from_bytes(data)
     assert back == message
     assert chain_hash(GENESIS, back.row_values()).hex() == back.hash
-    assert back.subject == "passbridge.audit.s6871" and back.msg_id == "s6871:1"
+    assert back.subject == "passbridge.audit.s6871" and back.msg_id == f"s6871:1:{back.hash}"
 
 
 @pytest.mark.parametrize(("change", "field"), [
