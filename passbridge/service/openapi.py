@@ -6,8 +6,10 @@ methods are exactly the application's routes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from aiohttp import web
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
@@ -23,8 +25,38 @@ _DOOR_PARAM = {
 }
 
 
-def _json(schema: dict[str, Any]) -> dict[str, Any]:
+def json_content(schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON body of that schema (shared with the hub's document, fleet/hub/openapi.py)."""
     return {"application/json": {"schema": schema}}
+
+
+_json = json_content
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["error"],
+    "properties": {"error": {
+        "type": "object", "required": ["code", "message"],
+        "properties": {"code": {"type": "string"},
+                       "message": {"type": "string"}}}},
+}
+
+
+def error_responses(descriptions: Mapping[int, str]) -> dict[str, Any]:
+    """Responses whose body is the shared ``{"error": {"code", "message"}}``."""
+    return {str(s): {"description": text, "content": _json(_ERROR)}
+            for s, text in descriptions.items()}
+
+
+def documented_operations(doc: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """``(METHOD, path)`` of every operation a document describes."""
+    return {(method.upper(), path) for path, item in doc["paths"].items()
+            for method in item if method != "parameters"}
+
+
+def routed_operations(app: web.Application) -> set[tuple[str, str]]:
+    """``(METHOD, path)`` of every route an application serves (HEAD is implied by GET)."""
+    return {(route.method, route.resource.canonical) for route in app.router.routes()
+            if route.method != "HEAD" and route.resource is not None}
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
@@ -36,7 +68,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         409: "that radio is real hardware here", 503: "simulated radio failed",
         429: "too many attempts: retry_after seconds in the error",
     }
-    return {str(s): {"description": text[s], "content": _json(_ERROR)} for s in statuses}
+    return error_responses({s: text[s] for s in statuses})
 
 
 def _decision_op(summary: str, security: str, body: dict[str, Any] | None,
@@ -337,13 +369,7 @@ def document(*, simulated: bool = False) -> dict[str, Any]:
                 },
             },
             "schemas": {
-                "Error": {
-                    "type": "object", "required": ["error"],
-                    "properties": {"error": {
-                        "type": "object", "required": ["code", "message"],
-                        "properties": {"code": {"type": "string"},
-                                       "message": {"type": "string"}}}},
-                },
+                "Error": ERROR_SCHEMA,
                 "Decision": decision_schema(),
                 "Door": {
                     "type": "object",

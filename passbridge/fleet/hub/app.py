@@ -37,6 +37,7 @@ from passbridge.core.tokens.trust import VerificationKey
 from passbridge.fleet import wire
 from passbridge.fleet.hub.ingest import Ingest
 from passbridge.fleet.hub.metrics import HubMetrics
+from passbridge.fleet.hub.openapi import document
 from passbridge.fleet.hub.publish import AdminSigner, Publisher, PublishError, phone_point
 from passbridge.fleet.hub.store import AuditQuery, HubStore, alert_json, record_json
 from passbridge.service.app import metrics
@@ -395,7 +396,12 @@ async def revoke_phone(request: web.Request) -> web.Response:
     return web.json_response(published.to_json())
 
 
-# --- health and metrics -------------------------------------------------------------------
+# --- health, metrics, the API document ---------------------------------------------------
+
+
+async def openapi(_request: web.Request) -> web.Response:
+    """Open, like the site's: app-backend developers read it to call remote unlock."""
+    return web.json_response(document())
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -438,5 +444,6 @@ def create_hub_app(hub: Hub, *, limits: HttpLimits | None = None,
     app.router.add_delete("/v1/sites/{site}/phones/{phone}", revoke_phone)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/v1/openapi.json", openapi)
     return app
 
