@@ -31,6 +31,7 @@ from passbridge.fleet.nats_permissions import (
 )
 from passbridge.fleet.streams import site_bucket
 from passbridge.fleet.wire import AuditMessage, StatusMessage
+from passbridge.sim.fleet_site import SimulatedSite
 from passbridge.sim.local_engines import NatsServer, nats_server_binary
 from tests.fleet.hub_support import new_operator, new_signer, running_hub, wait_for
 from tests.fleet.support import serve_site
@@ -313,3 +314,31 @@ async def test_a_site_cannot_take_anothers_next_msg_id(
                         if a["site"] == B and a["kind"] == "gap"]
         finally:
             await attacker.nc.close()
+
+
+async def test_the_hub_creates_a_locked_sites_bucket_on_its_first_heartbeat(
+        secured: Secured, pg_url: str) -> None:
+    """A site under its own NATS user may not create its KV bucket: the hub does,
+    once it hears the site's status, so the site finds it after one heartbeat
+    instead of retrying (a permissions violation each time) until the hub
+    first publishes to it."""
+    site_nc = await nats.connect(secured.url(site_user(A)), max_reconnect_attempts=0,
+                                 inbox_prefix=wire.site_inbox_prefix(A))
+    site_js = site_nc.jetstream(timeout=2)
+    try:
+        async with running_hub(secured.url(HUB_USER), pg_url) as (hub, _client):
+            await _fails(site_js.key_value(wire.kv_bucket(A)))  # not there yet
+            await SimulatedSite(A).heartbeat(site_nc)  # one heartbeat, nothing published
+
+            async def found() -> bool:
+                try:
+                    await site_js.key_value(wire.kv_bucket(A))
+                except Exception:  # noqa: BLE001 (not created yet)
+                    return False
+                return True
+            await wait_for(found, 20, "hq's bucket, seen with hq's own credentials")
+            # Only for the site heard: north.wing sent nothing, so has no bucket.
+            hub_js = hub.nc.jetstream(timeout=2)
+            await _fails(hub_js.stream_info(f"KV_{wire.kv_bucket(B)}"))
+    finally:
+        await site_nc.close()

@@ -93,6 +93,9 @@ class Hub:
         self.statuses: dict[str, SiteStatus] = {}
         self._unsaved: dict[str, SiteStatus] = {}
         self._saver: asyncio.Task[None] | None = None
+        # Sites whose KV bucket exists or is being created (see _on_status).
+        self._bucketed: set[str] = set()
+        self._bucket_tasks: set[asyncio.Task[None]] = set()
         self.started = time.monotonic()
         self.nc: Any = None
         self.store: HubStore | None = None
@@ -113,11 +116,14 @@ class Hub:
         if self.config.ack_wait is not None:
             self.ingest.ack_wait = self.config.ack_wait
         await self.ingest.start(js)
+        # Before the status subscription: a heartbeat makes it create the site's bucket.
+        self.publisher = Publisher(self.store, js, self.config.signer, self.metrics)
         await self.nc.subscribe(wire.STATUS_SUBJECTS, cb=self._on_status)
         self._saver = asyncio.create_task(self._save_statuses(), name="hub-statuses")
-        self.publisher = Publisher(self.store, js, self.config.signer, self.metrics)
 
     async def stop(self) -> None:
+        for task in list(self._bucket_tasks):
+            task.cancel()
         if self._saver is not None:
             self._saver.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -141,6 +147,28 @@ class Hub:
         heard = self.clock.now().astimezone(UTC)
         self.statuses[status.site] = SiteStatus(status, heard)
         self._unsaved[status.site] = self.statuses[status.site]
+        if status.site not in self._bucketed and self.publisher is not None:
+            self._bucketed.add(status.site)
+            task = asyncio.create_task(self._create_bucket(status.site),
+                                       name=f"hub-bucket-{status.site}")
+            self._bucket_tasks.add(task)
+            task.add_done_callback(self._bucket_tasks.discard)
+
+    async def _create_bucket(self, site: str) -> None:
+        """The site's KV bucket, created on its first heartbeat: a site locked to
+        its own subjects (``hub nats-config``) may not create it, and would
+        otherwise retry (a permissions violation each time) until the hub first
+        publishes to it. In a task, so that heartbeats never wait on JetStream;
+        a failure is tried again on the site's next heartbeat."""
+        assert self.publisher is not None
+        try:
+            await self.publisher.bucket(site)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 (the next heartbeat tries again)
+            log.warning("KV bucket of site %r not created (%s); trying again on its "
+                        "next heartbeat", site, exc)
+            self._bucketed.discard(site)
 
     async def _save_statuses(self) -> None:
         """Every second, the heartbeats heard since, in one statement: the NATS

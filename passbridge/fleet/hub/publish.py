@@ -162,7 +162,8 @@ class Publisher:
         user = json.loads(summary).get("user")
         return user if isinstance(user, str) else None
 
-    async def _bucket(self, site: str) -> Any:
+    async def bucket(self, site: str) -> Any:
+        """The site's KV bucket, created if missing (kept once known)."""
         bucket = self._buckets.get(site)
         if bucket is None:
             bucket = await site_bucket(self.js, site)
@@ -181,7 +182,7 @@ class Publisher:
                 async with connection.transaction():
                     seq = await self.store.next_config_seq(connection, site)
                 statement = self.signer.sign(claims(seq, int(self.clock())))
-                bucket = await self._bucket(site)
+                bucket = await self.bucket(site)
                 await bucket.put(key, statement.encode("ascii"))
                 await self.store.record_published(connection, site, seq, key, typ, summary,
                                                   statement)
