@@ -12,25 +12,17 @@ it writes against this model, field by field.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, TypeAlias
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from passbridge.core.model import DoorState, Factor, Reason, Result, Side
-from passbridge.site_file.shape import one_of
-
-if TYPE_CHECKING:
-    ResultText: TypeAlias = str
-    ReasonText: TypeAlias = str
-    SideText: TypeAlias = str
-    FactorText: TypeAlias = str
-    StateText: TypeAlias = str
-else:
-    ResultText = one_of(Result)
-    ReasonText = one_of(Reason)
-    SideText = one_of(Side)
-    FactorText = one_of(Factor)
-    StateText = one_of(DoorState)
+from passbridge.enum_literals import (
+    DoorStateName,
+    FactorName,
+    ReasonName,
+    ResultName,
+    SideName,
+)
 
 
 class DecisionAnswer(BaseModel):
@@ -39,15 +31,15 @@ class DecisionAnswer(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, title="Decision")
 
     decision_id: str
-    result: ResultText
-    reason: ReasonText
+    result: ResultName
+    reason: ReasonName
     door: str
-    side: SideText
+    side: SideName
     user: str | None = Field(description="the user decided for, when known")
-    factor: FactorText | None
+    factor: FactorName | None
     credential: str | None = Field(
         description="safe to log: a phone credential id or a masked badge number")
-    state: StateText | None = Field(description="the door's state when deciding")
+    state: DoorStateName | None = Field(description="the door's state when deciding")
     state_source: str | None = Field(description="what set that state")
     unlock_seconds: int | None
     revision: str = Field(description="the site revision decided on")

@@ -19,30 +19,23 @@ from pydantic import BeforeValidator, Field, WithJsonSchema
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
-from passbridge.core.model import DoorState, Reason, Result, Side
+from passbridge.core.model import DoorState
 from passbridge.core.policy import OVERRIDE_MINUTES_RANGE, RSSI_RANGE
+from passbridge.enum_literals import DoorStateName, ReasonName, ResultName, SideName, one_of
 from passbridge.site_file.shape import (
     ABSENT,
     DoorRef,
-    DoorStateName,
     Shape,
     SiteFile,
     Words,
-    one_of,
 )
 
 # Non-empty, as the loader reads them (spaces are the id rule's business).
 Filled = Annotated[str, Field(min_length=1)]
 
 if TYPE_CHECKING:
-    SideName: TypeAlias = str
-    ResultName: TypeAlias = str
-    ReasonName: TypeAlias = str
     OverrideName: TypeAlias = str
 else:
-    SideName = one_of(Side)
-    ResultName = one_of(Result)
-    ReasonName = one_of(Reason)
     OverrideName = one_of([*DoorState, "none"])
 
 Rssi = Annotated[int, Field(ge=RSSI_RANGE[0], le=RSSI_RANGE[1], description="dBm")]

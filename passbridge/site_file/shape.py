@@ -20,14 +20,13 @@ type (``Words``).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from passbridge.core.model import WEEKDAYS, DoorState, Factor, Repeat, Role
+from passbridge.core.model import WEEKDAYS, Factor, Repeat, Role
 from passbridge.core.policy import (
     BLE_RSSI_MIN_DEFAULT,
     ID_MAX_CHARS,
@@ -38,6 +37,7 @@ from passbridge.core.policy import (
     UNLOCK_SECONDS_DEFAULT,
     UNLOCK_SECONDS_RANGE,
 )
+from passbridge.enum_literals import DoorStateName, one_of
 from passbridge.ids import id_problem
 from passbridge.site_file.describe import kind_of
 
@@ -57,21 +57,12 @@ KEY_ALGORITHMS = ("ES256", "EdDSA")
 BRIDGE_FACTORS = tuple(f.value for f in Factor if f is not Factor.PIN)
 
 
-def one_of(values: Iterable[str]) -> Any:
-    """``Literal[...]`` of these strings. Strict pydantic wants enum instances
-    from Python input and YAML gives strings, so an enum field is the
-    ``Literal`` of its values, made from the enum so the two cannot drift."""
-    return Literal.__getitem__(tuple(str(v) for v in values))
-
-
 if TYPE_CHECKING:  # for mypy, a value of any of these is a str
-    DoorStateName: TypeAlias = str
     RepeatName: TypeAlias = str
     RoleName: TypeAlias = str
     KeyAlgorithm: TypeAlias = str
     BridgeFactorName: TypeAlias = str
 else:
-    DoorStateName = one_of(DoorState)
     RepeatName = one_of(Repeat)
     RoleName = one_of(Role)
     KeyAlgorithm = one_of(KEY_ALGORITHMS)
