@@ -84,8 +84,18 @@ def sign_in_link(server: Server, user: str = "alice") -> str:
 
 def signed_in(context: Any, server: Server) -> Any:
     """A new page of ``context``, signed in to ``server``'s console as alice
-    through a fresh link, on the console page."""
+    through a fresh link, on the console page once it has started.
+
+    The page's load event comes before the console has asked the service
+    for the session, the doors and the tester: until then the tabs are
+    hidden. Playwright's ``focus`` does not wait for visibility (a hidden
+    link is silently not focused), so a keyboard step made that early does
+    nothing, which a loaded machine turned into a failed test. A tab marked
+    current means main.js has shown its first view and listens for the
+    others.
+    """
     page = context.new_page()
     page.goto(sign_in_link(server))
     page.wait_for_url(f"{server.url}/console", timeout=WAIT_MS)
+    page.locator('#tabs a[aria-current="page"]').wait_for(state="visible", timeout=WAIT_MS)
     return page
