@@ -110,6 +110,29 @@ class SimulatedSite:
                                   queue=wire.SITE_QUEUE_GROUP, cb=respond)
 
 
+async def settled(nc: Any, timeout: float = 10.0) -> None:
+    """Return once the NATS server has taken every command ``nc`` sent before.
+
+    ``nc.flush()`` does not promise that with nats-py (2.16): it writes its
+    PING to the socket at once, ahead of the SUBSCRIBE and PUBLISH commands
+    still queued for the client's flusher task. So its PONG can come back
+    before the server has read a subscription just made; on a loaded
+    machine a message published elsewhere in between never reaches it (a
+    responder not there yet, a spy that misses what it watches). A message
+    to a fresh inbox of this connection is queued behind those commands, and
+    the server takes one connection's commands in order: once it is back,
+    all of them were taken. Needs the connection's echo (on unless it was
+    made with ``no_echo``).
+    """
+    inbox = nc.new_inbox()
+    probe = await nc.subscribe(inbox)
+    try:
+        await nc.publish(inbox, b"")
+        await probe.next_msg(timeout=timeout)
+    finally:
+        await probe.unsubscribe()
+
+
 async def _run(nats_url: str, names: Sequence[str], records: int, heartbeats: int,
                concurrency: int, answer: bool) -> int:
     import nats
@@ -121,7 +144,7 @@ async def _run(nats_url: str, names: Sequence[str], records: int, heartbeats: in
         if answer:
             await site.answer_remote_unlocks(nc)
         await site.heartbeat(nc)
-    await nc.flush()
+    await settled(nc)  # "ready" promises responders the server already has
     print(json.dumps({"ready": len(sites)}), flush=True)
     gate = asyncio.Semaphore(concurrency)
 

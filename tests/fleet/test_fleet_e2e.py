@@ -20,6 +20,7 @@ import yaml
 from passbridge.clock import ManualClock
 from passbridge.core.tokens import load_private_key_pem, public_key_to_pem
 from passbridge.fleet import wire
+from passbridge.sim.fleet_site import settled
 from passbridge.sim.local_engines import NatsServer
 from tests.fleet.hub_support import new_operator, new_signer, running_hub, wait_for
 from tests.fleet.support import Site, serve_site
@@ -88,7 +89,7 @@ async def test_three_sites_and_a_hub(nats_server: NatsServer, pg_url: str, tmp_p
             async def keep(msg: Any) -> None:
                 captured.append(msg.data)
             spy = await nc.subscribe(wire.remote_unlock_subject("hq"), cb=keep)
-            await nc.flush()  # the spy is registered at the server before the unlock is sent
+            await settled(nc)  # the spy is at the server before the unlock is sent
             folder = folders["hq"]
             answer = await client.post("/v1/sites/hq/doors/front/remote-unlock", headers={
                 "Authorization": f"Bearer {_unlock_token(folder, 'hq')}"})

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from passbridge.fleet import wire
 from passbridge.fleet.hub.publish import AdminSigner
 from passbridge.p256 import public_key_bytes
-from passbridge.sim.fleet_site import SimulatedSite
+from passbridge.sim.fleet_site import SimulatedSite, settled
 from passbridge.sim.local_engines import NatsServer
 from tests.fleet.hub_support import new_operator, new_signer, running_hub, wait_for
 
@@ -106,7 +106,7 @@ async def test_remote_unlock_is_the_sites_answer_or_a_clear_timeout(
                            cb=site_answers)
         await nc.subscribe(wire.remote_unlock_subject("slow"), queue=wire.SITE_QUEUE_GROUP,
                            cb=site_is_slow)
-        await nc.flush()
+        await settled(nc)  # both responders are at the server before the hub asks
         async with running_hub(nats_server.url, pg_url, unlock_timeout=0.5) as (_hub, client):
             answer = await client.post("/v1/sites/hq/doors/front/remote-unlock",
                                        headers={"Authorization": "Bearer abc.def.ghi"},

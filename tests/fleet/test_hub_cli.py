@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 
 from passbridge.fleet import wire
 from passbridge.fleet.hub.publish import AdminSigner
-from passbridge.sim.fleet_site import SimulatedSite
+from passbridge.sim.fleet_site import SimulatedSite, settled
 from passbridge.sim.local_engines import NatsServer, free_port
 from tests.fleet.hub_support import new_operator
 from tests.process.test_service_edge_process import make_certificate
@@ -79,7 +79,7 @@ async def test_hub_process_serves_publishes_and_forwards_a_remote_unlock(
 
         site = SimulatedSite("hq")
         await site.answer_remote_unlocks(nc)
-        await nc.flush()
+        await settled(nc)  # the responder is at the server before the hub asks
         async with aiohttp.ClientSession() as http, http.post(
                 f"{base}/v1/sites/hq/doors/front/remote-unlock") as answer:
             # The hub blocks this test's loop nowhere: the site answers from it.
