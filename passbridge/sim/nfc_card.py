@@ -44,6 +44,8 @@ __all__ = [
     "CardFaults",
     "CardPortBusy",
     "SimulatedCard",
+    "bind_loopback_udp",
+    "nfcpy_can_use_port",
 ]
 
 log = logging.getLogger(__name__)
@@ -96,6 +98,46 @@ class CardFaults:
     and present itself again at once, as fast as the reader polls."""
 
 
+def nfcpy_can_use_port(port: int) -> bool:
+    """Whether nfcpy's udp driver can open ``udp:127.0.0.1:PORT``.
+
+    The driver turns the path's port back into a number through
+    ``getnameinfo`` without ``NI_NUMERICSERV``, so a port that /etc/services
+    names (57000 is ``dircproxy``) comes back as that name and the reader
+    fails to open (``int('dircproxy')``).
+    """
+    _host, service = socket.getnameinfo((LOOPBACK, port), socket.NI_NUMERICHOST)
+    return service.isdigit()
+
+
+# How many unusable (named) ports in a row the OS may offer before giving up.
+_PORT_TRIES = 20
+
+
+def bind_loopback_udp(port: int) -> socket.socket:
+    """A UDP socket bound to ``LOOPBACK:port``; for port 0 one nfcpy's udp
+    driver can reach (``nfcpy_can_use_port``): a free port the OS picks is
+    otherwise now and then a named one, and the tap then fails at random.
+    OSError as ``socket.bind`` raises it."""
+    refused: list[socket.socket] = []  # held while picking, so the OS offers others
+    try:
+        for _ in range(_PORT_TRIES):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                sock.bind((LOOPBACK, port))
+            except OSError:
+                sock.close()
+                raise
+            if port != 0 or nfcpy_can_use_port(sock.getsockname()[1]):
+                return sock
+            refused.append(sock)
+        raise CardError(f"no UDP port on {LOOPBACK} that nfcpy's udp driver can use "
+                        f"in {_PORT_TRIES} tries (each one named in /etc/services)")
+    finally:
+        for sock in refused:
+            sock.close()
+
+
 class _LoopbackCardDevice(nfc.clf.udp.Device):  # type: ignore[misc]
     """nfcpy's udp device, bound to loopback once and kept bound.
 
@@ -105,11 +147,9 @@ class _LoopbackCardDevice(nfc.clf.udp.Device):  # type: ignore[misc]
     """
 
     def __init__(self, port: int) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            sock.bind((LOOPBACK, port))
+            sock = bind_loopback_udp(port)
         except OSError as error:
-            sock.close()
             if error.errno == errno.EADDRINUSE:
                 raise CardPortBusy(
                     f"UDP port {LOOPBACK}:{port} is already in use; give each simulated card "

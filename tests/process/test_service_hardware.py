@@ -7,7 +7,6 @@ code is the same as for a USB reader) and bleak over the bumble backend.
 from __future__ import annotations
 
 import asyncio
-import socket
 import sqlite3
 import subprocess
 import time
@@ -25,7 +24,7 @@ from passbridge.service.hardware import BleDoorRadio, Placement
 from passbridge.service.runtime import memory_services
 from passbridge.sim.ble_phone import SimulatedBlePhone
 from passbridge.sim.bleak_bumble import BumbleAir
-from passbridge.sim.nfc_card import SimulatedCard
+from passbridge.sim.nfc_card import SimulatedCard, bind_loopback_udp
 from passbridge.sim.phone import SimulatedPhone
 from passbridge.site_file import parse_site
 from tests.process.test_service_process import PASSBRIDGE, READY
@@ -46,8 +45,8 @@ SITE = {
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
+    """A free loopback UDP port for a card in another process, one nfcpy can use."""
+    with bind_loopback_udp(0) as probe:
         return int(probe.getsockname()[1])
 
 

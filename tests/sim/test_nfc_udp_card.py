@@ -149,6 +149,26 @@ def test_two_cards_get_their_own_ports() -> None:
         assert first.activations == 0
 
 
+def test_a_free_port_is_one_the_reader_can_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The OS's free port is now and then one /etc/services names (57000 is
+    ``dircproxy``, which failed the scenario run once): nfcpy's udp reader
+    gets the name back from getnameinfo and cannot open the path. Here the
+    first port anyone looks up is such a one."""
+    real = socket.getnameinfo
+    named: list[int] = []
+
+    def services(address: tuple[str, int], flags: int) -> tuple[str, str]:
+        host, service = real(address, flags)
+        if not named:
+            named.append(address[1])
+        return (host, "dircproxy") if address[1] in named else (host, service)
+
+    monkeypatch.setattr(socket, "getnameinfo", services)
+    with SimulatedCard(applet) as card:
+        assert card.port not in named
+        assert one_tap(card.device, lambda tag: bytes(tag.identifier)) == card.uid
+
+
 def test_applet_crash_answers_6f00() -> None:
     def crashing(command: bytes) -> bytes:
         raise RuntimeError("applet bug")
