@@ -5,12 +5,14 @@ timeout (``keepalive_timeout``), the request-line and header size limits
 (``max_line_size``, ``max_field_size``, ``max_headers``), the body size limit
 (``client_max_size``, in app.py), the time spent discarding a body nobody
 read (``lingering_time``) and the TLS handshake timeout (asyncio's
-``ssl_handshake_timeout``). Three things it does not do are added here, on
+``ssl_handshake_timeout``). Four things it does not do are added here, on
 aiohttp's own ``RequestHandler`` (the protocol object of one connection):
 
 * a header read timeout: a request head must be complete within
   ``header_timeout`` of its first byte, so a client dripping its headers a
   byte at a time cannot hold a connection for ever;
+* a send timeout: a client that stops reading its answers (the socket
+  buffers full, writing paused) for the body timeout is disconnected;
 * a cap on open connections: one over ``max_connections`` is closed as soon
   as it is accepted, before it costs a parser or a task;
 * every error aiohttp answers before any route runs (a request line or
@@ -144,6 +146,7 @@ class EdgeRequestHandler(web.RequestHandler):
         self._send_timeout = limits.body_timeout
         self._admitted = False
         self._head_timer: asyncio.TimerHandle | None = None
+        self._send_timer: asyncio.TimerHandle | None = None
         self._heads_when_armed = 0
 
     # --- the connection cap -----------------------------------------------------
@@ -156,6 +159,7 @@ class EdgeRequestHandler(web.RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._stop_head_timer()
+        self._stop_send_timer()
         if self._admitted:
             self._admitted = False
             self._site.release()
@@ -182,17 +186,37 @@ class EdgeRequestHandler(web.RequestHandler):
             # ``Expect``: 417): the same JSON shape as every other error.
             resp = http_exception_response(resp)
             resp.headers["Server"] = SERVER_HEADER
-        try:
-            # An answer the client does not take within the body timeout (it
-            # stopped reading; the socket buffers are full) drops the
-            # connection instead of holding it and its handler for ever.
-            async with asyncio.timeout(self._send_timeout):
-                return await super().finish_response(request, resp, start_time)
-        except TimeoutError:
-            log.debug("closing a connection that took no answer for %g s", self._send_timeout)
-            if self.transport is not None:
-                self.transport.abort()
-            return resp, True  # as aiohttp says of a client that went away
+        return await super().finish_response(request, resp, start_time)
+
+    # --- the send timeout -------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        # The transport's buffer is over its high-water mark: the client has
+        # stopped taking what we send (the socket buffers are full). If it has
+        # not taken any of it within the body timeout, drop the connection
+        # rather than hold it and its handler for ever. Armed only while
+        # writing is paused, so an answer that goes straight out (nearly
+        # every one) costs no timer at all.
+        super().pause_writing()
+        if self._send_timer is None:
+            self._send_timer = self._loop.call_later(self._send_timeout, self._send_overdue)
+
+    def resume_writing(self) -> None:
+        self._stop_send_timer()
+        super().resume_writing()
+
+    def _send_overdue(self) -> None:
+        self._send_timer = None
+        log.debug("closing a connection that took no answer for %g s", self._send_timeout)
+        if self.transport is not None:
+            # aiohttp's finish_response sees the lost connection as a client
+            # that went away (ConnectionResetError from its drain).
+            self.transport.abort()
+
+    def _stop_send_timer(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
 
     def _head_overdue(self) -> None:
         self._head_timer = None

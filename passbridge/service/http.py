@@ -169,11 +169,14 @@ async def read_body(request: web.Request, *, limit: int | None = None) -> bytes:
     read only after the route has authenticated its caller.
     """
     limits = request.app[LIMITS]
+    reading = request.read() if limit is None else _read_capped(request, limit)
+    if request.content.is_eof():
+        # The whole body is here already (or there is none, as on most remote
+        # unlocks): reading it cannot wait, so there is no timer to arm.
+        return await reading
     try:
         async with asyncio.timeout(limits.body_timeout):
-            if limit is None:
-                return await request.read()
-            return await _read_capped(request, limit)
+            return await reading
     except TimeoutError:
         raise ApiError(408, "request_timeout",
                        f"the request body did not arrive within {limits.body_timeout:g} s"
