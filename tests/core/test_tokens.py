@@ -285,6 +285,35 @@ def test_expired_token_uses_the_injected_clock_not_the_wall_clock() -> None:
     rejected(make_verifier(future).verify(mint(past)), Reason.TOKEN_EXPIRED)
 
 
+def test_token_is_judged_at_the_instant_it_is_given() -> None:
+    # The core passes its decision's moment: the token's times are checked at
+    # that instant, not at whatever the verifier's own clock says.
+    clock = ManualClock(START)
+    token = mint(clock)
+    verifier = make_verifier(clock)
+    later = datetime.fromtimestamp(START.timestamp() + 16, UTC)
+    rejected(verifier.verify(token, later), Reason.TOKEN_EXPIRED)
+    assert isinstance(verifier.verify(token, START), VerifiedFactor)
+
+
+def test_a_remembered_header_never_remembers_its_key(clock: ManualClock) -> None:
+    """Headers are parsed once per distinct text, but the key is looked up in
+    the verifier's trust list for every token: dropping a bridge's key takes
+    effect at its very next token, though the header text is the same."""
+    verifier = make_verifier(clock)
+    assert isinstance(verifier.verify(mint(clock)), VerifiedFactor)
+    without_b1 = verifier.with_keys({
+        "b2": VerificationKey.from_pem("b2", "EdDSA", public_key_to_pem(ED_KEY), issuer="b2"),
+    })
+    assert rejected(without_b1.verify(mint(clock))) == "unknown key"
+    # A key swapped under the same kid: the old bridge key's tokens stop verifying.
+    swapped = verifier.with_keys({
+        "b1": VerificationKey.from_pem("b1", "ES256", public_key_to_pem(OTHER_ES_KEY),
+                                       issuer="b1"),
+    })
+    assert rejected(swapped.verify(mint(clock))) == "bad signature"
+
+
 @pytest.mark.parametrize("garbage", [
     None, 12, 3.5, ["a.b.c"], {"t": 1}, b"\xff\xfe", "", ".", "..", "a.b.c", "a.b", "a.b.c.d",
     "é.é.é", "\x00" * 10, "x" * 5000, b"a" * 5000, "eyJ9.eyJ9.AAAA", "W10.W10.AAAA",

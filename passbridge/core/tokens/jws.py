@@ -19,9 +19,12 @@ contains key material.
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 import jwt
@@ -102,16 +105,30 @@ def _invalid(detail: str, *, verified: bool = False) -> TokenRejection:
 _JWS = jwt.PyJWS(algorithms=sorted(SUPPORTED_ALGS))
 
 
-def _peek_header(token: str) -> dict[str, Any] | None:
+def _peek_header(token: str) -> Mapping[str, Any] | None:
     """The unverified header, only to pick the key; PyJWT then reads it again
     strictly, and must read the same."""
     if token.count(".") != 2:
         return None
+    return _parse_header(token.partition(".")[0])
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_header(segment: str) -> Mapping[str, Any] | None:
+    """A protected header's JSON object (read-only), or None.
+
+    Remembered by its base64url text: every token one bridge or backend
+    signs carries the same header byte for byte (alg, kid, typ), and
+    parsing it again for each token was a third of what the core adds to
+    PyJWT's own verify (issue 9, scripts/bench_core.py). A pure function of
+    its input, so nothing can go stale; the least recently used of 256 is
+    forgotten first, so junk headers only cost themselves a parse.
+    """
     try:
-        header = json.loads(base64url_decode(token.split(".", 1)[0]))
+        header = json.loads(base64url_decode(segment))
     except (ValueError, RecursionError):
         return None
-    return header if isinstance(header, dict) else None
+    return MappingProxyType(header) if isinstance(header, dict) else None
 
 
 def verify_jws(
@@ -121,10 +138,16 @@ def verify_jws(
     *,
     clock: Clock,
     replay_cache: ReplayCache,
+    at: datetime | None = None,
 ) -> VerifiedJws | TokenRejection:
-    """Verify one compact JWS against ``policy``; never raises."""
+    """Verify one compact JWS against ``policy``; never raises.
+
+    ``at``: the instant to check the times at, when the caller has read the
+    clock already (the core passes its decision's moment, so that a token
+    and the decision on it are judged at one instant); else ``clock.now()``.
+    """
     try:
-        return _verify(token, resolve_key, policy, clock, replay_cache)
+        return _verify(token, resolve_key, policy, clock if at is None else at, replay_cache)
     except Exception as exc:  # any surprise is a refusal, never a grant
         return _invalid(f"malformed token ({type(exc).__name__})")
 
@@ -133,7 +156,7 @@ def _verify(
     token: object,
     resolve_key: KeyResolver,
     policy: TokenPolicy,
-    clock: Clock,
+    clock_or_instant: Clock | datetime,
     replay_cache: ReplayCache,
 ) -> VerifiedJws | TokenRejection:
     # --- size and shape
@@ -186,7 +209,8 @@ def _verify(
     problem = policy.claims_problem(claims, key)
     if problem is not None:
         return _invalid(problem, verified=True)
-    now = clock.now().timestamp()
+    at = clock_or_instant if isinstance(clock_or_instant, datetime) else clock_or_instant.now()
+    now = at.timestamp()
     problem = policy.time_problem(claims, now)
     if problem == "expired":
         return TokenRejection(Reason.TOKEN_EXPIRED, "token expired", verified=True)
@@ -199,4 +223,4 @@ def _verify(
         return TokenRejection(Reason.TOKEN_REPLAYED, "token already used", verified=True)
     if verdict is ReplayVerdict.FULL:
         return _invalid("replay cache full", verified=True)
-    return VerifiedJws(header, claims, key)
+    return VerifiedJws(decoded["header"], claims, key)

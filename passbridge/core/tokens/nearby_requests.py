@@ -9,7 +9,7 @@ is kept only so that a claim the radio contradicts is no evidence.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -73,7 +73,7 @@ def verify_nearby_request(
     or the verified request comes back as a ``RefusedNearbyRequest``.
     """
 
-    def resolve(_header: dict[str, Any], token: str) -> VerificationKey | None:
+    def resolve(_header: Mapping[str, Any], token: str) -> VerificationKey | None:
         cred = unverified_claims(token).get("cred")
         if not isinstance(cred, str) or not cred:
             return None

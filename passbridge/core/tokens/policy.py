@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -53,7 +53,7 @@ class TokenPolicy:
     check_claims: Callable[[dict[str, Any], VerificationKey], str | None] | None
     required: tuple[str, ...]
 
-    def header_problem(self, header: dict[str, Any]) -> str | None:
+    def header_problem(self, header: Mapping[str, Any]) -> str | None:
         if self.typ is not None and header.get("typ") not in self.typ:
             return "wrong token type"
         if "crit" in header or header.get("b64", True) is not True:

@@ -68,13 +68,13 @@ def verification_keys(
 
 
 # (unverified header, the token) -> the key that must have signed it, or None.
-KeyResolver = Callable[[dict[str, Any], str], "VerificationKey | None"]
+KeyResolver = Callable[[Mapping[str, Any], str], "VerificationKey | None"]
 
 
 def by_kid(keys: Mapping[str, VerificationKey]) -> KeyResolver:
     """Resolve the key from the header's ``kid`` in a fixed trust list."""
 
-    def resolve(header: dict[str, Any], _token: str) -> VerificationKey | None:
+    def resolve(header: Mapping[str, Any], _token: str) -> VerificationKey | None:
         kid = header.get("kid")
         return keys.get(kid) if isinstance(kid, str) else None
 
@@ -91,7 +91,7 @@ def by_kid_or_issuer(keys: Mapping[str, VerificationKey]) -> KeyResolver:
     """
     kid_resolve = by_kid(keys)
 
-    def resolve(header: dict[str, Any], token: str) -> VerificationKey | None:
+    def resolve(header: Mapping[str, Any], token: str) -> VerificationKey | None:
         if "kid" in header:
             return kid_resolve(header, token)
         iss = unverified_claims(token).get("iss")
