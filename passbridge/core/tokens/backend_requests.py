@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from passbridge.clock import Clock
@@ -27,13 +28,19 @@ class VerifiedBackendRequest:
     door: str | None
     role: str | None
     jti: str
-    issued_at: datetime
-    expires_at: datetime
     claims: dict[str, Any]
 
     @property
     def ok(self) -> bool:
         return True
+
+    @property
+    def issued_at(self) -> datetime:
+        return datetime.fromtimestamp(self.claims["iat"], UTC)
+
+    @property
+    def expires_at(self) -> datetime:
+        return datetime.fromtimestamp(self.claims["exp"], UTC)
 
 
 def verify_backend_request(
@@ -62,14 +69,18 @@ def verify_backend_request(
     claims = checked.claims
     return VerifiedBackendRequest(
         issuer=claims["iss"], user=claims["sub"], door=claims.get("door"),
-        role=claims.get("role"), jti=checked.jti, issued_at=checked.issued_at,
-        expires_at=checked.expires_at, claims=claims,
+        role=claims.get("role"), jti=claims["jti"], claims=claims,
     )
 
 
+@functools.lru_cache(maxsize=256)
 def backend_policy(site_id: str, door: str | None, require_door: bool,
                    leeway: float = DEFAULT_LEEWAY) -> TokenPolicy:
-    """A backend request: no ``typ`` or ``JWT``, for this site, life <= 60 s."""
+    """A backend request: no ``typ`` or ``JWT``, for this site, life <= 60 s.
+
+    One policy per door (remembered, 256 at most: the door comes from a URL
+    path, so anybody can name many), rather than one built per request.
+    """
 
     def problem(claims: dict[str, Any], _key: VerificationKey) -> str | None:
         claimed_door = claims.get("door")
