@@ -21,6 +21,7 @@ from passbridge.core.tokens import (
     BadKey,
     FactorTokenMinter,
     FactorTokenVerifier,
+    KnownHeaders,
     RefusedNearbyRequest,
     ReplayCache,
     ReplayVerdict,
@@ -312,6 +313,20 @@ def test_a_remembered_header_never_remembers_its_key(clock: ManualClock) -> None
                                        issuer="b1"),
     })
     assert rejected(swapped.verify(mint(clock))) == "bad signature"
+
+
+def test_known_headers_are_read_only_and_bounded() -> None:
+    known = KnownHeaders(limit=2)
+    first = known.parse(b64json({"alg": "ES256", "kid": "b1"}))
+    assert first == {"alg": "ES256", "kid": "b1"}
+    with pytest.raises(TypeError):
+        first["kid"] = "b2"  # type: ignore[index]
+    assert known.parse(b64json({"alg": "ES256", "kid": "b1"})) is first  # remembered
+    assert known.parse("not base64 json") is None
+    for kid in ("b2", "b3"):  # the third distinct header starts the memo again
+        known.parse(b64json({"alg": "ES256", "kid": kid}))
+    assert known.parse(b64json({"alg": "ES256", "kid": "b1"})) is not first
+    assert len(known._parsed) <= 2
 
 
 @pytest.mark.parametrize("garbage", [

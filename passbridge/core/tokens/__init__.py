@@ -43,6 +43,7 @@ from passbridge.core.tokens.factor import (
     new_jti,
 )
 from passbridge.core.tokens.jws import (
+    KnownHeaders,
     TokenRejection,
     UnverifiedToken,
     VerifiedJws,
@@ -96,6 +97,7 @@ __all__ = [
     "ReplayCache",
     "ReplayVerdict",
     "TokenPolicy",
+    "KnownHeaders",
     "TokenRejection",
     "UnverifiedToken",
     "VerificationKey",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -73,14 +72,9 @@ def verify_backend_request(
     )
 
 
-@functools.lru_cache(maxsize=256)
 def backend_policy(site_id: str, door: str | None, require_door: bool,
                    leeway: float = DEFAULT_LEEWAY) -> TokenPolicy:
-    """A backend request: no ``typ`` or ``JWT``, for this site, life <= 60 s.
-
-    One policy per door (remembered, 256 at most: the door comes from a URL
-    path, so anybody can name many), rather than one built per request.
-    """
+    """A backend request: no ``typ`` or ``JWT``, for this site, life <= 60 s."""
 
     def problem(claims: dict[str, Any], _key: VerificationKey) -> str | None:
         claimed_door = claims.get("door")

@@ -23,7 +23,7 @@ from passbridge.core.policy import (
     FACTOR_DEFAULT_LIFETIME,
     FACTOR_MAX_LIFETIME,
 )
-from passbridge.core.tokens.jws import TokenRejection, verify_jws
+from passbridge.core.tokens.jws import KnownHeaders, TokenRejection, verify_jws
 from passbridge.core.tokens.keys import BadKey, PrivateKey, check_alg, fits
 from passbridge.core.tokens.policy import ReplayCache, TokenPolicy, policy
 from passbridge.core.tokens.trust import VerificationKey, by_kid, verification_keys
@@ -168,6 +168,7 @@ class FactorTokenVerifier:
         self.replay_cache = replay_cache if replay_cache is not None else ReplayCache(leeway=leeway)
         self._leeway = leeway
         self.policy: TokenPolicy = factor_policy(site_id, leeway)
+        self._known_headers = KnownHeaders()
 
     def with_keys(
         self, keys: Mapping[str, VerificationKey | TrustedKey] | Collection[TrustedKey]
@@ -185,7 +186,8 @@ class FactorTokenVerifier:
         decision moment); else the verifier's clock is read.
         """
         checked = verify_jws(token, self._resolve, self.policy, clock=self._clock,
-                             replay_cache=self.replay_cache, at=at)
+                             replay_cache=self.replay_cache, at=at,
+                             known_headers=self._known_headers)
         if isinstance(checked, TokenRejection):
             return checked
         claims = checked.claims

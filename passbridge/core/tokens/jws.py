@@ -19,7 +19,6 @@ contains key material.
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -105,30 +104,49 @@ def _invalid(detail: str, *, verified: bool = False) -> TokenRejection:
 _JWS = jwt.PyJWS(algorithms=sorted(SUPPORTED_ALGS))
 
 
-def _peek_header(token: str) -> Mapping[str, Any] | None:
+def _peek_header(token: str, known: KnownHeaders | None) -> Mapping[str, Any] | None:
     """The unverified header, only to pick the key; PyJWT then reads it again
     strictly, and must read the same."""
     if token.count(".") != 2:
         return None
-    return _parse_header(token.partition(".")[0])
+    segment = token.partition(".")[0]
+    return known.parse(segment) if known is not None else _parse_header(segment)
 
 
-@functools.lru_cache(maxsize=256)
 def _parse_header(segment: str) -> Mapping[str, Any] | None:
-    """A protected header's JSON object (read-only), or None.
-
-    Remembered by its base64url text: every token one bridge or backend
-    signs carries the same header byte for byte (alg, kid, typ), and
-    parsing it again for each token was a third of what the core adds to
-    PyJWT's own verify (issue 9, scripts/bench_core.py). A pure function of
-    its input, so nothing can go stale; the least recently used of 256 is
-    forgotten first, so junk headers only cost themselves a parse.
-    """
+    """A protected header's JSON object, read-only, or None."""
     try:
         header = json.loads(base64url_decode(segment))
     except (ValueError, RecursionError):
         return None
     return MappingProxyType(header) if isinstance(header, dict) else None
+
+
+class KnownHeaders:
+    """One verifier's protected headers already parsed, by their base64url text.
+
+    Every token one bridge signs carries the same header byte for byte (alg,
+    kid, typ), and parsing it again for each token was a third of what the
+    core adds to PyJWT's own verify (issue 9, scripts/bench_core.py). Only
+    the parse is kept, a pure function of the text: the key is looked up in
+    the trust list for every token, so nothing here can go stale. Bounded:
+    when full it starts again, so junk headers cost only their own parse.
+    Owned by one verifier, which a reload replaces.
+    """
+
+    def __init__(self, limit: int = 64) -> None:
+        self._limit = limit
+        self._parsed: dict[str, Mapping[str, Any]] = {}
+
+    def parse(self, segment: str) -> Mapping[str, Any] | None:
+        header = self._parsed.get(segment)
+        if header is None:
+            header = _parse_header(segment)
+            if header is not None:
+                if len(self._parsed) >= self._limit:
+                    self._parsed.clear()
+                self._parsed[segment] = header
+        return header
 
 
 def verify_jws(
@@ -139,15 +157,18 @@ def verify_jws(
     clock: Clock,
     replay_cache: ReplayCache,
     at: datetime | None = None,
+    known_headers: KnownHeaders | None = None,
 ) -> VerifiedJws | TokenRejection:
     """Verify one compact JWS against ``policy``; never raises.
 
     ``at``: the instant to check the times at, when the caller has read the
     clock already (the core passes its decision's moment, so that a token
     and the decision on it are judged at one instant); else ``clock.now()``.
+    ``known_headers``: the calling verifier's parsed headers, if it keeps them.
     """
     try:
-        return _verify(token, resolve_key, policy, clock if at is None else at, replay_cache)
+        return _verify(token, resolve_key, policy, clock if at is None else at, replay_cache,
+                       known_headers)
     except Exception as exc:  # any surprise is a refusal, never a grant
         return _invalid(f"malformed token ({type(exc).__name__})")
 
@@ -158,6 +179,7 @@ def _verify(
     policy: TokenPolicy,
     clock_or_instant: Clock | datetime,
     replay_cache: ReplayCache,
+    known_headers: KnownHeaders | None,
 ) -> VerifiedJws | TokenRejection:
     # --- size and shape
     if isinstance(token, bytes):
@@ -173,7 +195,7 @@ def _verify(
         return _invalid("token too large")
     if not token.isascii():
         return _invalid("token is not ASCII")
-    header = _peek_header(token)
+    header = _peek_header(token, known_headers)
     if header is None:
         return _invalid("not a compact JWS")
 
