@@ -65,7 +65,7 @@ class _Context:
     a PIN, whose code is looked up in its own steps); ``credential`` is as a
     decision shows it (a badge masked, a PIN never); ``secret`` is a PIN's
     code, kept out of any repr. Made and read within one decision and never
-    kept, so not frozen: a frozen dataclass's ``__init__`` costs a
+    kept, so not frozen: a frozen dataclass's ``__init__`` costs half a
     microsecond more per decision here.
     """
 
